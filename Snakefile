@@ -1,0 +1,25 @@
+# Label smoothing & logit squeezing (Shafahi et al., 2019): every table and figure.
+#   snakemake --cores all                                   the paper preset
+#   snakemake --cores all --configfile params/demo.yaml     the offline demo
+# Rules only call the package CLI; the science lives in src/lsqueeze.
+
+# The paper preset unless a preset is given: `--configfile` must replace it, not merge into it.
+if not config:
+
+    configfile: "params/paper.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/attack.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/analysis.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    input:
+        TABLES,
+        FIGURES,
+    default_target: True

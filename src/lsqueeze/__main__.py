@@ -1,0 +1,5 @@
+import sys
+
+from lsqueeze.cli import main
+
+sys.exit(main())

@@ -1,0 +1,243 @@
+"""Presets -> a plan: canonical cell and attack ids, recipes, and every job the DAG needs.
+
+The Snakefile and the CLI share this module, so an id computed when scheduling is the id a job
+writes. Ids derive from values only: 0.5 and 0.50 are one cell, and cells shared by several
+tables are trained once.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+# The Madry recipes the paper reuses (DESIGN.md, "The science"); a preset may override any key.
+RECIPES: dict[str, dict] = {
+    "mnist": {
+        "source": "mnist", "num_classes": 10, "pixel_scale": 1.0,
+        "arch": {"name": "madry_cnn", "conv1": 32, "conv2": 64, "fc": 1024},
+        "optimizer": "adam", "lr": 1e-4, "batch_size": 50, "weight_decay": 0.0,
+        "lr_boundaries": [], "ce_reduction": "sum", "augment": "none",
+    },
+    "cifar10": {
+        "source": "cifar10", "num_classes": 10, "pixel_scale": 255.0,
+        "arch": {"name": "wrn", "depth": 28, "widen": 10},
+        "optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 2e-4, "batch_size": 128,
+        "lr_boundaries": [0.5, 0.75], "ce_reduction": "mean", "augment": "crop_flip",
+    },
+    "cifar100": {
+        "source": "cifar100", "num_classes": 100, "pixel_scale": 255.0,
+        "arch": {"name": "wrn", "depth": 28, "widen": 10},
+        "optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 2e-4, "batch_size": 128,
+        "lr_boundaries": [0.5, 0.75], "ce_reduction": "mean", "augment": "crop_flip",
+    },
+    # Real handwritten digits shipped with scikit-learn: the offline stand-ins for MNIST and CIFAR.
+    "digits28": {
+        "source": "digits28", "num_classes": 10, "pixel_scale": 1.0,
+        "arch": {"name": "madry_cnn", "conv1": 8, "conv2": 16, "fc": 64},
+        "optimizer": "adam", "lr": 1e-3, "batch_size": 50, "weight_decay": 0.0,
+        "lr_boundaries": [], "ce_reduction": "sum", "augment": "none",
+    },
+    "digits32": {
+        "source": "digits32", "num_classes": 10, "pixel_scale": 255.0,
+        "arch": {"name": "wrn", "depth": 10, "widen": 1},
+        "optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 2e-4, "batch_size": 64,
+        "lr_boundaries": [0.5, 0.75], "ce_reduction": "mean", "augment": "crop_flip",
+    },
+}
+
+# Madry's adversarial-training attacks, in the dataset's config units.
+ADV_TRAINING = {
+    "mnist": {"attack": "pgd", "loss": "xent", "steps": 40, "eps": 0.3, "step_size": 0.01,
+              "random_start": True},
+    "cifar10": {"attack": "pgd", "loss": "xent", "steps": 7, "eps": 8, "step_size": 2,
+                "random_start": True},
+}
+
+CELL_DEFAULTS = {"method": "regularized", "alpha": 0.0, "beta": 0.0, "sigma": 0.0,
+                 "clip_noise": False, "seed": 0}
+ATTACK_DEFAULTS = {"loss": "xent", "steps": 1, "step_size": None, "random_start": False,
+                   "restarts": 1, "confidence": 50.0}
+
+
+def num(x) -> str:
+    """One spelling per number: 0.5, 0.50 and 5e-1 all become '0.5'; 2.0 becomes '2'."""
+    return f"{float(x):.6g}"
+
+
+def steps_tag(k: int) -> str:
+    k = int(k)
+    for unit, size in (("M", 1_000_000), ("k", 1000)):
+        if k >= size and k % size == 0:
+            return f"{k // size}{unit}"
+    return str(k)
+
+
+def attack_id(a: dict) -> str:
+    a = {**ATTACK_DEFAULTS, **a}
+    if a["attack"] == "fgsm":
+        return f"fgsm-{a['loss']}-e{num(a['eps'])}"
+    rid = f"pgd-{a['loss']}-n{int(a['steps'])}-e{num(a['eps'])}-a{num(a['step_size'])}"
+    rid += f"-r{int(a['restarts'])}"
+    return rid + ("-rand" if a["random_start"] else "")
+
+
+def cell_tag(c: dict) -> str:
+    """The canonical id of a cell within its dataset, e.g. ls0.2-sq0-gn0.5-k400k-s0."""
+    if c["method"] == "adv":
+        a = c["adv"]
+        tag = f"at{int(a['steps'])}-e{num(a['eps'])}-a{num(a['step_size'])}"
+        tag += ("-rand" if a["random_start"] else "") + ("-cw" if a["loss"] == "cw" else "")
+    else:
+        tag = f"ls{num(c['alpha'])}-sq{num(c['beta'])}-gn{num(c['sigma'])}"
+    tag += f"-k{steps_tag(c['steps'])}-s{int(c['seed'])}"
+    return tag + ("-clip" if c.get("clip_noise") else "")
+
+
+def cell_id(c: dict) -> str:
+    return f"{c['dataset']}/{cell_tag(c)}"
+
+
+def config_hash(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _deep_merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in (over or {}).items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+@dataclass
+class Plan:
+    """Everything the DAG needs, keyed by canonical ids."""
+
+    config: dict
+    cells: dict[str, dict] = field(default_factory=dict)         # cell id -> resolved cell
+    attacks: dict[str, dict] = field(default_factory=dict)       # attack id -> resolved attack
+    white: set[tuple[str, str]] = field(default_factory=set)     # (cell id, attack id)
+    black: set[tuple[str, str, str]] = field(default_factory=set)  # (target, source, attack)
+    analyses: set[str] = field(default_factory=set)              # cell ids
+    tables: list[dict] = field(default_factory=list)             # resolved table specs
+
+    @property
+    def crafted(self) -> set[tuple[str, str]]:
+        return {(src, att) for _, src, att in self.black}
+
+    def recipe(self, dataset: str) -> dict:
+        over = self.config.get("recipes", {}).get(dataset, {})
+        if dataset not in RECIPES and "source" not in over:
+            raise ValueError(f"dataset {dataset!r}: no recipe (known: {sorted(RECIPES)})")
+        return _deep_merge(RECIPES.get(dataset, {}), over)
+
+    def train_spec(self, cid: str) -> dict:
+        """The full resolved training job: cell values plus the dataset's recipe."""
+        cell = self.cells[cid]
+        spec = {"id": cid, "cell": cell, "recipe": self.recipe(cell["dataset"]),
+                "train": self.config.get("train", {})}
+        return spec
+
+    def attack_spec(self, aid: str, dataset: str) -> dict:
+        """An attack in [0,1] pixel units for this dataset (config speaks the paper's units)."""
+        a = dict(self.attacks[aid])
+        scale = self.recipe(dataset)["pixel_scale"]
+        for key in ("eps", "step_size"):
+            if a.get(key) is not None:
+                a[key] = float(a[key]) / scale
+        return a
+
+
+def _ref(config: dict, section: str, ref):
+    if isinstance(ref, str):
+        named = config.get(section, {})
+        if ref not in named:
+            raise ValueError(f"{section}: unknown name {ref!r} (defined: {sorted(named)})")
+        return named[ref]
+    return ref
+
+
+def resolve_cell(config: dict, ref) -> dict:
+    c = {**CELL_DEFAULTS, **_ref(config, "cells", ref)}
+    if c["method"] == "adv":
+        base = ADV_TRAINING.get(c["dataset"], ADV_TRAINING["mnist"])
+        c["adv"] = {**ATTACK_DEFAULTS, **base, **_ref(config, "attacks", c.get("adv", {}))}
+        c["beta"] = 0.0
+        c["sigma"] = 0.0
+    elif c["method"] == "natural":
+        c.update(alpha=0.0, beta=0.0, sigma=0.0)
+    c["method"] = "adv" if c["method"] == "adv" else "regularized"
+    for key in ("alpha", "beta", "sigma"):
+        c[key] = float(c[key])
+    c["steps"] = int(c["steps"])
+    return c
+
+
+def resolve_attack(config: dict, ref) -> dict:
+    a = {**ATTACK_DEFAULTS, **_ref(config, "attacks", ref)}
+    if a["attack"] == "fgsm":
+        a.update(steps=1, step_size=None, random_start=False, restarts=1)
+    elif a["step_size"] is None:
+        raise ValueError(f"attack {a}: PGD needs a step_size")
+    return a
+
+
+def build_plan(config: dict) -> Plan:
+    plan = Plan(config=config)
+
+    def add_cell(ref) -> str:
+        c = resolve_cell(config, ref)
+        cid = cell_id(c)
+        plan.cells[cid] = c
+        return cid
+
+    def add_attack(ref) -> str:
+        a = resolve_attack(config, ref)
+        aid = attack_id(a)
+        plan.attacks[aid] = a
+        return aid
+
+    sources = {ds: add_cell(ref) for ds, ref in config.get("blackbox_sources", {}).items()}
+    for table in config.get("tables", []):
+        rows = []
+        for row in table["rows"]:
+            rows.append({**row, "cell_id": add_cell(row["cell"])})
+        cols = []
+        for col in table["columns"]:
+            col = dict(col)
+            if "attack" in col:  # tables keep the attack in the paper's units
+                col["attack_paper"] = resolve_attack(config, col.pop("attack"))
+                if col.get("threat", "none") != "none":
+                    col["attack_id"] = add_attack(col["attack_paper"])
+            cols.append(col)
+        for row in rows:
+            ds = plan.cells[row["cell_id"]]["dataset"]
+            for col in cols:
+                if col.get("threat") == "white":
+                    plan.white.add((row["cell_id"], col["attack_id"]))
+                elif col.get("threat") == "black":
+                    if ds not in sources:
+                        raise ValueError(f"table {table['id']}: black-box column but no "
+                                         f"blackbox_sources entry for dataset {ds!r}")
+                    plan.black.add((row["cell_id"], sources[ds], col["attack_id"]))
+                elif col.get("metric") == "predicted_accuracy":
+                    plan.analyses.add(row["cell_id"])
+        plan.tables.append({**table, "rows": rows, "columns": cols})
+    for fig in config.get("figures", {}).values():
+        for ref in fig.get("cells", []):
+            plan.analyses.add(add_cell(ref))
+    return plan
+
+
+def load_config(path) -> dict:
+    with open(path) as fh:
+        return yaml.safe_load(fh)
+
+
+def attack_record(plan: Plan, aid: str, dataset: str) -> dict:
+    """What a job needs to know about an attack: its id, paper units (for tables), pixel units."""
+    return {"id": aid, "paper": plan.attacks[aid], "pixel": plan.attack_spec(aid, dataset)}

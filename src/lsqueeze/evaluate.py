@@ -1,0 +1,111 @@
+"""White-box evaluation, black-box crafting (once per source × attack) and transfer evaluation.
+
+Every command writes one self-describing JSON fragment (cell, attack, n, accuracy, provenance),
+which the aggregation turns into the long-form table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+
+import torch
+
+from lsqueeze import attacks
+from lsqueeze.data import load_split, to_float
+from lsqueeze.io import code_version, device_name, load_torch, save_json, save_torch
+from lsqueeze.train import load_model, pick_device
+
+
+def file_hash(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def test_subset(data_dir, n: int | None, device):
+    """The first n test images (the whole split for n=None): the same subset for every model."""
+    x, y = load_split(Path(data_dir) / "test.pt", device)
+    if n:
+        x, y = x[:n], y[:n]
+    return to_float(x), y
+
+
+def run_attack(model, x, y, spec: dict, batch_size: int, seed: int = 0):
+    """Attack in batches; return (x_adv, robust mask) for the whole set."""
+    gen = torch.Generator(device=x.device).manual_seed(seed)
+    advs, robust = [], []
+    for i in range(0, len(y), batch_size):
+        xa, r = attacks.attack(model, x[i:i + batch_size], y[i:i + batch_size], spec, generator=gen)
+        advs.append(xa)
+        robust.append(r)
+    return torch.cat(advs), torch.cat(robust)
+
+
+def _record(kind, spec, attack, n, correct, t0, device, **extra):
+    return {"kind": kind, "cell_id": spec["id"], "cell": spec["cell"], "attack": attack,
+            "n": n, "correct": correct, "accuracy": correct / max(n, 1),
+            "wall_time_s": time.perf_counter() - t0, "device": device_name(device),
+            "code_version": code_version(), **extra}
+
+
+def _model(spec, model_path, x, device):
+    return load_model(spec, model_path, tuple(x.shape[1:]), device)
+
+
+def white_box(spec, model_path, data_dir, attack: dict, out, n=None, batch_size=500, device="auto"):
+    """Accuracy of one model under one attack computed on the model itself."""
+    device = pick_device(device)
+    t0 = time.perf_counter()
+    x, y = test_subset(data_dir, n, device)
+    model = _model(spec, model_path, x, device)
+    _, robust = run_attack(model, x, y, attack["pixel"], batch_size, seed=spec["cell"]["seed"])
+    rec = _record("white", spec, attack, len(y), int(robust.sum()), t0, device,
+                  model_hash=file_hash(model_path))
+    save_json(rec, out)
+    return rec
+
+
+def craft(spec, model_path, data_dir, attack: dict, out, n=None, batch_size=500, device="auto"):
+    """Craft a black-box set on a source model and store it, with the source's hash."""
+    device = pick_device(device)
+    t0 = time.perf_counter()
+    x, y = test_subset(data_dir, n, device)
+    model = _model(spec, model_path, x, device)
+    x_adv, robust = run_attack(model, x, y, attack["pixel"], batch_size, seed=spec["cell"]["seed"])
+    save_torch({"x_adv": x_adv.cpu(), "y": y.cpu(), "source_id": spec["id"],
+                "source_hash": file_hash(model_path), "attack_id": attack["id"],
+                "source_accuracy": float(robust.float().mean())}, out)
+    return x_adv
+
+
+def transfer(spec, model_path, adv_set, out, batch_size=1000, source_id=None, attack=None,
+             device="auto"):
+    """Accuracy of a target model on a stored black-box set (never recrafted)."""
+    device = pick_device(device)
+    t0 = time.perf_counter()
+    blob = load_torch(adv_set)
+    x, y = blob["x_adv"].to(device), blob["y"].to(device)
+    model = _model(spec, model_path, x, device)
+    correct = int((attacks.predict(model, x, batch_size) == y).sum())
+    rec = _record("black", spec, attack or {"id": blob["attack_id"]}, len(y), correct, t0, device,
+                  source_id=blob["source_id"], source_hash=blob["source_hash"],
+                  adv_set_hash=file_hash(adv_set), model_hash=file_hash(model_path))
+    save_json(rec, out)
+    return rec
+
+
+def analyze(spec, model_path, data_dir, out, n=None, device="auto"):
+    """Per-image linear-model quantities (analysis.linear_model) as Parquet."""
+    from lsqueeze.analysis import linear_model
+    from lsqueeze.io import save_parquet
+
+    device = pick_device(device)
+    x, y = test_subset(data_dir, n, device)
+    frame = linear_model(_model(spec, model_path, x, device), x, y)
+    frame.insert(0, "cell_id", spec["id"])
+    save_parquet(frame, out)
+    return frame

@@ -1,0 +1,237 @@
+"""One training run per cell: natural, label smoothing (α), logit squeezing (β), Gaussian noise (σ),
+or Madry PGD adversarial training, from the dataset's Madry recipe.
+
+The dataset sits on the device as uint8 and is augmented there; every random draw comes from one
+seeded generator whose state is checkpointed, so a killed run resumes to the same weights.
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from lsqueeze import attacks
+from lsqueeze.data import load_split, to_float
+from lsqueeze.io import code_version, device_name, load_torch, save_json, save_torch
+from lsqueeze.models import build_model
+
+TRAIN_DEFAULTS = {"checkpoint_every": 1000, "compile": False, "device": "auto", "eval_batch": 1000}
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def regularized_loss(logits, y, alpha: float, beta: float, reduction: str = "sum"):
+    """CE against smoothed labels (α) + β·‖Z‖_F over the mini-batch logit matrix (not squared).
+
+    `reduction` follows Madry's code: summed CE for MNIST, mean CE for CIFAR; it fixes what β means.
+    """
+    ce = F.cross_entropy(logits.float(), y, label_smoothing=alpha, reduction=reduction)
+    return ce + beta * torch.linalg.matrix_norm(logits.float(), ord="fro")
+
+
+def smoothed_targets(y, num_classes: int, alpha: float):
+    """y_warm = y_hot − α (y_hot − 1/N_c), the paper's Eq. for label smoothing."""
+    hot = F.one_hot(y, num_classes).float()
+    return hot - alpha * (hot - 1.0 / num_classes)
+
+
+def gaussian_noise(x, sigma: float, pixel_scale: float, clip: bool, generator):
+    """x + N(0, σ²) with σ in the paper's units (MNIST [0,1]; CIFAR 0–255)."""
+    if sigma <= 0:
+        return x
+    noisy = x + torch.randn(x.shape, generator=generator, device=x.device) * (sigma / pixel_scale)
+    return noisy.clamp(0, 1) if clip else noisy
+
+
+def crop_flip(x, generator, pad: int = 4):
+    """Random 32×32 crop of the zero-padded image and a horizontal flip, batched on the device."""
+    n, _, h, w = x.shape
+    padded = F.pad(x, (pad,) * 4)
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=x.device)
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=x.device)
+    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
+    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
+    out = padded[torch.arange(n, device=x.device)[:, None, None, None],
+                 torch.arange(x.shape[1], device=x.device)[None, :, None, None], rows, cols]
+    flip = torch.rand(n, generator=generator, device=x.device) < 0.5
+    return torch.where(flip[:, None, None, None], out.flip(3), out)
+
+
+class Batches:
+    """Epoch-wise shuffled mini-batches, sampled without replacement, resumable from its state."""
+
+    def __init__(self, n: int, batch_size: int, generator):
+        self.n, self.bs, self.g = n, batch_size, generator
+        self.perm, self.ptr = None, n
+
+    def next(self):
+        if self.ptr + self.bs > self.n:
+            self.perm = torch.randperm(self.n, generator=self.g, device=self.g.device)
+            self.ptr = 0
+        idx = self.perm[self.ptr:self.ptr + self.bs]
+        self.ptr += self.bs
+        return idx
+
+    def state(self):
+        return {"perm": self.perm, "ptr": self.ptr}
+
+    def load(self, s):
+        self.perm, self.ptr = s["perm"], s["ptr"]
+
+
+def make_optimizer(model, recipe):
+    decay = [p for p in model.parameters() if p.ndim > 1]  # Madry decays weights, not biases/BN
+    rest = [p for p in model.parameters() if p.ndim <= 1]
+    groups = [{"params": decay, "weight_decay": recipe.get("weight_decay", 0.0)},
+              {"params": rest, "weight_decay": 0.0}]
+    if recipe["optimizer"] == "adam":
+        return torch.optim.Adam(groups, lr=recipe["lr"])
+    if recipe["optimizer"] == "sgd":
+        return torch.optim.SGD(groups, lr=recipe["lr"], momentum=recipe.get("momentum", 0.9))
+    raise ValueError(f"recipe optimizer: unknown {recipe['optimizer']!r} (known: adam, sgd)")
+
+
+def make_scheduler(opt, recipe, steps: int):
+    milestones = [int(round(f * steps)) for f in recipe.get("lr_boundaries", [])]
+    return torch.optim.lr_scheduler.MultiStepLR(opt, milestones=milestones, gamma=0.1)
+
+
+@torch.no_grad()
+def clean_stats(model, x_u8, y, batch_size=1000):
+    """Clean accuracy and mean per-example logit norm (eval mode)."""
+    correct, norm = 0, 0.0
+    with attacks.eval_mode(model):
+        for i in range(0, len(y), batch_size):
+            z = model(to_float(x_u8[i:i + batch_size])).float()
+            correct += (z.argmax(1) == y[i:i + batch_size]).sum().item()
+            norm += torch.linalg.vector_norm(z, dim=1).nan_to_num(float("inf")).sum().item()
+    return correct / len(y), norm / len(y)
+
+
+class _Stop:
+    """SIGTERM/SIGINT (SLURM preemption, scancel) -> checkpoint, then exit."""
+
+    def __init__(self):
+        self.requested = False
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, *_):
+        self.requested = True
+
+
+def train(spec: dict, data_dir, out_dir, progress: bool = True) -> dict:
+    """Train one cell; write model.pt and metrics.json into out_dir (state.pt while running)."""
+    cell, recipe = spec["cell"], spec["recipe"]
+    opts = {**TRAIN_DEFAULTS, **spec.get("train", {})}
+    out_dir, data_dir = Path(out_dir), Path(data_dir)
+    device = pick_device(opts["device"])
+    steps, bs, scale = cell["steps"], recipe["batch_size"], recipe["pixel_scale"]
+
+    x_tr, y_tr = load_split(data_dir / "train.pt", device)
+    x_te, y_te = load_split(data_dir / "test.pt", device)
+    torch.manual_seed(cell["seed"])
+    model = build_model(recipe, x_tr.shape[1:]).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    opt = make_optimizer(model, recipe)
+    sched = make_scheduler(opt, recipe, steps)
+    gen = torch.Generator(device=device).manual_seed(cell["seed"])
+    batches = Batches(len(y_tr), bs, gen)
+    step, wall_before, loss_value, diverged = 0, 0.0, float("nan"), False
+
+    state_path = out_dir / "state.pt"
+    if state_path.exists():
+        st = load_torch(state_path, map_location=device)
+        model.load_state_dict(st["model"])
+        opt.load_state_dict(st["optimizer"])
+        sched.load_state_dict(st["scheduler"])
+        gen.set_state(st["generator"].cpu() if device.type == "cpu" else st["generator"])
+        batches.load(st["batches"])
+        step, wall_before, loss_value = st["step"], st["wall"], st["loss"]
+
+    def checkpoint():
+        save_torch({"model": model.state_dict(), "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(), "generator": gen.get_state(),
+                    "batches": batches.state(), "step": step, "loss": loss_value,
+                    "wall": wall_before + time.perf_counter() - t0}, state_path)
+
+    fwd = torch.compile(model) if opts["compile"] else model
+    adv = None
+    if cell["method"] == "adv":
+        adv = {k: cell["adv"][k] for k in ("steps", "loss", "random_start")}
+        adv.update(eps=cell["adv"]["eps"] / scale, step_size=cell["adv"]["step_size"] / scale)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
+    stop = _Stop()
+    t0 = time.perf_counter()
+    start_step = step
+    bar = tqdm(total=steps, initial=step, disable=not progress, unit="step", mininterval=2,
+               desc=spec.get("id", "train"), dynamic_ncols=True)
+    model.train()
+    while step < steps:
+        idx = batches.next()
+        x, y = to_float(x_tr[idx]), y_tr[idx]
+        if recipe.get("augment") == "crop_flip":
+            x = crop_flip(x, gen)
+        if adv is not None:
+            x = attacks.pgd(fwd, x, y, adv["eps"], adv["step_size"], adv["steps"], adv["loss"],
+                            adv["random_start"], in_eval=recipe.get("adv_in_eval", True),
+                            generator=gen)
+        x = gaussian_noise(x, cell["sigma"], scale, cell.get("clip_noise", False), gen)
+        if device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast:
+            logits = fwd(x)
+        loss = regularized_loss(logits, y, cell["alpha"], cell["beta"], recipe["ce_reduction"])
+        if not torch.isfinite(loss):
+            diverged = True  # the paper has such cells: record, don't crash
+            loss_value = float(loss.item())
+            break
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        step += 1
+        loss_value = float(loss.detach())
+        bar.update(1)
+        if step % 50 == 0:
+            rate = (step - start_step) * bs / max(time.perf_counter() - t0, 1e-9)
+            bar.set_postfix(loss=f"{loss_value:.3g}", img_s=f"{rate:.0f}")
+        if stop.requested or (step % opts["checkpoint_every"] == 0 and step < steps):
+            checkpoint()
+            if stop.requested:
+                bar.close()
+                raise SystemExit(f"stopped by signal at step {step}; state saved to {state_path}")
+    bar.close()
+    wall = wall_before + time.perf_counter() - t0
+    train_acc, _ = clean_stats(model, x_tr, y_tr, opts["eval_batch"])
+    test_acc, logit_norm = clean_stats(model, x_te, y_te, opts["eval_batch"])
+    weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_torch(weights, out_dir / "model.pt")
+    metrics = {
+        "id": spec.get("id"), "train_accuracy": train_acc, "test_accuracy": test_acc,
+        "final_loss": loss_value if math.isfinite(loss_value) else str(loss_value),
+        "mean_logit_norm": logit_norm, "steps_done": step, "steps": steps,
+        "wall_time_s": wall, "images_per_s": step * bs / max(wall, 1e-9),
+        "device": device_name(device), "diverged": diverged, "spec": spec,
+        "code_version": code_version(), "torch": torch.__version__,
+    }
+    save_json(metrics, out_dir / "metrics.json")
+    state_path.unlink(missing_ok=True)
+    return metrics
+
+
+def load_model(spec: dict, model_path, image_shape, device="cpu"):
+    model = build_model(spec["recipe"], image_shape)
+    model.load_state_dict(load_torch(model_path, map_location=device))
+    return model.to(device).eval()

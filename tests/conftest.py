@@ -1,0 +1,51 @@
+import functools
+import http.server
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+# The workplace's offline MNIST mirror sits beside the repository (../shared/mnist).
+SHARED_MNIST = Path(os.environ.get("LSQUEEZE_MNIST_MIRROR", REPO.parent / "shared" / "mnist"))
+SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
+
+
+@pytest.fixture
+def http_server():
+    """Serve a directory on 127.0.0.1 (a local dataset mirror); yields (base_url, directory)."""
+    servers = []
+
+    def start(directory):
+        handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(directory))
+        handler.log_message = lambda *a, **k: None
+        srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        servers.append(srv)
+        return f"http://127.0.0.1:{srv.server_address[1]}/"
+
+    yield start
+    for srv in servers:
+        srv.shutdown()
+        srv.server_close()
+
+
+def run_snakemake(workdir, *args, configfile=None, check=True, env=None):
+    """Run the repository's Snakefile with `workdir` as working directory (outputs land there)."""
+    cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--cores", "2"]
+    if configfile:
+        cmd += ["--configfile", str(configfile)]
+    proc = subprocess.run(cmd + list(args), capture_output=True, text=True,
+                          env={**os.environ, **(env or {})})
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def tiny_config():
+    return REPO / "tests" / "config" / "tiny.yaml"

@@ -1,0 +1,73 @@
+import copy
+
+import pytest
+import yaml
+
+from lsqueeze.config import build_plan, cell_id, num, resolve_cell, steps_tag
+from lsqueeze.schema import ConfigError, validate
+from conftest import REPO
+
+
+def test_numbers_have_one_spelling():
+    assert num(0.5) == num("0.50") == num(5e-1) == "0.5"
+    assert num(2.0) == "2" and num(0) == "0" and num(0.95) == "0.95"
+    assert steps_tag(400000) == "400k" and steps_tag(2_000_000) == "2M" and steps_tag(300) == "300"
+
+
+def test_cell_ids_are_canonical():
+    a = resolve_cell({}, {"dataset": "mnist", "alpha": 0.2, "sigma": 0.50, "steps": 400000})
+    b = resolve_cell({}, {"dataset": "mnist", "alpha": "0.20", "sigma": 0.5, "steps": 400000, "seed": 0})
+    assert cell_id(a) == cell_id(b) == "mnist/ls0.2-sq0-gn0.5-k400k-s0"
+    nat = resolve_cell({}, {"dataset": "mnist", "method": "natural", "steps": 100000})
+    assert cell_id(nat) == "mnist/ls0-sq0-gn0-k100k-s0"
+    adv = resolve_cell({}, {"dataset": "mnist", "method": "adv", "steps": 100000})
+    assert cell_id(adv) == "mnist/at40-e0.3-a0.01-rand-k100k-s0"
+
+
+def test_shared_cells_are_planned_once():
+    cfg = yaml.safe_load((REPO / "tests/config/tiny.yaml").read_text())
+    cfg["tables"][0]["rows"].append({"cell": {"dataset": "digits28", "method": "natural", "steps": 60}})
+    plan = build_plan(cfg)
+    assert len(plan.cells) == 3
+
+
+@pytest.fixture
+def demo():
+    return yaml.safe_load((REPO / "params/demo.yaml").read_text())
+
+
+@pytest.mark.parametrize("mutate,key", [
+    (lambda c: c.update(bogus=1), "bogus"),
+    (lambda c: c["cells"]["smooth"].update(sigma=-0.1), "cells.smooth.sigma"),
+    (lambda c: c["cells"]["smooth"].update(alpha=1.5), "cells.smooth.alpha"),
+    (lambda c: c["cells"]["smooth"].update(dataset="imagenet"), "cells.smooth.dataset"),
+    (lambda c: c["cells"]["smooth"].update(sigmaa=0.3), "sigmaa"),
+])
+def test_bad_preset_names_the_key(demo, mutate, key):
+    bad = copy.deepcopy(demo)
+    mutate(bad)
+    with pytest.raises(ConfigError) as err:
+        validate(bad)
+    assert key in str(err.value)
+
+
+def test_unknown_dataset_lists_allowed(demo):
+    demo["cells"]["smooth"]["dataset"] = "imagenet"
+    with pytest.raises(ConfigError, match="mnist"):
+        validate(demo)
+
+
+def test_presets_validate():
+    for path in sorted((REPO / "params").glob("*.yaml")) + [REPO / "tests/config/tiny.yaml"]:
+        validate(yaml.safe_load(path.read_text()))
+
+
+def test_environment_yml_matches_pyproject():
+    import tomllib
+
+    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    env = yaml.safe_load((REPO / "environment.yml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    assert sorted(d for d in pip if not d.startswith("-e")) == sorted(deps)
+    assert "python=3.11" in env["dependencies"]
+    assert any(d.startswith("-e .") for d in pip)

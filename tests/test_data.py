@@ -1,0 +1,125 @@
+import gzip
+import hashlib
+import io
+import pickle
+import shutil
+import tarfile
+
+import numpy as np
+import pytest
+import torch
+import torchvision.datasets as tvd
+
+from lsqueeze import data
+from conftest import SHARED_MNIST
+
+
+def test_mnist_from_local_mirror_matches_checksums(tmp_path, http_server):
+    if not SHARED_MNIST.exists():
+        pytest.skip("no offline MNIST mirror at ../shared/mnist")
+    url = http_server(SHARED_MNIST)
+    paths = data.prepare("mnist", tmp_path / "mnist", mirror=url)
+    x, y = data.load_split(paths["train"])
+    assert x.shape == (60000, 1, 28, 28) and x.dtype == torch.uint8
+    assert y.shape == (60000,) and set(y.unique().tolist()) == set(range(10))
+    xt, yt = data.load_split(paths["test"])
+    assert xt.shape == (10000, 1, 28, 28)
+    # the decompressed files match the official MD5 sums
+    for name, md5 in data.MNIST_RAW_MD5.items():
+        assert hashlib.md5((tmp_path / "mnist" / "raw" / name).read_bytes()).hexdigest() == md5
+
+
+def test_truncated_download_fails_clearly_and_leaves_no_output(tmp_path, http_server):
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    for name in data.MNIST_RAW_MD5:
+        src = SHARED_MNIST / f"{name}.gz"
+        blob = src.read_bytes() if src.exists() else gzip.compress(b"\0" * 100)
+        (mirror / f"{name}.gz").write_bytes(blob[: len(blob) // 2])  # truncated
+    url = http_server(mirror)
+    with pytest.raises(data.DataError, match="(checksum|gzip)"):
+        data.prepare("mnist", tmp_path / "out", mirror=url)
+    assert not (tmp_path / "out" / "train.pt").exists()
+    assert not (tmp_path / "out" / "test.pt").exists()
+    assert not list((tmp_path / "out" / "raw").glob("*.gz")), "a corrupted download must be removed"
+
+
+def test_data_cli_reports_corruption_with_exit_code(tmp_path, http_server):
+    from lsqueeze.cli import main
+
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    for name in data.MNIST_RAW_MD5:
+        (mirror / f"{name}.gz").write_bytes(gzip.compress(b"not mnist"))
+    assert main(["data", "--dataset", "mnist", "--out-dir", str(tmp_path / "o"),
+                 "--mirror", http_server(mirror)]) == 2
+    assert not (tmp_path / "o" / "train.pt").exists()
+
+
+def _fake_cifar(root, monkeypatch):
+    """A CIFAR-10-format archive (real format, random pixels) with its MD5s patched in."""
+    base = "cifar-10-batches-py"
+    files = {}
+    for name, n in [("data_batch_1", 20), ("test_batch", 10)]:
+        d = {"data": np.random.randint(0, 256, (n, 3072), dtype=np.uint8),
+             "labels": list(np.arange(n) % 10)}
+        files[name] = pickle.dumps(d)
+    files["batches.meta"] = pickle.dumps({"label_names": [f"c{i}" for i in range(10)]})
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, blob in files.items():
+            info = tarfile.TarInfo(f"{base}/{name}")
+            info.size = len(blob)
+            tar.addfile(info, io.BytesIO(blob))
+    (root / tvd.CIFAR10.filename).write_bytes(buf.getvalue())
+    md5 = lambda b: hashlib.md5(b).hexdigest()  # noqa: E731
+    monkeypatch.setattr(tvd.CIFAR10, "tgz_md5", md5(buf.getvalue()))
+    monkeypatch.setattr(tvd.CIFAR10, "train_list", [["data_batch_1", md5(files["data_batch_1"])]])
+    monkeypatch.setattr(tvd.CIFAR10, "test_list", [["test_batch", md5(files["test_batch"])]])
+    monkeypatch.setattr(tvd.CIFAR10, "meta", {"filename": "batches.meta", "key": "label_names",
+                                              "md5": md5(files["batches.meta"])})
+    return files
+
+
+def test_cifar_download_through_torchvision(tmp_path, http_server, monkeypatch):
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    _fake_cifar(mirror, monkeypatch)
+    paths = data.prepare("cifar10", tmp_path / "c10", mirror=http_server(mirror))
+    x, y = data.load_split(paths["train"])
+    assert x.shape == (20, 3, 32, 32) and x.dtype == torch.uint8
+    assert data.load_split(paths["test"])[0].shape == (10, 3, 32, 32)
+
+
+def test_cifar_checksum_mismatch(tmp_path, http_server, monkeypatch):
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    _fake_cifar(mirror, monkeypatch)
+    monkeypatch.setattr(tvd.CIFAR10, "tgz_md5", "0" * 32)
+    with pytest.raises(data.DataError, match="checksum|corrupted"):
+        data.prepare("cifar10", tmp_path / "c10", mirror=http_server(mirror))
+    assert not (tmp_path / "c10" / "train.pt").exists()
+
+
+@pytest.mark.parametrize("variant,shape", [("digits28", (1, 28, 28)), ("digits32", (3, 32, 32))])
+def test_digits_variants(variant, shape):
+    a, b = data.digits(variant), data.digits(variant)
+    assert a["train"]["x"].shape[1:] == shape and a["train"]["x"].dtype == torch.uint8
+    assert len(a["train"]["y"]) + len(a["test"]["y"]) == 1797
+    assert len(a["test"]["y"]) == 297
+    for split in ("train", "test"):
+        assert set(a[split]["y"].tolist()) == set(range(10))
+        assert torch.equal(a[split]["x"], b[split]["x"]) and torch.equal(a[split]["y"], b[split]["y"])
+    assert a["train"]["x"].max() > 200 and a["train"]["x"].min() == 0
+
+
+def test_unknown_dataset(tmp_path):
+    with pytest.raises(data.DataError, match="unknown"):
+        data.prepare("imagenet", tmp_path)
+
+
+def test_bad_split_file_is_reported(tmp_path):
+    bad = tmp_path / "train.pt"
+    bad.write_bytes(b"garbage")
+    with pytest.raises(RuntimeError, match="cannot read"):
+        data.load_split(bad)

@@ -1,0 +1,81 @@
+import json
+import sys
+from pathlib import Path
+
+from lsqueeze.config import attack_record, build_plan
+from lsqueeze.schema import ConfigError, validate
+
+# Fail before any job runs: schema + semantic checks, naming the bad key.
+try:
+    validate(config, workflow.source_path("../../params/schema.json"))
+except ConfigError as exc:
+    raise WorkflowError(str(exc)) from None
+
+PLAN = build_plan(config)
+RES = config["results"].rstrip("/")
+DATA = config.get("data_dir", "results/data").rstrip("/")
+PY = sys.executable  # the interpreter that runs Snakemake has the package installed
+EVAL = config.get("eval", {})
+
+
+wildcard_constraints:
+    dataset="[a-z0-9]+",
+    tag="[A-Za-z0-9.\-]+",
+    source="[A-Za-z0-9.\-]+",
+    attack="[a-z0-9.\-]+",
+
+
+def cid(w):
+    return f"{w.dataset}/{w.tag}"
+
+
+def spec_json(cell_id):
+    return json.dumps(PLAN.train_spec(cell_id), sort_keys=True)
+
+
+def attack_json(w):
+    return json.dumps(attack_record(PLAN, w.attack, w.dataset), sort_keys=True)
+
+
+def model_path(cell_id):
+    return f"{RES}/models/{cell_id}/model.pt"
+
+
+def metrics_path(cell_id):
+    return f"{RES}/models/{cell_id}/metrics.json"
+
+
+WHITE = [f"{RES}/eval/{c}/white/{a}.json" for c, a in sorted(PLAN.white)]
+BLACK = [f"{RES}/eval/{t}/black/{s.split('/')[1]}/{a}.json" for t, s, a in sorted(PLAN.black)]
+ANALYSES = {f"{RES}/analysis/{c}/linear.parquet": c for c in sorted(PLAN.analyses)}
+METRICS = [metrics_path(c) for c in sorted(PLAN.cells)]
+
+
+def _write_if_changed(path, text):
+    """Parse-time plan file: rewritten only when its content changes, so its mtime tells
+    Snakemake exactly when the tables must be rebuilt."""
+    p = Path(path)
+    if not p.exists() or p.read_text() != text:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = p.with_suffix(".tmp")
+        tmp.write_text(text)
+        tmp.replace(p)
+
+
+def _tables_plan():
+    datasets = {c["dataset"] for c in PLAN.cells.values()}
+    return {
+        "tables": PLAN.tables,
+        "cells": PLAN.cells,
+        "pixel_scale": {d: PLAN.recipe(d)["pixel_scale"] for d in sorted(datasets)},
+        "analysis_files": ANALYSES,
+        "tolerance_pct": EVAL.get("tolerance_pct", 5.0),
+    }
+
+
+PLAN_FILE = f"{RES}/plan/tables.json"
+_write_if_changed(PLAN_FILE, json.dumps(_tables_plan(), indent=1, sort_keys=True, default=str))
+
+TABLES = [f"{RES}/tables/measurements.parquet", f"{RES}/tables/tables.md"]
+TABLES += [f"{RES}/tables/table_{t['id']}.parquet" for t in PLAN.tables]
+FIGURES = [f"{RES}/figures/summary.png"]

@@ -1,0 +1,37 @@
+rule evaluate_white:
+    input:
+        model=f"{RES}/models/{{dataset}}/{{tag}}/model.pt",
+        test=f"{DATA}/{{dataset}}/test.pt",
+    output:
+        f"{RES}/eval/{{dataset}}/{{tag}}/white/{{attack}}.json",
+    params:
+        spec=lambda w: spec_json(cid(w)),
+        attack=attack_json,
+        n=f"--n {EVAL['n_test']}" if EVAL.get("n_test") else "",
+        bs=EVAL.get("batch_size", 500),
+    threads: 1
+    resources:
+        gpu=1,
+    log:
+        f"{RES}/logs/white/{{dataset}}/{{tag}}/{{attack}}.log",
+    shell:
+        "OMP_NUM_THREADS={threads} {PY} -m lsqueeze evaluate --spec '{params.spec}' --model {input.model}"
+        " --data-dir $(dirname {input.test}) --attack '{params.attack}' {params.n}"
+        " --batch-size {params.bs} --out {output} > {log} 2>&1"
+
+
+rule evaluate_black:
+    input:
+        model=f"{RES}/models/{{dataset}}/{{tag}}/model.pt",
+        adv=f"{RES}/adv/{{dataset}}/{{source}}/{{attack}}.pt",
+    output:
+        f"{RES}/eval/{{dataset}}/{{tag}}/black/{{source}}/{{attack}}.json",
+    params:
+        spec=lambda w: spec_json(cid(w)),
+        attack=attack_json,
+    threads: 1
+    log:
+        f"{RES}/logs/black/{{dataset}}/{{tag}}/{{source}}/{{attack}}.log",
+    shell:
+        "OMP_NUM_THREADS={threads} {PY} -m lsqueeze transfer --spec '{params.spec}' --model {input.model}"
+        " --adv-set {input.adv} --attack '{params.attack}' --out {output} > {log} 2>&1"

@@ -1,0 +1,22 @@
+def train_data(w):
+    ds = PLAN.cells[cid(w)]["dataset"]
+    return {"train": f"{DATA}/{ds}/train.pt", "test": f"{DATA}/{ds}/test.pt"}
+
+
+rule train:
+    input:
+        unpack(train_data),
+    output:
+        model=f"{RES}/models/{{dataset}}/{{tag}}/model.pt",
+        metrics=f"{RES}/models/{{dataset}}/{{tag}}/metrics.json",
+    params:
+        spec=lambda w: spec_json(cid(w)),
+        out=lambda w: f"{RES}/models/{cid(w)}",
+    threads: 2
+    resources:
+        gpu=1,
+    log:
+        f"{RES}/logs/train/{{dataset}}/{{tag}}.log",
+    shell:
+        "OMP_NUM_THREADS={threads} {PY} -m lsqueeze train --spec '{params.spec}'"
+        " --data-dir $(dirname {input.train}) --out-dir {params.out} --no-progress > {log} 2>&1"
