@@ -89,6 +89,28 @@ class Batches:
         self.perm, self.ptr = s["perm"], s["ptr"]
 
 
+def adv_spec(cell: dict, pixel_scale: float) -> dict | None:
+    """The adversarial-training attack of a cell in [0,1] pixel units (None: no adversary)."""
+    if cell["method"] != "adv":
+        return None
+    adv = {k: cell["adv"][k] for k in ("steps", "loss", "random_start")}
+    adv.update(eps=cell["adv"]["eps"] / pixel_scale, step_size=cell["adv"]["step_size"] / pixel_scale)
+    return adv
+
+
+def training_batch(x_u8, y, cell, recipe, model, adv, generator):
+    """What the model trains on: augmented, then adversarial (Madry) or Gaussian-noised images."""
+    x = to_float(x_u8)
+    if recipe.get("augment") == "crop_flip":
+        x = crop_flip(x, generator)
+    if adv is not None:
+        x = attacks.pgd(model, x, y, adv["eps"], adv["step_size"], adv["steps"], adv["loss"],
+                        adv["random_start"], in_eval=recipe.get("adv_in_eval", True),
+                        generator=generator)
+    return gaussian_noise(x, cell["sigma"], recipe["pixel_scale"], cell.get("clip_noise", False),
+                          generator)
+
+
 def make_optimizer(model, recipe):
     decay = [p for p in model.parameters() if p.ndim > 1]  # Madry decays weights, not biases/BN
     rest = [p for p in model.parameters() if p.ndim <= 1]
@@ -159,6 +181,7 @@ def train(spec: dict, data_dir, out_dir, progress: bool = True) -> dict:
         gen.set_state(st["generator"].cpu() if device.type == "cpu" else st["generator"])
         batches.load(st["batches"])
         step, wall_before, loss_value = st["step"], st["wall"], st["loss"]
+    resumed_from = step
 
     def checkpoint():
         save_torch({"model": model.state_dict(), "optimizer": opt.state_dict(),
@@ -167,10 +190,7 @@ def train(spec: dict, data_dir, out_dir, progress: bool = True) -> dict:
                     "wall": wall_before + time.perf_counter() - t0}, state_path)
 
     fwd = torch.compile(model) if opts["compile"] else model
-    adv = None
-    if cell["method"] == "adv":
-        adv = {k: cell["adv"][k] for k in ("steps", "loss", "random_start")}
-        adv.update(eps=cell["adv"]["eps"] / scale, step_size=cell["adv"]["step_size"] / scale)
+    adv = adv_spec(cell, scale)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     stop = _Stop()
     t0 = time.perf_counter()
@@ -180,14 +200,8 @@ def train(spec: dict, data_dir, out_dir, progress: bool = True) -> dict:
     model.train()
     while step < steps:
         idx = batches.next()
-        x, y = to_float(x_tr[idx]), y_tr[idx]
-        if recipe.get("augment") == "crop_flip":
-            x = crop_flip(x, gen)
-        if adv is not None:
-            x = attacks.pgd(fwd, x, y, adv["eps"], adv["step_size"], adv["steps"], adv["loss"],
-                            adv["random_start"], in_eval=recipe.get("adv_in_eval", True),
-                            generator=gen)
-        x = gaussian_noise(x, cell["sigma"], scale, cell.get("clip_noise", False), gen)
+        y = y_tr[idx]
+        x = training_batch(x_tr[idx], y, cell, recipe, fwd, adv, gen)
         if device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast:
@@ -222,6 +236,7 @@ def train(spec: dict, data_dir, out_dir, progress: bool = True) -> dict:
         "id": spec.get("id"), "train_accuracy": train_acc, "test_accuracy": test_acc,
         "final_loss": loss_value if math.isfinite(loss_value) else str(loss_value),
         "mean_logit_norm": logit_norm, "steps_done": step, "steps": steps,
+        "resumed_from": resumed_from,
         "wall_time_s": wall, "images_per_s": step * bs / max(wall, 1e-9),
         "device": device_name(device), "diverged": diverged, "spec": spec,
         "code_version": code_version(), "torch": torch.__version__,

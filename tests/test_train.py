@@ -1,0 +1,146 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lsqueeze import config as C
+from lsqueeze.data import prepare
+from lsqueeze.io import load_torch
+from lsqueeze.models import MadryCNN, WideResNet, n_params
+from lsqueeze.train import (adv_spec, crop_flip, gaussian_noise, regularized_loss,
+                            smoothed_targets, train, training_batch)
+
+
+def spec(dataset="digits28", steps=300, recipe=None, train_opts=None, **cell):
+    c = C.resolve_cell({}, {"dataset": dataset, "steps": steps, **cell})
+    r = C._deep_merge(C.RECIPES[dataset], recipe or {})
+    return {"id": C.cell_id(c), "cell": c, "recipe": r, "train": train_opts or {}}
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    out = tmp_path_factory.mktemp("digits28")
+    prepare("digits28", out)
+    return out
+
+
+def test_label_smoothing_matches_torch():
+    z = torch.randn(7, 10)
+    y = torch.randint(0, 10, (7,))
+    for alpha in (0.0, 0.2, 0.95):
+        soft = smoothed_targets(y, 10, alpha)
+        assert torch.allclose(soft.sum(1), torch.ones(7))
+        ours = -(soft * F.log_softmax(z, 1)).sum(1).mean()
+        ref = F.cross_entropy(z, y, label_smoothing=alpha)
+        assert torch.allclose(ours, ref, atol=1e-6)
+        assert torch.allclose(regularized_loss(z, y, alpha, 0.0, "mean"), ref, atol=1e-6)
+
+
+def test_squeeze_term_is_beta_times_frobenius_norm():
+    z = torch.tensor([[3.0, 0.0], [0.0, 4.0]])  # ‖Z‖_F = 5, not squared (25)
+    y = torch.tensor([0, 1])
+    ce = F.cross_entropy(z, y, reduction="sum")
+    assert torch.isclose(regularized_loss(z, y, 0.0, 0.5, "sum") - ce, torch.tensor(2.5))
+    assert torch.isclose(regularized_loss(z, y, 0.0, 2.0, "mean") - F.cross_entropy(z, y), torch.tensor(10.0))
+
+
+@pytest.mark.parametrize("sigma,scale", [(0.5, 1.0), (30.0, 255.0)])
+def test_noise_sigma_in_pixel_units(sigma, scale):
+    x = torch.full((64, 3, 32, 32), 0.5)
+    g = torch.Generator().manual_seed(0)
+    noisy = gaussian_noise(x, sigma, scale, clip=False, generator=g)
+    assert abs((noisy - x).std().item() - sigma / scale) < 0.01 * sigma / scale
+    clipped = gaussian_noise(x, sigma, scale, clip=True, generator=g)
+    assert clipped.min() >= 0 and clipped.max() <= 1
+
+
+def test_crop_flip_keeps_pixels():
+    x = torch.rand(16, 3, 32, 32)
+    out = crop_flip(x, torch.Generator().manual_seed(0))
+    assert out.shape == x.shape
+    assert not torch.equal(out, x)
+    # every output is a shifted (and maybe flipped) copy: its pixel multiset is a subset of x plus zeros
+    assert (out.abs().sum() <= x.abs().sum() + 1e-3)
+
+
+def test_adversarial_training_batches_differ_and_stay_within_eps(digits):
+    s = spec(method="adv", adv={"attack": "pgd", "steps": 5, "eps": 0.3, "step_size": 0.1})
+    x_u8, y = load_torch(digits / "train.pt")["x"][:32], load_torch(digits / "train.pt")["y"][:32]
+    torch.manual_seed(0)
+    model = MadryCNN(conv1=8, conv2=16, fc=64)
+    adv = adv_spec(s["cell"], s["recipe"]["pixel_scale"])
+    xb = training_batch(x_u8, y, s["cell"], s["recipe"], model, adv, torch.Generator().manual_seed(0))
+    clean = x_u8.float() / 255
+    assert (xb - clean).abs().max() <= 0.3 + 1e-6
+    assert (xb - clean).abs().max() > 0.1
+    assert xb.min() >= 0 and xb.max() <= 1
+    assert model.training, "crafting must not leave the model in eval mode"
+
+
+def test_parameter_counts_and_shapes():
+    cnn = MadryCNN()
+    assert n_params(cnn) == 3_274_634
+    assert cnn(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+    wrn = WideResNet(28, 10)
+    assert abs(n_params(wrn) - 36.5e6) < 0.1e6
+    tiny = WideResNet(10, 1, num_classes=100)
+    assert tiny(torch.rand(2, 3, 32, 32)).shape == (2, 100)
+
+
+def test_offline_cnn_beats_chance(digits, tmp_path):
+    m = train(spec(steps=300), digits, tmp_path, progress=False)
+    assert m["test_accuracy"] > 0.8 and not m["diverged"]
+    assert m["steps_done"] == 300 and not (tmp_path / "state.pt").exists()
+    weights = load_torch(tmp_path / "model.pt")
+    assert set(weights) >= {"conv1.weight", "fc2.bias"}
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    for key in ("train_accuracy", "test_accuracy", "final_loss", "mean_logit_norm", "steps_done",
+                "wall_time_s", "images_per_s", "device", "diverged", "spec", "code_version"):
+        assert key in saved
+
+
+def _cli(s, data, out):
+    return [sys.executable, "-m", "lsqueeze", "train", "--spec", json.dumps(s), "--data-dir", str(data),
+            "--out-dir", str(out), "--no-progress"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_killed_run_resumes_to_identical_weights(digits, tmp_path, sig):
+    s = spec(steps=400, sigma=0.3, alpha=0.1, train_opts={"checkpoint_every": 25})
+    ref = tmp_path / "ref"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # same thread count: CPU reductions stay bitwise equal
+    subprocess.run(_cli(s, digits, ref), env=env, check=True)
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(_cli(s, digits, out), env=env, stderr=subprocess.PIPE)
+    deadline = time.time() + 60
+    while not (out / "state.pt").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(sig)
+    proc.wait(timeout=60)
+    assert proc.returncode != 0, "the run should have been interrupted"
+    assert (out / "state.pt").exists() and not (out / "metrics.json").exists()
+    done = subprocess.run(_cli(s, digits, out), env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    m = json.loads((out / "metrics.json").read_text())
+    assert 0 < m["resumed_from"] < 400
+    a, b = load_torch(ref / "model.pt"), load_torch(out / "model.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_divergence_is_recorded_not_raised(digits, tmp_path):
+    s = spec(steps=200, beta=1.0, recipe={"optimizer": "sgd", "lr": 1e12, "momentum": 0.9})
+    from lsqueeze.cli import main
+
+    assert main(["train", "--spec", json.dumps(s), "--data-dir", str(digits), "--out-dir",
+                 str(tmp_path), "--no-progress"]) == 0
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert m["diverged"] is True and m["steps_done"] < 200
+    assert 0.0 <= m["test_accuracy"] <= 1.0
+    assert (tmp_path / "model.pt").exists()
