@@ -6,7 +6,7 @@
 # The paper preset unless a preset is given: `--configfile` must replace it, not merge into it.
 if not config:
 
-    configfile: "params/paper.yaml"
+    configfile: f"{workflow.basedir}/params/paper.yaml"
 
 
 include: "workflow/rules/common.smk"
