@@ -37,7 +37,7 @@ def test_every_model_attack_pair_measured(tiny_run, tiny_config):
 def test_tables_and_figure(tiny_run):
     out = tiny_run / "results/tiny"
     t2 = pd.read_parquet(out / "tables/table_2.parquet")
-    assert list(t2.columns[:5]) == ["label", "alpha", "beta", "sigma", "k"]
+    assert list(t2.columns[:4]) == ["α", "β", "σ", "k"]  # the paper's defense-param columns
     assert {"Train", "Test", "white PGD X-ent", "black FGSM CW"} <= set(t2.columns)
     md = (out / "tables/tables.md").read_text()
     assert "99.21" in md  # Table 2 row 1 published test accuracy beside the measured one

@@ -64,12 +64,37 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--reference", required=True, help="published values (paper_tables.csv)")
     s.add_argument("--out-dir", required=True)
 
-    s = sub.add_parser("figure", help="summary figure from the long-form table")
-    s.add_argument("--measurements", required=True)
+    s = sub.add_parser("landscape", help="loss landscape around the first test images (Figs 5, 9)")
+    s.add_argument("--spec", type=_json, required=True)
+    s.add_argument("--model", required=True)
+    s.add_argument("--data-dir", required=True)
+    s.add_argument("--eps", type=float, default=10.0, help="grid half-width, paper units")
+    s.add_argument("--points", type=int, default=21, help="grid points per axis (odd)")
+    s.add_argument("--images", type=int, default=8)
+    s.add_argument("--out", required=True)
+
+    s = sub.add_parser("activations", help="per-neuron activation magnitudes (Figs 10, 11)")
+    s.add_argument("--spec", type=_json, required=True)
+    s.add_argument("--model", required=True)
+    s.add_argument("--data-dir", required=True)
+    s.add_argument("--n", type=int, default=None)
+    s.add_argument("--inactive-tol", type=float, default=0.0)
+    s.add_argument("--out", required=True)
+
+    s = sub.add_parser("figure", help="one figure: the summary, or a paper figure of some kind")
+    s.add_argument("--kind", default="summary", help="summary, or a kind of lsqueeze.figures.KINDS")
+    s.add_argument("--measurements", help="long-form Parquet (kind summary)")
+    s.add_argument("--inputs", nargs="*", default=[], help="per-model analysis Parquets")
+    s.add_argument("--spec", type=_json, default={},
+                   help='JSON: {"title", "labels": [...], "pixel_scales": [...], "eps"}')
     s.add_argument("--out", required=True)
 
     s = sub.add_parser("validate", help="validate a preset against the schema")
     s.add_argument("config")
+
+    s = sub.add_parser("make-preset", help="write params/paper.yaml + tableN.yaml from the CSV")
+    s.add_argument("--csv", default=None, help="published values (default params/paper_tables.csv)")
+    s.add_argument("--out-dir", default="params")
     return p
 
 
@@ -107,10 +132,26 @@ def main(argv=None) -> int:
         from lsqueeze.tables import aggregate
 
         aggregate(args.plan, args.inputs, args.reference, args.out_dir)
-    elif args.command == "figure":
-        from lsqueeze.figures import summary_figure
+    elif args.command == "landscape":
+        from lsqueeze.analysis import run_landscape
 
-        summary_figure(args.measurements, args.out)
+        run_landscape(args.spec, args.model, args.data_dir, args.out, args.eps, args.points,
+                      args.images)
+    elif args.command == "activations":
+        from lsqueeze.analysis import run_activations
+
+        run_activations(args.spec, args.model, args.data_dir, args.out, n=args.n,
+                        rel_tol=args.inactive_tol)
+    elif args.command == "figure":
+        from lsqueeze import figures
+
+        if args.kind == "summary":
+            figures.summary_figure(args.measurements, args.out)
+        else:
+            spec = args.spec
+            figures.draw(args.kind, args.inputs, spec.get("labels", args.inputs),
+                         spec.get("title", args.kind), args.out,
+                         pixel_scales=spec.get("pixel_scales"), eps=spec.get("eps"))
     elif args.command == "validate":
         from lsqueeze.schema import ConfigError, validate_file
 
@@ -120,6 +161,11 @@ def main(argv=None) -> int:
             print(f"lsqueeze validate: {exc}", file=sys.stderr)
             return 2
         print(f"{args.config}: valid")
+    elif args.command == "make-preset":
+        from lsqueeze.presets import PAPER_CSV, write_presets
+
+        for path in write_presets(args.out_dir, args.csv or PAPER_CSV):
+            print(path)
     return 0
 
 

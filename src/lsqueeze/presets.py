@@ -21,6 +21,7 @@ import pandas as pd
 import yaml
 
 from lsqueeze.config import num, steps_tag
+from lsqueeze.io import atomic_path
 
 REPO = Path(__file__).resolve().parents[2]
 PAPER_CSV = REPO / "params" / "paper_tables.csv"
@@ -222,10 +223,11 @@ def dump(preset: dict) -> str:
 def write_presets(out_dir, csv_path=PAPER_CSV) -> list[Path]:
     """params/paper.yaml plus one params/tableN.yaml per paper table (same format, same ids)."""
     out_dir = Path(out_dir)
-    paths = [out_dir / "paper.yaml"]
-    paths[0].write_text(dump(make_preset(csv_path)))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    presets = {"paper.yaml": make_preset(csv_path)}
     for t in sorted(pd.read_csv(csv_path)["table"].unique()):
-        p = out_dir / f"table{int(t)}.yaml"
-        p.write_text(dump(make_preset(csv_path, tables={int(t)}, name=f"table{int(t)}")))
-        paths.append(p)
-    return paths
+        presets[f"table{int(t)}.yaml"] = make_preset(csv_path, tables={int(t)}, name=f"table{int(t)}")
+    for name, preset in presets.items():
+        with atomic_path(out_dir / name) as tmp:
+            tmp.write_text(dump(preset))
+    return [out_dir / name for name in presets]

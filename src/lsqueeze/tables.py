@@ -1,11 +1,18 @@
 """Aggregation: per-job JSON fragments -> one long-form Parquet -> the paper's tables.
 
-Each paper table comes out twice: in the paper's layout (measured values, percent) and as a
-measured | published | Δ comparison, rendered to Markdown and HTML with a tolerance summary.
+Outputs (all under the preset's results/tables/):
+- measurements.parquet: one row per model x attack x metric, every cell and attack parameter as
+  a column, plus provenance (code version, config hash, device, wall time);
+- table_<id>.parquet: the paper's layout, measured values in percent; the index is (cell_id,
+  model) and the columns are the paper's: α, β, σ, k, then the table's columns (Train, Test,
+  attacks, Eq. 4);
+- table_<id>_compare.parquet: one row per number: measured, published, Δ, within tolerance;
+- tables.md / tables.html: every number as "measured (published, Δ)" and a tolerance summary.
 """
 
 from __future__ import annotations
 
+import html
 import json
 import math
 from pathlib import Path
@@ -13,12 +20,13 @@ from pathlib import Path
 import pandas as pd
 
 from lsqueeze.analysis import predicted_accuracy
-from lsqueeze.config import cell_id, config_hash
+from lsqueeze.config import cell_id, config_hash, steps_tag
 from lsqueeze.io import atomic_path, save_parquet
 
 CELL_COLS = ["cell_id", "dataset", "method", "alpha", "beta", "sigma", "steps", "seed", "clip_noise"]
 ATTACK_COLS = ["threat", "attack_id", "attack", "loss", "attack_steps", "eps", "step_size",
                "restarts", "random_start", "source_id"]
+PAPER_PARAMS = ["α", "β", "σ", "k"]  # the paper's "defense params" columns
 
 
 def _cell_cols(cell: dict) -> dict:
@@ -43,7 +51,7 @@ def measurement_rows(path: Path) -> list[dict]:
         prov = {"code_version": rec["code_version"], "config_hash": config_hash(rec["spec"]),
                 "device": rec["device"], "wall_time_s": rec["wall_time_s"],
                 "diverged": rec["diverged"], "steps_done": rec["steps_done"]}
-        return [{**_cell_cols(cell), **_attack_cols("none", None), "metric": m, "value": rec[m],
+        return [{**_cell_cols(cell), **_attack_cols("none", None), "metric": m, "value": rec.get(m),
                  "n": None, **prov} for m in ("train_accuracy", "test_accuracy", "mean_logit_norm")]
     cell = rec["cell"]
     prov = {"code_version": rec["code_version"], "config_hash": config_hash(rec["attack"]),
@@ -53,88 +61,192 @@ def measurement_rows(path: Path) -> list[dict]:
              "metric": "accuracy", "value": rec["accuracy"], "n": rec["n"], **prov}]
 
 
-def _published(reference: pd.DataFrame, table: dict, row: dict, col: dict):
-    if "paper_table" not in table or "paper_row" not in row:
+def _missing(v) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def _same(have, want) -> bool:
+    """CSV cells vs preset filter values: 40.0 == 40, 'False' == false, 'xent' == 'XENT'."""
+    if _missing(have):
+        return False
+    try:
+        return math.isclose(float(have), float(want), rel_tol=1e-9, abs_tol=1e-12)
+    except (TypeError, ValueError):
+        return str(have).strip().lower() == str(want).strip().lower()
+
+
+def published(reference: pd.DataFrame, table: dict, row: dict, col: dict):
+    """The published percent for (row, column): the CSV row of the same paper table, the row's
+    paper_row (when given) and every key of the column's `paper` filter; None if there is none."""
+    if "paper_table" not in table or "paper" not in col:
         return None
-    ref = reference[(reference["table"] == table["paper_table"]) & (reference["row"] == row["paper_row"])]
-    for key, want in col.get("paper", {}).items():
-        ref = ref[ref[key].astype(str).str.lower() == str(want).lower()]
+    ref = reference[reference["table"] == table["paper_table"]]
+    if "paper_row" in row:
+        ref = ref[ref["row"] == row["paper_row"]]
+    for key, want in col["paper"].items():
+        if key not in ref.columns:
+            raise ValueError(f"table {table['id']} column {col['name']!r}: paper filter key "
+                             f"{key!r} is not a column of the reference CSV")
+        ref = ref[[_same(v, want) for v in ref[key]]]
     if len(ref) > 1:
         raise ValueError(f"table {table['id']} column {col['name']!r}: its `paper` filter matches "
-                         f"{len(ref)} published values for row {row['paper_row']}; narrow it")
+                         f"{len(ref)} published values for row {row.get('paper_row')}; narrow it")
     return float(ref["value_percent"].iloc[0]) if len(ref) else None
 
 
-def _lookup(long: pd.DataFrame, plan_row: dict, col: dict, analyses: dict, scale: float):
+def _measured(long: pd.DataFrame, plan_row: dict, col: dict, analyses: dict, scale: float):
     cid = plan_row["cell_id"]
     metric = col.get("metric", "accuracy")
     if metric == "predicted_accuracy":
         if cid not in analyses:
             return None
-        eps = float(col["attack_paper"]["eps"]) / scale
-        return 100 * predicted_accuracy(analyses[cid], eps)
+        return 100 * predicted_accuracy(analyses[cid], float(col["attack_paper"]["eps"]) / scale)
+    if long.empty:
+        return None
     sel = long[(long["cell_id"] == cid) & (long["metric"] == metric)]
     if col.get("threat", "none") != "none":
         sel = sel[(sel["threat"] == col["threat"]) & (sel["attack_id"] == col["attack_id"])]
-    return 100 * float(sel["value"].iloc[0]) if len(sel) else None
+    if not len(sel) or _missing(sel["value"].iloc[0]):
+        return None
+    return 100 * float(sel["value"].iloc[0])
 
 
-def build_tables(plan: dict, long: pd.DataFrame, reference: pd.DataFrame, analyses: dict):
-    """Return {table id: (paper-layout frame, comparison frame)}."""
+def _params(cell: dict) -> dict:
+    """α, β, σ as the paper prints them; baselines (adversarial training) have none."""
+    adv = cell["method"] == "adv"
+    return {"α": None if adv else cell["alpha"], "β": None if adv else cell["beta"],
+            "σ": None if adv else cell["sigma"], "k": int(cell["steps"])}
+
+
+def build_tables(plan: dict, long: pd.DataFrame, reference: pd.DataFrame, analyses: dict,
+                 tolerance: float = 5.0) -> dict:
+    """{table id: (paper-layout frame, comparison frame)}."""
     out = {}
     for table in plan["tables"]:
         layout, compare = [], []
         for row in table["rows"]:
             cell = plan["cells"][row["cell_id"]]
             scale = plan["pixel_scale"][cell["dataset"]]
-            rec = {"label": row.get("label", ""), "alpha": cell["alpha"], "beta": cell["beta"],
-                   "sigma": cell["sigma"], "k": cell["steps"], "cell_id": row["cell_id"]}
+            rec = {"cell_id": row["cell_id"], "model": row.get("label", ""), **_params(cell)}
             for col in table["columns"]:
-                measured = _lookup(long, row, col, analyses, scale)
-                published = _published(reference, table, row, col)
-                rec[col["name"]] = measured
-                delta = None if measured is None or published is None else measured - published
-                compare.append({"table": table["id"], "row": row.get("paper_row"),
-                                "cell_id": row["cell_id"], "column": col["name"],
-                                "measured": measured, "published": published, "delta": delta})
+                m = _measured(long, row, col, analyses, scale)
+                p = published(reference, table, row, col)
+                d = None if m is None or p is None else m - p
+                rec[col["name"]] = m
+                compare.append({"table": table["id"], "paper_table": table.get("paper_table"),
+                                "row": row.get("paper_row"), "cell_id": row["cell_id"],
+                                "model": row.get("label", ""), "column": col["name"],
+                                "measured": m, "published": p, "delta": d,
+                                "within": None if d is None else abs(d) <= tolerance})
             layout.append(rec)
-        out[table["id"]] = (pd.DataFrame(layout), pd.DataFrame(compare))
+        names = [c["name"] for c in table["columns"]]
+        frame = pd.DataFrame(layout, columns=["cell_id", "model", *PAPER_PARAMS, *names])
+        frame = frame.astype({n: "float64" for n in names}).set_index(["cell_id", "model"])
+        cmp = pd.DataFrame(compare, columns=["table", "paper_table", "row", "cell_id", "model",
+                                             "column", "measured", "published", "delta", "within"])
+        out[table["id"]] = (frame, cmp.astype({"measured": "float64", "published": "float64",
+                                               "delta": "float64"}))
     return out
 
 
-def _fmt(v):
-    return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.2f}"
+def summary(tables: dict) -> dict:
+    """How many numbers have both a measured and a published value, and how many agree."""
+    cmp = pd.concat([c for _, c in tables.values()], ignore_index=True)
+    both = cmp.dropna(subset=["delta"])
+    return {"published": int(cmp["published"].notna().sum()), "compared": len(both),
+            "within": int(both["within"].astype(bool).sum()),
+            "missing_measured": int((cmp["published"].notna() & cmp["measured"].isna()).sum())}
+
+
+def _fmt(v) -> str:
+    return "—" if _missing(v) else f"{v:.2f}"
+
+
+def _param(v) -> str:
+    return "" if _missing(v) else f"{v:g}"
+
+
+def _grid(table: dict, layout: pd.DataFrame, compare: pd.DataFrame, tolerance: float):
+    """Rows of (text, out_of_tolerance) per paper-layout cell, for Markdown and HTML alike."""
+    by = {(r.cell_id, r.column): r for r in compare.itertuples()}
+    rows = []
+    for (cid, model), rec in layout.iterrows():
+        cells = [(model or cid, False)] + [(_param(rec[k]), False) for k in PAPER_PARAMS[:3]]
+        cells.append((steps_tag(rec["k"]), False))
+        for col in table["columns"]:
+            c = by[(cid, col["name"])]
+            text = _fmt(c.measured)
+            if not _missing(c.published):
+                text += f" ({_fmt(c.published)}, Δ {_fmt(c.delta)})"
+            cells.append((text, not _missing(c.delta) and abs(c.delta) > tolerance))
+        rows.append(cells)
+    return ["model", *PAPER_PARAMS] + [c["name"] for c in table["columns"]], rows
+
+
+def _headline(s: dict, tolerance: float) -> str:
+    return (f"{s['within']} of {s['compared']} numbers within ±{tolerance:g} points of the paper "
+            f"({s['published']} published values; {s['missing_measured']} not measured).")
 
 
 def render_markdown(plan: dict, tables: dict, tolerance: float) -> str:
+    s = summary(tables)
     lines = ["# Measured vs published", "",
-             f"Each cell: measured % (published %, Δ). Within tolerance: |Δ| ≤ {tolerance:g} points.", ""]
-    total = within = 0
+             f"Each number: measured % (published %, Δ = measured − published). **{_headline(s, tolerance)}**", ""]
     for table in plan["tables"]:
         layout, compare = tables[table["id"]]
-        lines += [f"## {table.get('title', 'Table ' + table['id'])}", ""]
-        head = ["row", "α", "β", "σ", "k"] + [c["name"] for c in table["columns"]]
-        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        for i, rec in layout.iterrows():
-            cells = [rec["label"] or rec["cell_id"], f"{rec['alpha']:g}", f"{rec['beta']:g}",
-                     f"{rec['sigma']:g}", str(rec["k"])]
-            for col in table["columns"]:
-                c = compare[(compare["cell_id"] == rec["cell_id"]) & (compare["column"] == col["name"])].iloc[0]
-                text = _fmt(c["measured"])
-                if c["published"] is not None and not pd.isna(c["published"]):
-                    text += f" ({_fmt(c['published'])}, Δ {_fmt(c['delta'])})"
-                    if c["delta"] is not None and not pd.isna(c["delta"]):
-                        total += 1
-                        within += abs(c["delta"]) <= tolerance
-                cells.append(text)
-            lines.append("| " + " | ".join(cells) + " |")
+        ts = summary({table["id"]: (layout, compare)})
+        head, rows = _grid(table, layout, compare, tolerance)
+        lines += [f"## {table.get('title', 'Table ' + table['id'])}", "",
+                  f"{ts['within']} of {ts['compared']} within ±{tolerance:g}.", "",
+                  "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for cells in rows:
+            lines.append("| " + " | ".join(f"**{t}**" if bad else t for t, bad in cells) + " |")
         lines.append("")
-    lines.insert(4, f"**{within} of {total} numbers within ±{tolerance:g} points of the paper.**\n")
-    return "\n".join(lines)
+    lines.append(f"Bold: |Δ| > {tolerance:g} points.")
+    return "\n".join(lines) + "\n"
+
+
+def render_html(plan: dict, tables: dict, tolerance: float) -> str:
+    s = summary(tables)
+    out = ["<!DOCTYPE html><html><head><meta charset='utf-8'><title>Measured vs published</title>",
+           "<style>table{border-collapse:collapse;margin-bottom:1.5em}td,th{border:1px solid #ccc;"
+           "padding:2px 6px;text-align:right}td:first-child{text-align:left}.off{background:#fdd}"
+           "</style></head><body>", "<h1>Measured vs published</h1>",
+           f"<p>Each number: measured % (published %, Δ). <b>{html.escape(_headline(s, tolerance))}</b>"
+           f" Shaded: |Δ| &gt; {tolerance:g} points.</p>"]
+    for table in plan["tables"]:
+        layout, compare = tables[table["id"]]
+        head, rows = _grid(table, layout, compare, tolerance)
+        out.append(f"<h2>{html.escape(table.get('title', 'Table ' + table['id']))}</h2><table>")
+        out.append("<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>")
+        for cells in rows:
+            out.append("<tr>" + "".join(f"<td class='off'>{html.escape(t)}</td>" if bad
+                                        else f"<td>{html.escape(t)}</td>" for t, bad in cells) + "</tr>")
+        out.append("</table>")
+    out.append("</body></html>")
+    return "\n".join(out) + "\n"
+
+
+def _eq4_rows(plan: dict, analyses: dict) -> list[dict]:
+    """Eq. 4 predictions go into the long-form table too, one per (cell, ε)."""
+    rows = []
+    for table in plan["tables"]:
+        for col in (c for c in table["columns"] if c.get("metric") == "predicted_accuracy"):
+            for row in table["rows"]:
+                cid = row["cell_id"]
+                if cid not in analyses:
+                    continue
+                cell = plan["cells"][cid]
+                eps = float(col["attack_paper"]["eps"]) / plan["pixel_scale"][cell["dataset"]]
+                rows.append({**_cell_cols(cell), **_attack_cols("white", None), "attack": "eq4",
+                             "eps": col["attack_paper"]["eps"], "metric": "predicted_accuracy",
+                             "n": len(analyses[cid]), "value": predicted_accuracy(analyses[cid], eps)})
+    return rows
 
 
 def aggregate(plan_path, inputs, reference_path, out_dir) -> pd.DataFrame:
     plan = json.loads(Path(plan_path).read_text())
+    tolerance = float(plan.get("tolerance_pct", 5.0))
     out_dir = Path(out_dir)
     rows, analyses = [], {}
     for p in inputs:
@@ -143,34 +255,18 @@ def aggregate(plan_path, inputs, reference_path, out_dir) -> pd.DataFrame:
             analyses[plan["analysis_files"][str(p)]] = pd.read_parquet(p)
         else:
             rows += measurement_rows(p)
-    long = pd.DataFrame(rows)
     reference = pd.read_csv(reference_path)
-    tables = build_tables(plan, long, reference, analyses)
-    for table in plan["tables"]:  # Eq. 4 values also go into the long-form table
-        for col in (c for c in table["columns"] if c.get("metric") == "predicted_accuracy"):
-            for row in table["rows"]:
-                cid = row["cell_id"]
-                cell = plan["cells"][cid]
-                if cid in analyses:
-                    eps = float(col["attack_paper"]["eps"]) / plan["pixel_scale"][cell["dataset"]]
-                    rows.append({**_cell_cols(cell), **_attack_cols("white", None),
-                                 "attack": "eq4", "eps": col["attack_paper"]["eps"],
-                                 "metric": "predicted_accuracy", "n": len(analyses[cid]),
-                                 "value": predicted_accuracy(analyses[cid], eps)})
-    long = pd.DataFrame(rows).drop_duplicates(subset=["cell_id", "threat", "attack_id", "attack",
-                                                      "eps", "source_id", "metric"])
+    tables = build_tables(plan, pd.DataFrame(rows), reference, analyses, tolerance)
+    long = pd.DataFrame(rows + _eq4_rows(plan, analyses))
+    long = long.drop_duplicates(subset=["cell_id", "threat", "attack_id", "attack", "eps",
+                                        "source_id", "metric"], ignore_index=True)
     save_parquet(long, out_dir / "measurements.parquet")
     for tid, (layout, compare) in tables.items():
-        save_parquet(layout, out_dir / f"table_{tid}.parquet")
+        with atomic_path(out_dir / f"table_{tid}.parquet") as tmp:  # keep the (cell_id, model) index
+            layout.to_parquet(tmp)
         save_parquet(compare, out_dir / f"table_{tid}_compare.parquet")
-    md = render_markdown(plan, tables, plan.get("tolerance_pct", 5.0))
-    with atomic_path(out_dir / "tables.md") as tmp:
-        tmp.write_text(md)
-    html = ["<html><head><meta charset='utf-8'><title>Tables</title></head><body>"]
-    for table in plan["tables"]:
-        html.append(f"<h2>{table.get('title', table['id'])}</h2>")
-        html.append(tables[table["id"]][1].to_html(index=False, float_format=lambda v: f"{v:.2f}"))
-    html.append("</body></html>")
-    with atomic_path(out_dir / "tables.html") as tmp:
-        tmp.write_text("\n".join(html))
+    for name, text in (("tables.md", render_markdown(plan, tables, tolerance)),
+                       ("tables.html", render_html(plan, tables, tolerance))):
+        with atomic_path(out_dir / name) as tmp:
+            tmp.write_text(text)
     return long

@@ -1,0 +1,118 @@
+"""Aggregation on synthetic fragments: layout, published lookup, Δ, tolerance summary, renderings."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from lsqueeze.config import attack_record, build_plan
+from lsqueeze.tables import aggregate, published
+from conftest import REPO
+
+REFERENCE = REPO / "params" / "paper_tables.csv"
+
+
+def _plan_json(plan, analyses):
+    return {"tables": plan.tables, "cells": plan.cells, "tolerance_pct": 5,
+            "pixel_scale": {d: plan.recipe(d)["pixel_scale"] for d in {c["dataset"] for c in plan.cells.values()}},
+            "analysis_files": analyses}
+
+
+def _write(path, obj):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj))
+    return str(path)
+
+
+@pytest.fixture
+def demo_run(tmp_path):
+    """Fragments for the demo preset with known values: train 0.9, test 0.8, attacks 0.5."""
+    cfg = yaml.safe_load((REPO / "params/demo.yaml").read_text())
+    plan = build_plan(cfg)
+    files = []
+    for cid, cell in plan.cells.items():
+        spec = plan.train_spec(cid)
+        files.append(_write(tmp_path / "m" / cid / "metrics.json", {
+            "spec": spec, "train_accuracy": 0.9, "test_accuracy": 0.8, "mean_logit_norm": 3.0,
+            "code_version": "abc", "device": "cpu", "wall_time_s": 1.0, "diverged": False,
+            "steps_done": cell["steps"]}))
+    for kind, pairs in (("white", [(c, a, None) for c, a in plan.white]),
+                        ("black", [(t, a, s) for t, s, a in plan.black])):
+        for cid, aid, src in pairs:
+            files.append(_write(tmp_path / "e" / kind / cid / f"{aid}-{src}.json", {
+                "kind": kind, "cell": plan.cells[cid], "cell_id": cid, "source_id": src,
+                "attack": attack_record(plan, aid, plan.cells[cid]["dataset"]), "n": 10,
+                "accuracy": 0.5, "code_version": "abc", "device": "cpu", "wall_time_s": 0.1}))
+    analyses = {}
+    for cid in plan.analyses:  # ε_L of 10 images: 0.05 .. 0.95, so Eq. 4 at ε=0.3 predicts 70%
+        p = tmp_path / "a" / cid / "linear.parquet"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame({"eps_L": np.linspace(0.05, 0.95, 10)}).to_parquet(p)
+        analyses[str(p)] = cid
+        files.append(str(p))
+    plan_path = tmp_path / "plan.json"
+    plan_path.write_text(json.dumps(_plan_json(plan, analyses), default=str))
+    out = tmp_path / "tables"
+    long = aggregate(plan_path, files, REFERENCE, out)
+    return plan, long, out
+
+
+def test_layout_has_the_papers_columns(demo_run):
+    plan, _, out = demo_run
+    t2 = pd.read_parquet(out / "table_2.parquet")
+    assert list(t2.index.names) == ["cell_id", "model"]
+    assert list(t2.columns) == ["α", "β", "σ", "k", "Train", "Test", "white PGD-40 X-ent",
+                                "white PGD-40 CW", "black FGSM CW", "black PGD-40 CW"]
+    row = t2.xs("digits28/ls0-sq0.5-gn0.5-k300-s0", level="cell_id").iloc[0]
+    assert (row["α"], row["β"], row["σ"], row["k"]) == (0, 0.5, 0.5, 300)
+    assert row["Train"] == pytest.approx(90) and row["black PGD-40 CW"] == pytest.approx(50)
+    madry = t2.xs("Madry adv. tr. (ε=0.1)", level="model").iloc[0]
+    assert np.isnan(madry["α"]) and madry["k"] == 300  # baselines print no α, β, σ
+    t1 = pd.read_parquet(out / "table_1.parquet")
+    assert t1["Eq. 4"].tolist() == pytest.approx([70.0, 70.0])
+
+
+def test_published_values_and_deltas(demo_run):
+    _, _, out = demo_run
+    cmp = pd.read_parquet(out / "table_2_compare.parquet")
+    test = cmp[(cmp.row == 1) & (cmp.column == "Test")].iloc[0]
+    assert test.published == pytest.approx(99.21) and test.delta == pytest.approx(80 - 99.21)
+    assert not test.within
+    bb = cmp[(cmp.row == 8) & (cmp.column == "black FGSM CW")].iloc[0]
+    ref = pd.read_csv(REFERENCE)
+    want = ref[(ref.table == 2) & (ref.row == 8) & (ref.threat == "black") & (ref.attack == "fgsm")]
+    assert bb.published == pytest.approx(float(want.value_percent.iloc[0]))
+
+
+def test_markdown_and_html_show_published_beside_measured(demo_run):
+    _, _, out = demo_run
+    md = (out / "tables.md").read_text()
+    assert "80.00 (99.21, Δ -19.21)" in md
+    cmp = pd.concat(pd.read_parquet(p) for p in out.glob("*_compare.parquet"))
+    both = cmp.dropna(subset=["delta"])
+    assert f"{int(both.within.sum())} of {len(both)} numbers within ±5 points" in md
+    html = (out / "tables.html").read_text()
+    assert "80.00 (99.21, Δ -19.21)" in html and "class='off'" in html
+
+
+def test_long_form_has_every_measurement(demo_run):
+    plan, long, out = demo_run
+    on_disk = pd.read_parquet(out / "measurements.parquet")
+    assert len(on_disk) == len(long)
+    assert len(on_disk[on_disk.metric == "accuracy"]) == len(plan.white) + len(plan.black)
+    assert set(on_disk[on_disk.metric == "predicted_accuracy"].cell_id) == plan.analyses
+    assert {"alpha", "beta", "sigma", "steps", "attack_steps", "eps", "code_version",
+            "config_hash", "device", "wall_time_s"} <= set(on_disk.columns)
+
+
+def test_published_lookup_is_numeric_and_rejects_ambiguity():
+    ref = pd.read_csv(REFERENCE)
+    table = {"id": "x", "paper_table": 11}
+    col = {"name": "PGD-40", "paper": {"attack_steps": 40, "loss": "CW"}}
+    assert published(ref, table, {}, col) == pytest.approx(45.33)  # 40 matches the CSV's 40.0
+    with pytest.raises(ValueError, match="narrow it"):
+        published(ref, table, {}, {"name": "any", "paper": {"loss": "cw"}})
+    with pytest.raises(ValueError, match="bogus"):
+        published(ref, table, {}, {"name": "bad", "paper": {"bogus": 1}})
