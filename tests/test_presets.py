@@ -1,0 +1,125 @@
+"""The paper preset: every published number has a (row, column), every model a training job."""
+
+import re
+import time
+
+import pandas as pd
+import pytest
+import yaml
+
+from lsqueeze.config import build_plan, load_config
+from lsqueeze.presets import dump, make_preset
+from lsqueeze.schema import validate
+from lsqueeze.tables import published
+from conftest import REPO, run_snakemake
+
+CSV = REPO / "params" / "paper_tables.csv"
+PAPER = REPO / "params" / "paper.yaml"
+BASELINE = {"natural": "natural", "adv": "adv", "madry_adv": "adv", "pgd2_adv": "adv"}
+
+
+@pytest.fixture(scope="module")
+def plan():
+    return build_plan(validate(load_config(PAPER)))
+
+
+def expected_models() -> set:
+    """Distinct trained models read straight from the CSV (independently of presets.py):
+    regularized (dataset, α, β, σ, k), one natural / adversarial baseline per dataset, and the
+    black-box sources (MNIST: natural; CIFAR-10: adversarially trained)."""
+    ref = pd.read_csv(CSV)
+    reg = ref[ref.model == "regularized"]
+    models = {("reg", r.dataset, float(r.alpha), float(r.beta), float(r.sigma), int(r.k))
+              for r in reg.itertuples()}
+    models |= {(BASELINE[r.model], r.dataset) for r in ref[ref.model != "regularized"].itertuples()}
+    black = set(ref[ref.threat == "black"].dataset)
+    models |= {("natural", "mnist")} & {("natural", d) for d in black}
+    models |= {("adv", "cifar10")} & {("adv", d) for d in black}
+    return models
+
+
+def _key(cell: dict):
+    if cell["method"] == "adv":
+        return ("adv", cell["dataset"])
+    if cell["alpha"] == cell["beta"] == cell["sigma"] == 0 and cell["dataset"] in ("mnist", "cifar10") \
+            and cell["steps"] in (100_000, 80_000):
+        return ("natural", cell["dataset"])
+    return ("reg", cell["dataset"], cell["alpha"], cell["beta"], cell["sigma"], cell["steps"])
+
+
+def test_every_paper_model_is_a_cell(plan):
+    assert {_key(c) for c in plan.cells.values()} == expected_models()
+    assert len(plan.cells) == len(expected_models()) == 63
+
+
+def test_every_published_number_has_a_place(plan):
+    """Each CSV row is the published value of exactly one (table row, column) of the preset."""
+    ref = pd.read_csv(CSV)
+    hits = []
+    for table in plan.tables:
+        for row in table["rows"]:
+            for col in table["columns"]:
+                v = published(ref, table, row, col)
+                assert v is not None, (table["id"], row, col["name"])
+                hits.append((table["paper_table"], row.get("paper_row"), col["name"], v))
+    assert len(hits) == len(ref)  # 710 numbers, none twice, none missing
+    assert len(set(hits)) == len(hits)
+
+
+def test_preset_cells_match_the_csv_rows(plan):
+    ref = pd.read_csv(CSV)
+    for table in plan.tables:
+        for row in table["rows"]:
+            cell = plan.cells[row["cell_id"]]
+            sub = ref[ref.table == table["paper_table"]]
+            r = sub[sub.row == row["paper_row"]].iloc[0] if "paper_row" in row else sub.iloc[0]
+            assert r.dataset == cell["dataset"]
+            if r.model == "regularized":
+                assert (r.alpha, r.beta, r.sigma, r.k) == (cell["alpha"], cell["beta"], cell["sigma"],
+                                                           cell["steps"])
+            else:
+                assert cell["method"] == ("adv" if "adv" in r.model else "regularized")
+
+
+def test_baselines_and_sources_follow_the_paper(plan):
+    cells = {cid: c for cid, c in plan.cells.items() if c["method"] == "adv"}
+    by_ds = {c["dataset"]: c for c in cells.values()}
+    assert by_ds["mnist"]["adv"]["steps"] == 40 and by_ds["mnist"]["adv"]["step_size"] == 0.01
+    assert by_ds["cifar10"]["adv"]["steps"] == 7 and by_ds["cifar10"]["adv"]["step_size"] == 2
+    assert (by_ds["cifar100"]["adv"]["steps"], by_ds["cifar100"]["adv"]["step_size"]) == (2, 5)
+    assert {c["dataset"]: c["steps"] for c in cells.values()} == {"mnist": 100_000, "cifar10": 80_000,
+                                                                  "cifar100": 80_000}
+    sources = {s for _, s, _ in plan.black}
+    assert sources == {"mnist/ls0-sq0-gn0-k100k-s0", "cifar10/at7-e8-a2-rand-k80k-s0"}
+    # CIFAR attacks are in 0-255 units and converted by the pixel scale only in jobs
+    a = plan.attack_spec("pgd-xent-n20-e8-a2-r1-rand", "cifar10")
+    assert a["eps"] == pytest.approx(8 / 255) and a["step_size"] == pytest.approx(2 / 255)
+
+
+def test_committed_presets_are_generated_from_the_csv():
+    assert dump(make_preset(CSV)) == PAPER.read_text(), "run `lsqueeze make-preset`"
+    for t in range(1, 12):
+        text = (REPO / "params" / f"table{t}.yaml").read_text()
+        assert dump(make_preset(CSV, tables={t}, name=f"table{t}")) == text
+
+
+def test_per_table_presets_reuse_the_paper_ids(plan):
+    union = set()
+    for t in range(1, 12):
+        sub = build_plan(validate(load_config(REPO / "params" / f"table{t}.yaml")))
+        assert set(sub.cells) <= set(plan.cells)
+        assert {tb["paper_table"] for tb in sub.tables} == {t}
+        union |= set(sub.cells)
+    assert union == set(plan.cells)
+
+
+def test_dry_run_lists_every_training_job_in_seconds(tmp_path, plan):
+    t0 = time.perf_counter()
+    proc = run_snakemake(tmp_path, "-n", "--quiet", "rules")
+    elapsed = time.perf_counter() - t0
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", proc.stdout, flags=re.M))
+    assert int(counts["train"]) == len(plan.cells) == 63
+    assert int(counts["evaluate_white"]) == len(plan.white)
+    assert int(counts["evaluate_black"]) == len(plan.black)
+    assert int(counts["craft"]) == len(plan.crafted)
+    assert elapsed < 30, f"dry run took {elapsed:.1f}s"
