@@ -98,8 +98,21 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+# The commands whose rules declare `resources: gpu=1`: on a multi-GPU box each takes a free device.
+GPU_COMMANDS = ("train", "evaluate", "craft")
+
+
+def _pin_gpu(command: str) -> None:
+    """Lock a free local GPU and hide the others (lsqueeze.gpu); a no-op on CPU-only machines."""
+    if command in GPU_COMMANDS:
+        from lsqueeze.gpu import pin_process
+
+        pin_process()
+
+
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
+    _pin_gpu(args.command)
     if args.command == "data":
         from lsqueeze.data import DataError, prepare
 
