@@ -2,6 +2,10 @@
 
 Every function returns inputs within ε of `x` and inside [0,1], leaves the caller's tensors and the
 model's train/eval mode as they were, and takes gradients w.r.t. the input only.
+
+PGD follows Madry et al. and performs the same floating-point operations, in the same order, as
+torchattacks.PGD (uniform start, signed step, clamp δ to [-ε, ε], clamp x+δ to [0,1]), so the two
+agree to the last bit on CPU; tests/test_attacks.py checks that.
 """
 
 from __future__ import annotations
@@ -33,7 +37,20 @@ def cw_loss(logits, y, confidence: float = 50.0):
     return -F.relu(cw_margin(logits, y) + confidence)
 
 
-LOSSES = {"xent": xent_loss, "cw": lambda z, y, confidence=50.0: cw_loss(z, y, confidence)}
+LOSSES = {"xent": xent_loss, "cw": cw_loss}
+
+
+def effective_eps(eps) -> float:
+    """ε as a finite number: None/inf mean unbounded (Table 9).
+
+    Images live in [0,1], so an L∞ ball of radius ≥ 1 around any image contains the whole box:
+    capping ε at 1 changes no projection, and it keeps ε·sign(0) and the random start finite
+    (∞·0 would be NaN).
+    """
+    eps = float("inf") if eps is None else float(eps)
+    if eps < 0:
+        raise ValueError(f"eps must be >= 0, got {eps}")
+    return min(eps, 1.0)
 
 
 @contextmanager
@@ -47,10 +64,25 @@ def eval_mode(model, enabled: bool = True):
         model.train(was_training)
 
 
-def _input_grad(model, x, y, loss, confidence):
+@contextmanager
+def frozen(model):
+    """Weights need no gradient during an attack: skip their bookkeeping, restore flags after."""
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
+def _input_grad(model, x, y, loss: str, confidence):
     x = x.detach().requires_grad_(True)
     logits = model(x)
-    value = loss(logits, y) if loss is xent_loss else loss(logits, y, confidence)
+    value = xent_loss(logits, y) if loss == "xent" else cw_loss(logits, y, confidence)
+    # Summed per-example losses: each example's gradient is its own (a mean would only rescale,
+    # which the sign step ignores).
     (grad,) = torch.autograd.grad(value.sum(), x)
     return grad
 
@@ -60,25 +92,34 @@ def _project(x_adv, x, eps):
     return torch.clamp(x + delta, 0.0, 1.0).detach()
 
 
+def _check_loss(loss):
+    if loss not in LOSSES:
+        raise ValueError(f"loss: unknown {loss!r} (known: {', '.join(LOSSES)})")
+
+
 def fgsm(model, x, y, eps, loss="xent", confidence=50.0, in_eval=True):
     """One signed-gradient step of size ε from the clean image (no random start)."""
-    with eval_mode(model, in_eval):
-        grad = _input_grad(model, x, y, LOSSES[loss], confidence)
-    return _project(x + eps * grad.sign(), x, eps)
+    _check_loss(loss)
+    eps = effective_eps(eps)
+    with eval_mode(model, in_eval), frozen(model):
+        grad = _input_grad(model, x, y, loss, confidence)
+    return _project(x.detach() + eps * grad.sign(), x.detach(), eps)
 
 
 def pgd(model, x, y, eps, step_size, steps, loss="xent", random_start=True, confidence=50.0,
         in_eval=True, generator=None):
     """Madry's PGD: optional uniform start in the ε-ball, then signed steps projected back."""
-    fn = LOSSES[loss]
-    with eval_mode(model, in_eval):
-        x_adv = x.detach().clone()
+    _check_loss(loss)
+    eps = effective_eps(eps)
+    x = x.detach()
+    with eval_mode(model, in_eval), frozen(model):
+        x_adv = x.clone()
         if random_start:
-            noise = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-            x_adv = torch.clamp(x_adv + (2 * noise - 1) * eps, 0.0, 1.0)
+            noise = torch.empty_like(x).uniform_(-eps, eps, generator=generator)
+            x_adv = torch.clamp(x_adv + noise, 0.0, 1.0)
         for _ in range(int(steps)):
-            grad = _input_grad(model, x_adv, y, fn, confidence)
-            x_adv = _project(x_adv.detach() + step_size * grad.sign(), x, eps)
+            grad = _input_grad(model, x_adv, y, loss, confidence)
+            x_adv = _project(x_adv + step_size * grad.sign(), x, eps)
     return x_adv
 
 
@@ -88,25 +129,63 @@ def predict(model, x, batch_size=1000):
         return torch.cat([model(x[i:i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
 
 
-def attack(model, x, y, spec: dict, generator=None):
+def _pgd_args(spec):
+    return dict(eps=spec.get("eps"), step_size=float(spec["step_size"]), steps=int(spec["steps"]),
+                loss=spec.get("loss", "xent"), random_start=bool(spec.get("random_start", True)),
+                confidence=float(spec.get("confidence", 50.0)))
+
+
+def restarts_of(spec: dict) -> int:
+    """Restarts that can differ: without a random start every restart is the same attack."""
+    if spec["attack"] != "pgd" or not spec.get("random_start", True):
+        return 1
+    return max(1, int(spec.get("restarts", 1)))
+
+
+def _pgd_restarts(model, x, y, spec, generator, batched: bool):
+    """Per-example worst case over restarts: robust only if no restart fools the example.
+
+    Batched: the R restarts run as one batch of R·B images. The random starts are drawn as one
+    (R, B, ...) tensor, which on CPU is bit-identical to R successive (B, ...) draws, so both
+    paths attack with the same starting points.
+    """
+    args, n_restarts = _pgd_args(spec), restarts_of(spec)
+    if batched and n_restarts > 1:
+        reps = x.detach().repeat(n_restarts, *([1] * (x.dim() - 1)))
+        adv = pgd(model, reps, y.repeat(n_restarts), generator=generator, **args)
+        advs = adv.view(n_restarts, *x.shape)
+        fooled = (predict(model, adv) != y.repeat(n_restarts)).view(n_restarts, len(y))
+    else:
+        advs, fooled = [], []
+        for _ in range(n_restarts):
+            adv = pgd(model, x, y, generator=generator, **args)
+            advs.append(adv)
+            fooled.append(predict(model, adv) != y)
+        advs, fooled = torch.stack(advs), torch.stack(fooled)
+    robust = ~fooled.any(0)
+    # Keep the first restart that fooled each example (restart 0 for robust examples).
+    first = torch.where(robust, 0, fooled.int().argmax(0))
+    return advs[first, torch.arange(len(y), device=x.device)], robust
+
+
+def attack(model, x, y, spec: dict, generator=None, batched_restarts: bool = False):
     """Run one attack spec on a batch; return (worst-case x_adv, per-example robust mask).
 
-    With restarts, an example is robust only if it survives every restart; x_adv keeps the first
-    restart that fooled the model (the first restart's, for robust examples).
+    spec: {attack: fgsm|pgd|autoattack, loss, eps (None = unbounded), steps, step_size,
+    random_start, restarts, confidence} in [0,1] pixel units.
     """
-    eps = float("inf") if spec.get("eps") is None else float(spec["eps"])
-    if spec["attack"] == "fgsm":
-        x_adv = fgsm(model, x, y, eps, spec.get("loss", "xent"), spec.get("confidence", 50.0))
+    kind = spec["attack"]
+    if kind == "fgsm":
+        x_adv = fgsm(model, x, y, spec.get("eps"), spec.get("loss", "xent"),
+                     float(spec.get("confidence", 50.0)))
         return x_adv, predict(model, x_adv) == y
-    if spec["attack"] != "pgd":
-        raise ValueError(f"attack: unknown attack {spec['attack']!r} (known: fgsm, pgd)")
-    robust = torch.ones(len(x), dtype=torch.bool, device=x.device)
-    best = None
-    for _ in range(int(spec.get("restarts", 1))):
-        x_adv = pgd(model, x, y, eps, float(spec["step_size"]), int(spec["steps"]),
-                    spec.get("loss", "xent"), bool(spec.get("random_start", True)),
-                    spec.get("confidence", 50.0), generator=generator)
-        fooled = predict(model, x_adv) != y
-        best = x_adv if best is None else torch.where((fooled & robust).view(-1, 1, 1, 1), x_adv, best)
-        robust &= ~fooled
-    return best, robust
+    if kind == "pgd":
+        return _pgd_restarts(model, x, y, spec, generator, batched_restarts)
+    if kind == "autoattack":
+        from lsqueeze.autoattack import autoattack
+
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator,
+                                     device=generator.device)) if generator else 0
+        x_adv = autoattack(model, x, y, spec.get("eps"), spec.get("version", "standard"), seed)
+        return x_adv, predict(model, x_adv) == y
+    raise ValueError(f"attack: unknown attack {kind!r} (known: fgsm, pgd, autoattack)")

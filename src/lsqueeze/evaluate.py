@@ -35,11 +35,20 @@ def test_subset(data_dir, n: int | None, device):
 
 
 def run_attack(model, x, y, spec: dict, batch_size: int, seed: int = 0):
-    """Attack in batches; return (x_adv, robust mask) for the whole set."""
+    """Attack in batches; return (x_adv, robust mask) for the whole set.
+
+    With R random restarts, each forward carries batch_size // R images × R restarts, so memory
+    stays that of one batch while the restarts share a forward pass.
+    """
     gen = torch.Generator(device=x.device).manual_seed(seed)
+    n_restarts = attacks.restarts_of(spec)
+    batched = n_restarts > 1
+    if batched:
+        batch_size = max(1, batch_size // n_restarts)
     advs, robust = [], []
     for i in range(0, len(y), batch_size):
-        xa, r = attacks.attack(model, x[i:i + batch_size], y[i:i + batch_size], spec, generator=gen)
+        xa, r = attacks.attack(model, x[i:i + batch_size], y[i:i + batch_size], spec, generator=gen,
+                               batched_restarts=batched)
         advs.append(xa)
         robust.append(r)
     return torch.cat(advs), torch.cat(robust)
