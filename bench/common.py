@@ -1,0 +1,50 @@
+"""Shared helpers for the benchmarks: real MNIST from the local mirror, BENCHMARKS.md sections."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import platform
+import re
+import threading
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+MIRROR = REPO.parent / "shared" / "mnist"
+
+
+def mnist(out_dir: Path) -> Path:
+    """Real MNIST converted by `lsqueeze data`, served from the workplace mirror on 127.0.0.1."""
+    from lsqueeze.data import prepare
+
+    out_dir = Path(out_dir)
+    if (out_dir / "train.pt").exists():
+        return out_dir
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(MIRROR))
+    handler.log_message = lambda *a, **k: None
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        prepare("mnist", out_dir, mirror=f"http://127.0.0.1:{srv.server_address[1]}/")
+    finally:
+        srv.shutdown()
+    return out_dir
+
+
+def machine() -> str:
+    return f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
+
+
+def write_section(name: str, body: str) -> None:
+    """Replace (or append) the `name` section of BENCHMARKS.md, leaving other sections alone."""
+    path = REPO / "BENCHMARKS.md"
+    text = path.read_text() if path.exists() else "# Benchmarks\n\nEach section is written by its script in `bench/`; ratios are measured in one run.\n"
+    start, end = f"<!-- {name} -->", f"<!-- /{name} -->"
+    block = f"{start}\n{body.strip()}\n{end}"
+    if start in text:
+        text = re.sub(re.escape(start) + ".*?" + re.escape(end), lambda _: block, text, flags=re.S)
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    path.write_text(text)
