@@ -90,9 +90,12 @@ def steps_tag(k: int) -> str:
 
 def attack_id(a: dict) -> str:
     a = {**ATTACK_DEFAULTS, **a}
+    eps = "inf" if a.get("eps") is None else num(a["eps"])  # eps: null = unbounded (Table 9)
+    if a["attack"] == "autoattack":
+        return f"aa-{a.get('version', 'standard')}-e{eps}"
     if a["attack"] == "fgsm":
-        return f"fgsm-{a['loss']}-e{num(a['eps'])}"
-    rid = f"pgd-{a['loss']}-n{int(a['steps'])}-e{num(a['eps'])}-a{num(a['step_size'])}"
+        return f"fgsm-{a['loss']}-e{eps}"
+    rid = f"pgd-{a['loss']}-n{int(a['steps'])}-e{eps}-a{num(a['step_size'])}"
     rid += f"-r{int(a['restarts'])}"
     return rid + ("-rand" if a["random_start"] else "")
 
@@ -192,6 +195,9 @@ def resolve_attack(config: dict, ref) -> dict:
     a = {**ATTACK_DEFAULTS, **_ref(config, "attacks", ref)}
     if a["attack"] == "fgsm":
         a.update(steps=1, step_size=None, random_start=False, restarts=1)
+    elif a["attack"] == "autoattack":  # parameter-free ensemble: only ε and the version matter
+        a.update(loss=None, steps=None, step_size=None, random_start=False, restarts=1,
+                 version=a.get("version", "standard"))
     elif a["step_size"] is None:
         raise ValueError(f"attack {a}: PGD needs a step_size")
     return a
