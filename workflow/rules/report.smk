@@ -1,10 +1,26 @@
+# Aggregation: every fragment -> long-form Parquet, the paper's tables, Markdown/HTML.
+# Outputs flagged with report() land in `snakemake --report` with the captions in workflow/report/.
+TABLE_IDS = [t["id"] for t in PLAN.tables]
+
+
 rule aggregate:
     input:
         plan=PLAN_FILE,
         reference=f"{workflow.basedir}/params/paper_tables.csv",
         fragments=METRICS + WHITE + BLACK + list(ANALYSES),
     output:
-        TABLES,
+        long=report(f"{RES}/tables/measurements.parquet", caption="../report/measurements.rst",
+                    category="Tables", labels={"table": "all measurements", "kind": "long-form"}),
+        md=report(f"{RES}/tables/tables.md", caption="../report/tables.rst", category="Tables",
+                  labels={"table": "all tables", "kind": "Markdown"}),
+        html=report(f"{RES}/tables/tables.html", caption="../report/tables.rst", category="Tables",
+                    labels={"table": "all tables", "kind": "HTML"}),
+        layout=[report(f"{RES}/tables/table_{t}.parquet", caption="../report/table.rst",
+                       category="Tables", labels={"table": t, "kind": "paper layout"})
+                for t in TABLE_IDS],
+        compare=[report(f"{RES}/tables/table_{t}_compare.parquet", caption="../report/compare.rst",
+                        category="Tables", labels={"table": t, "kind": "measured vs published"})
+                 for t in TABLE_IDS],
     params:
         out=f"{RES}/tables",
     log:
