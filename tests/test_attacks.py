@@ -200,3 +200,23 @@ def test_unknown_attack_and_loss_are_named(trained, data):
         attacks.attack(trained, x, y, {"attack": "bim"})
     with pytest.raises(ValueError, match="loss"):
         attacks.fgsm(trained, x, y, 0.1, loss="hinge")
+
+
+def test_autoattack_standard_on_tiny_model(trained, data):
+    """At ε = 0.2 APGD fools every image of this undefended model, so the slow members (FAB-T,
+    Square: 5,000 queries per survivor) have nothing left to attack and the test stays fast."""
+    pytest.importorskip("torchattacks")
+    x, y = data["test"][0][:8], data["test"][1][:8]
+    eps = 0.2
+    spec = {"attack": "autoattack", "eps": eps, "version": "standard"}
+    trained.train()
+    rng = torch.get_rng_state()
+    x_adv, robust = attacks.attack(trained, x, y, spec, generator=torch.Generator().manual_seed(0))
+    assert trained.training
+    trained.eval()
+    assert torch.equal(torch.get_rng_state(), rng)  # the ensemble's reseeding did not leak
+    assert (x_adv - x).abs().max() <= eps + 1e-6 and x_adv.min() >= 0 and x_adv.max() <= 1
+    assert torch.equal(attacks.predict(trained, x_adv) == y, robust)
+    assert (attacks.predict(trained, x) == y).sum() >= 6 and robust.sum() == 0
+    with pytest.raises(ValueError, match="version"):
+        attacks.attack(trained, x, y, {**spec, "version": "fast"})
