@@ -123,3 +123,21 @@ def test_dry_run_lists_every_training_job_in_seconds(tmp_path, plan):
     assert int(counts["evaluate_black"]) == len(plan.black)
     assert int(counts["craft"]) == len(plan.crafted)
     assert elapsed < 30, f"dry run took {elapsed:.1f}s"
+
+
+@pytest.mark.parametrize("mutate,key", [
+    (lambda c: c["cells"]["smooth"].update(sigmaa=0.3), "sigmaa"),
+    (lambda c: c["cells"]["smooth"].update(sigma=-0.1), "cells.smooth.sigma"),
+    (lambda c: c["cells"]["smooth"].update(alpha=1.5), "cells.smooth.alpha"),
+    (lambda c: c["cells"]["smooth"].update(dataset="imagenet"), "cells.smooth.dataset"),
+    (lambda c: c["tables"][0]["columns"][0].update(attack="nope"), "nope"),
+])
+def test_bad_preset_fails_in_snakemake_before_any_job(tmp_path, mutate, key):
+    cfg = yaml.safe_load((REPO / "params/demo.yaml").read_text())
+    mutate(cfg)
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    proc = run_snakemake(tmp_path, "-n", configfile=path, check=False)
+    assert proc.returncode != 0
+    assert key in proc.stderr + proc.stdout
+    assert "rule " not in proc.stdout and not (tmp_path / "results").exists()  # no job, no plan file
