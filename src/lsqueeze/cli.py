@@ -89,6 +89,22 @@ def _parser() -> argparse.ArgumentParser:
                    help='JSON: {"title", "labels": [...], "pixel_scales": [...], "eps"}')
     s.add_argument("--out", required=True)
 
+    # DVC versioning (lsqueeze.dvc_metrics, lsqueeze.restore): run by the stage in dvc.yaml
+    s = sub.add_parser("metrics", help="summary numbers for `dvc metrics` + comparison CSV")
+    s.add_argument("--plan", required=True, help="tables plan JSON written by the Snakefile")
+    s.add_argument("--tables", required=True, help="directory of the aggregated tables")
+    s.add_argument("--out", required=True, help="metrics JSON")
+    s.add_argument("--csv", help="measured vs published CSV (for `dvc plots`)")
+
+    s = sub.add_parser("snapshot", help="record Snakemake's state of the DVC outs (after a run)")
+    s.add_argument("--configfile", required=True, help="the preset the stage ran")
+    s.add_argument("--outs", nargs="+", required=True, help="the stage's DVC outs")
+
+    s = sub.add_parser("restore", help="after `dvc pull`: restore Snakemake's metadata + times")
+    s.add_argument("--state", help="snapshot JSON (default: the preset named in params.yaml)")
+    s.add_argument("--stage", default="pipeline", help="DVC stage that must be up to date")
+    s.add_argument("--no-check", action="store_true", help="skip the `dvc status` check")
+
     s = sub.add_parser("validate", help="validate a preset against the schema")
     s.add_argument("config")
 
@@ -165,6 +181,26 @@ def main(argv=None) -> int:
             figures.draw(args.kind, args.inputs, spec.get("labels", args.inputs),
                          spec.get("title", args.kind), args.out,
                          pixel_scales=spec.get("pixel_scales"), eps=spec.get("eps"))
+    elif args.command == "metrics":
+        from lsqueeze.dvc_metrics import write_metrics
+
+        m = write_metrics(args.plan, args.tables, args.out, args.csv)
+        print(f"{m['within_tolerance']} of {m['compared']} numbers within ±{m['tolerance_pct']:g}")
+    elif args.command in ("snapshot", "restore"):
+        from lsqueeze import restore
+
+        try:
+            if args.command == "snapshot":
+                print(restore.snapshot(args.configfile, args.outs))
+            else:
+                done = restore.restore(state_file=args.state,
+                                       stage=None if args.no_check else args.stage)
+                print(f"restored Snakemake metadata of {done['records']} outputs and the time "
+                      f"order of {done['files']} files; skipped (absent or changed): "
+                      f"{len(done['skipped'])}")
+        except restore.RestoreError as exc:
+            print(f"lsqueeze {args.command}: error: {exc}", file=sys.stderr)
+            return 2
     elif args.command == "validate":
         from lsqueeze.schema import ConfigError, validate_file
 

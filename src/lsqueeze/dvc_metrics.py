@@ -1,0 +1,63 @@
+"""Summary numbers of a run for `dvc metrics` / `dvc plots` (written by the DVC stage).
+
+Keys are stable across parameter edits — table id, the preset's cell name, the column name — not
+canonical cell ids, which change with a cell's values; so `dvc metrics diff` after editing one
+cell shows that cell's numbers changing instead of one key vanishing and another appearing.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from lsqueeze.io import atomic_path
+
+
+def _num(v):
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else round(float(v), 4)
+
+
+def summarize(plan_path, tables_dir) -> tuple[dict, list[dict]]:
+    """Return (metrics, comparison rows) from the tables plan and the per-table compare Parquets."""
+    plan = json.loads(Path(plan_path).read_text())
+    tol = float(plan.get("tolerance_pct", 5.0))
+    metrics = {"tolerance_pct": tol, "compared": 0, "within_tolerance": 0, "tables": {}}
+    rows = []
+    for table in plan["tables"]:
+        tid = str(table["id"])
+        compare = pd.read_parquet(Path(tables_dir) / f"table_{tid}_compare.parquet")
+        name_of = {r["cell_id"]: r["cell"] for r in table["rows"]}
+        values, deltas = {}, []
+        for rec in compare.to_dict("records"):
+            cell = name_of.get(rec["cell_id"], rec["cell_id"])
+            measured, published, delta = (_num(rec[k]) for k in ("measured", "published", "delta"))
+            values.setdefault(cell, {})[rec["column"]] = measured
+            if delta is not None:
+                deltas.append(delta)
+            rows.append({"table": tid, "cell": cell, "column": rec["column"],
+                         "measured": measured, "published": published, "delta": delta})
+        within = sum(abs(d) <= tol for d in deltas)
+        metrics["tables"][tid] = {
+            "compared": len(deltas), "within_tolerance": within,
+            "mean_abs_delta": _num(sum(abs(d) for d in deltas) / len(deltas)) if deltas else None,
+            "values": values}
+        metrics["compared"] += len(deltas)
+        metrics["within_tolerance"] += within
+    return metrics, rows
+
+
+def write_metrics(plan_path, tables_dir, out, csv_out=None) -> dict:
+    metrics, rows = summarize(plan_path, tables_dir)
+    with atomic_path(out) as tmp:
+        tmp.write_text(json.dumps(metrics, indent=1, sort_keys=True) + "\n")
+    if csv_out:
+        # measured vs published, one row per number: the scatter plot `dvc plots` draws
+        with atomic_path(csv_out) as tmp, open(tmp, "w", newline="") as fh:
+            w = csv.DictWriter(fh, ["table", "cell", "column", "measured", "published", "delta"])
+            w.writeheader()
+            w.writerows(rows)
+    return metrics
