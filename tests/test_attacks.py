@@ -10,6 +10,15 @@ from lsqueeze.data import digits, to_float
 from lsqueeze.evaluate import run_attack
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models on a shared machine: one intra-op thread is ~10x faster than contending for two."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def tiny_cnn(seed=0):
     torch.manual_seed(seed)
     return nn.Sequential(nn.Conv2d(1, 4, 5, padding=2), nn.ReLU(), nn.MaxPool2d(4),
