@@ -19,8 +19,6 @@ import yaml
 
 from conftest import REPO
 
-pytestmark = pytest.mark.slow
-
 BIN = Path(sys.executable).parent
 NOTHING = "Nothing to be done"
 ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
@@ -31,7 +29,9 @@ ENV = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
 
 
 def sh(cwd, *cmd, check=True, timeout=1200):
-    proc = subprocess.run(list(cmd), cwd=cwd, env=ENV, capture_output=True, text=True,
+    # The code under test is the repo's own copy (src/), not whatever the venv has installed.
+    env = {**ENV, "PYTHONPATH": str(Path(cwd) / "src")}
+    proc = subprocess.run(list(cmd), cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n"
@@ -66,6 +66,7 @@ def _jobs_in_last_log(repo: Path) -> list[tuple[str, str]]:
     return re.findall(r"^(?:local)?rule (\w+):\n(?:    .*\n)*?    output: ([^,\n]+)", text, re.M)
 
 
+@pytest.mark.slow
 def test_repro_push_pull_restore_and_one_cell_edit(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     a.mkdir()
@@ -117,6 +118,8 @@ def test_repro_push_pull_restore_and_one_cell_edit(tmp_path):
                                        "smooth: {dataset: digits28, alpha: 0.1,"))
     models = b / "results/tiny/models/digits28"
     before = {p.parent.name: p.stat().st_mtime_ns for p in models.glob("*/model.pt")}
+    refused = sh(b, sys.executable, "-m", "lsqueeze", "restore", check=False)
+    assert refused.returncode == 2 and "params/tiny.yaml" in refused.stderr, refused.stderr
     params_diff = sh(b, "dvc", "params", "diff").stdout
     assert "cells.smooth.alpha" in params_diff and "0.1" in params_diff, params_diff
     sh(b, "dvc", "repro")
@@ -133,3 +136,75 @@ def test_repro_push_pull_restore_and_one_cell_edit(tmp_path):
     diff = json.loads(sh(b, "dvc", "metrics", "diff", "--json").stdout)
     values = {k for f in diff.values() for k, v in f.items() if v.get("diff") and ".values." in k}
     assert values and all(".values.smooth." in k for k in values), diff
+
+
+def _record(store, key, inputs):
+    from snakemake.persistence import MetadataRecord
+
+    store._write_record(key, MetadataRecord(rule="r", input=inputs, params=["'x'"],
+                                            record_format_version=6, incomplete=False))
+
+
+def test_snapshot_restore_order_records_and_reanchoring(tmp_path):
+    """Unit level: times come back in the original order (ties kept), records come back with the
+    original checkout's absolute paths re-anchored, changed files lose both."""
+    from lsqueeze import restore
+
+    orig, clone = tmp_path / "orig", tmp_path / "clone"
+    files = {"results/data/d/train.pt": 100, "results/p/models/m.pt": 200,
+             "results/p/eval/e.json": 300, "results/p/eval/f.json": 300,
+             "results/p/tables/t.parquet": 400}
+    for rel, t in files.items():
+        (orig / rel).parent.mkdir(parents=True, exist_ok=True)
+        (orig / rel).write_text(rel)
+        os.utime(orig / rel, ns=(t * 10**9, t * 10**9))
+    (orig / "p.yaml").write_text("results: results/p\ndata_dir: results/data\n")
+    store = restore._persistence(orig)
+    _record(store, "results/p/models/m.pt", [f"{orig}/params/ref.csv", "results/data/d/train.pt"])
+    with pytest.raises(restore.RestoreError, match="data_dir"):
+        restore.snapshot(orig / "p.yaml", ["results/p"], root=orig)
+    state = restore.snapshot(orig / "p.yaml", ["results/data", "results/p"], root=orig)
+    assert state == orig / "results/p" / restore.STATE_NAME
+
+    shutil.copytree(orig / "results", clone / "results")  # a pull: fresh, scrambled times
+    for i, rel in enumerate(reversed(sorted(files))):
+        os.utime(clone / rel, ns=(10**18 + i, 10**18 + i))
+    (clone / "results/p/eval/f.json").write_text("edited after the run, so longer")
+    os.utime(clone / "results/p/eval/f.json", ns=(10**18 + 9, 10**18 + 9))
+    done = restore.restore(root=clone, state_file=clone / "results/p" / restore.STATE_NAME,
+                           stage=None)
+    assert done["skipped"] == ["results/p/eval/f.json"] and done["records"] == 1
+    mt = {rel: (clone / rel).stat().st_mtime_ns for rel in files}
+    order = ["results/data/d/train.pt", "results/p/models/m.pt", "results/p/eval/e.json",
+             "results/p/tables/t.parquet"]
+    assert [mt[r] for r in order] == sorted(mt[r] for r in order) and len(set(mt.values())) == 5
+    assert mt["results/p/eval/f.json"] == 10**18 + 9  # the changed file keeps its fresh time
+    rec = restore._persistence(clone)._read_record("results/p/models/m.pt")
+    assert rec.input == [f"{clone}/params/ref.csv", "results/data/d/train.pt"]
+    assert rec.params == ["'x'"] and rec.incomplete is False
+
+
+def test_metrics_keys_are_cell_names(tmp_path):
+    import pandas as pd
+
+    from lsqueeze.dvc_metrics import write_metrics
+
+    plan = {"tolerance_pct": 5, "tables": [{"id": "2", "rows": [
+        {"cell": "smooth", "cell_id": "digits28/ls0.2-sq0-gn0.3-k60-s0"},
+        {"cell": "squeeze", "cell_id": "digits28/ls0-sq0.5-gn0.5-k60-s0"}]}]}
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    pd.DataFrame([
+        {"table": "2", "row": 8, "cell_id": "digits28/ls0.2-sq0-gn0.3-k60-s0", "column": "Test",
+         "measured": 90.0, "published": 99.0, "delta": -9.0},
+        {"table": "2", "row": 1, "cell_id": "digits28/ls0-sq0.5-gn0.5-k60-s0", "column": "Test",
+         "measured": 97.0, "published": 99.0, "delta": -2.0},
+        {"table": "2", "row": 1, "cell_id": "digits28/ls0-sq0.5-gn0.5-k60-s0", "column": "x",
+         "measured": 50.0, "published": None, "delta": None},
+    ]).to_parquet(tmp_path / "table_2_compare.parquet")
+    m = write_metrics(tmp_path / "plan.json", tmp_path, tmp_path / "m.json", tmp_path / "c.csv")
+    assert m["compared"] == 2 and m["within_tolerance"] == 1
+    t = m["tables"]["2"]
+    assert t["mean_abs_delta"] == 5.5 and t["values"]["smooth"]["Test"] == 90.0
+    assert t["values"]["squeeze"] == {"Test": 97.0, "x": 50.0}
+    assert json.loads((tmp_path / "m.json").read_text()) == m
+    assert (tmp_path / "c.csv").read_text().splitlines()[1] == "2,smooth,Test,90.0,99.0,-9.0"
