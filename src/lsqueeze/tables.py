@@ -261,6 +261,9 @@ def aggregate(plan_path, inputs, reference_path, out_dir) -> pd.DataFrame:
     long = long.drop_duplicates(subset=["cell_id", "threat", "attack_id", "attack", "eps",
                                         "source_id", "metric"], ignore_index=True)
     save_parquet(long, out_dir / "measurements.parquet")
+    from lsqueeze.masking import masking_flags  # gradient-masking checks, one row per check
+
+    save_parquet(masking_flags(long, pixel_scale=plan.get("pixel_scale")), out_dir / "masking.parquet")
     for tid, (layout, compare) in tables.items():
         with atomic_path(out_dir / f"table_{tid}.parquet") as tmp:  # keep the (cell_id, model) index
             layout.to_parquet(tmp)

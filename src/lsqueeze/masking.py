@@ -1,0 +1,112 @@
+"""Gradient-masking checks on the long-form measurements (Athalye et al. 2018's sanity list).
+
+A defense that only hides its gradients looks robust to gradient attacks but not to attacks that
+do not trust them. Mosbach et al. (2018) report exactly this for logit squeezing. Three signs,
+each computed per model cell from rows that are already in measurements.parquet:
+
+- unbounded_eps: a white-box attack whose ε covers (most of) the [0,1] box should reach ~0%
+  accuracy (Table 9's sanity sweep). Accuracy above `zero_tol` there means the attacker's
+  gradients do not lead anywhere.
+- black_beats_white: transfer from another model should not beat attacking the model itself
+  (the attack success of black-box above white-box). A black-box accuracy *below* the white-box
+  accuracy of the strongest comparable attack (same ε, same loss, the white-box attack at least
+  as many steps) means the model's own gradients mislead the white-box attacker.
+- autoattack_gap: AutoAttack (its Square member needs no gradient) far below PGD at the same ε.
+
+`masking_flags` returns one row per check performed, flagged or not, so a table can say "checked".
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from lsqueeze.config import RECIPES
+
+COLUMNS = ["cell_id", "dataset", "check", "flagged", "value", "reference", "gap", "attack_id",
+           "reference_attack_id", "source_id", "detail"]
+
+
+def _eps_pixel(eps, dataset, pixel_scale) -> float:
+    """ε in [0,1] pixel units; None/NaN/inf (unbounded) -> inf."""
+    if eps is None or (isinstance(eps, float) and math.isnan(eps)):
+        return math.inf
+    scale = (pixel_scale or {}).get(dataset) or RECIPES.get(dataset, {}).get("pixel_scale", 1.0)
+    return float(eps) / float(scale)
+
+
+def _steps(row) -> float:
+    if row["attack"] == "fgsm":
+        return 1
+    if row["attack"] == "autoattack":  # hundreds of iterations, and a gradient-free member
+        return math.inf
+    s = row.get("attack_steps")
+    return 1 if s is None or pd.isna(s) else float(s) * max(1, int(row.get("restarts") or 1))
+
+
+def _accuracy_rows(long: pd.DataFrame, pixel_scale) -> pd.DataFrame:
+    if not {"metric", "threat", "value"} <= set(long.columns):
+        return long.iloc[0:0]
+    df = long[(long["metric"] == "accuracy") & long["threat"].isin(["white", "black"])].copy()
+    if df.empty:
+        return df
+    df["eps_pixel"] = [_eps_pixel(e, d, pixel_scale) for e, d in zip(df["eps"], df["dataset"])]
+    df["eff_steps"] = [_steps(r) for _, r in df.iterrows()]
+    return df
+
+
+def _row(r, check, flagged, value, reference, ref_attack=None, source=None, detail=""):
+    return {"cell_id": r["cell_id"], "dataset": r["dataset"], "check": check,
+            "flagged": bool(flagged), "value": float(value),
+            "reference": None if reference is None else float(reference),
+            "gap": None if reference is None else float(value) - float(reference),
+            "attack_id": r["attack_id"], "reference_attack_id": ref_attack,
+            "source_id": source, "detail": detail}
+
+
+def masking_flags(long: pd.DataFrame, *, large_eps: float = 0.5, zero_tol: float = 0.02,
+                  black_tol: float = 0.01, autoattack_gap: float = 0.10,
+                  pixel_scale: dict | None = None) -> pd.DataFrame:
+    """One row per check and cell; `flagged` marks a sign of gradient masking.
+
+    long: the long-form measurements (columns as tables.measurement_rows writes them; accuracy
+    values in [0,1], ε in the paper's units). large_eps: the ε in pixel units from which an
+    attack counts as unbounded (0.5: any image can be moved to mid-grey). zero_tol: accuracy
+    still counted as ~0. black_tol: how far black-box accuracy may sit below white-box before it
+    is flagged (sampling noise of a reused subset). pixel_scale: {dataset: scale}, defaults to
+    the built-in recipes.
+    """
+    df = _accuracy_rows(long, pixel_scale)
+    out = []
+    if df.empty:
+        return pd.DataFrame(out, columns=COLUMNS)
+    white, black = df[df["threat"] == "white"], df[df["threat"] == "black"]
+    for cid, rows in white.groupby("cell_id"):
+        big = rows[rows["eps_pixel"] >= large_eps]
+        if len(big):
+            best = big.loc[big["value"].idxmin()]  # the strongest unbounded attack decides
+            out.append(_row(best, "unbounded_eps", best["value"] > zero_tol, best["value"], 0.0,
+                            detail=f"min accuracy over {len(big)} attack(s) with ε ≥ {large_eps:g} "
+                                   f"(pixel units); expected ≤ {zero_tol:g}"))
+        aa = rows[rows["attack"] == "autoattack"]
+        for _, a in aa.iterrows():
+            pgd = rows[(rows["attack"] == "pgd") & (rows["eps_pixel"] == a["eps_pixel"])]
+            if len(pgd):
+                p = pgd.loc[pgd["value"].idxmin()]
+                out.append(_row(a, "autoattack_gap", p["value"] - a["value"] > autoattack_gap,
+                                a["value"], p["value"], ref_attack=p["attack_id"],
+                                detail=f"AutoAttack vs strongest PGD at the same ε; flagged when "
+                                       f"lower by more than {autoattack_gap:g}"))
+    for _, b in black.iterrows():
+        w = white[(white["cell_id"] == b["cell_id"]) & (white["eps_pixel"] == b["eps_pixel"])
+                  & (white["eff_steps"] >= b["eff_steps"])
+                  & ((white["loss"] == b["loss"]) | (white["attack"] == "autoattack"))]
+        if w.empty:
+            continue
+        best = w.loc[w["value"].idxmin()]
+        out.append(_row(b, "black_beats_white", b["value"] < best["value"] - black_tol, b["value"],
+                        best["value"], ref_attack=best["attack_id"], source=b.get("source_id"),
+                        detail=f"black-box vs strongest comparable white-box attack; flagged when "
+                               f"the black-box accuracy is lower by more than {black_tol:g}"))
+    return pd.DataFrame(out, columns=COLUMNS)
