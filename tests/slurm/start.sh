@@ -4,8 +4,11 @@
 # Nothing goes to /etc: clients find the cluster through SLURM_CONF, so snakemake calls of other
 # users on this machine never see a config whose controller is down (that costs each call ~9 s).
 #
-# Usage: tests/slurm/start.sh [DIR]   -> prints DIR on success; `export SLURM_CONF=DIR/slurm.conf`
+# Usage: tests/slurm/start.sh [DIR]   -> prints DIR on success, then
+#          export SLURM_CONF=DIR/slurm.conf PATH=DIR/bin:$PATH
 #        tests/slurm/stop.sh DIR      -> stops the daemons and removes DIR
+# DIR/bin/srun re-exports SLURM_CONF: inside a job, Snakemake's slurm-jobstep executor strips every
+# SLURM_* variable before its nested `srun` (a real node finds /etc/slurm/slurm.conf instead).
 # Exit status 0: the node is up and accepts jobs; 2: SLURM/munge not installed; 1: start failed.
 set -euo pipefail
 
@@ -86,6 +89,14 @@ KillWait=10
 NodeName=$HOST NodeAddr=127.0.0.1 CPUs=$CPUS RealMemory=$MEM_MB State=UNKNOWN
 PartitionName=debug Nodes=$HOST Default=YES MaxTime=INFINITE State=UP
 EOF
+
+mkdir -p "$DIR/bin"
+cat > "$DIR/bin/srun" <<EOF
+#!/bin/sh
+export SLURM_CONF="$DIR/slurm.conf"
+exec "$(command -v srun)" "\$@"
+EOF
+chmod +x "$DIR/bin/srun"
 
 export SLURM_CONF="$DIR/slurm.conf"
 # -i: ignore old state (there is none, but a reused DIR must not revive old jobs)
