@@ -141,3 +141,12 @@ def test_bad_preset_fails_in_snakemake_before_any_job(tmp_path, mutate, key):
     assert proc.returncode != 0
     assert key in proc.stderr + proc.stdout
     assert "rule " not in proc.stdout and not (tmp_path / "results").exists()  # no job, no plan file
+
+
+def test_mnist_cpu_preset_plans_real_mnist(tmp_path):
+    cfg = REPO / "params" / "mnist_cpu.yaml"
+    plan = build_plan(validate(load_config(cfg)))
+    assert {c["dataset"] for c in plan.cells.values()} == {"mnist"}
+    assert all(c["steps"] >= 10_000 for c in plan.cells.values())  # robustness needs ~1e4 steps
+    proc = run_snakemake(tmp_path, "-n", "--quiet", "rules", configfile=cfg)
+    assert re.search(r"^train\s+5$", proc.stdout, flags=re.M)
