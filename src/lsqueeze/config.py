@@ -138,6 +138,7 @@ class Plan:
     black: set[tuple[str, str, str]] = field(default_factory=set)  # (target, source, attack)
     analyses: set[str] = field(default_factory=set)              # cell ids
     tables: list[dict] = field(default_factory=list)             # resolved table specs
+    figures: list[dict] = field(default_factory=list)            # resolved figure specs
 
     @property
     def crafted(self) -> set[tuple[str, str]]:
@@ -244,9 +245,17 @@ def build_plan(config: dict) -> Plan:
                 elif col.get("metric") == "predicted_accuracy":
                     plan.analyses.add(row["cell_id"])
         plan.tables.append({**table, "rows": rows, "columns": cols})
-    for fig in config.get("figures", {}).values():
-        for ref in fig.get("cells", []):
-            plan.analyses.add(add_cell(ref))
+    for name, fig in config.get("figures", {}).items():
+        ids = [add_cell(ref) for ref in fig.get("cells", [])]
+        plan.analyses.update(ids)
+        labels = fig.get("labels") or [ref if isinstance(ref, str) else cid
+                                       for ref, cid in zip(fig["cells"], ids)]
+        if len(labels) != len(ids):
+            raise ValueError(f"figures.{name}: {len(labels)} labels for {len(ids)} cells")
+        # eps: the landscape's half-width, or the attack size marked on ε_L, in paper units
+        plan.figures.append({"name": name, "kind": fig.get("kind", "linear"), "cells": ids,
+                             "labels": list(labels), "title": fig.get("title", name),
+                             "eps": fig.get("eps")})
     return plan
 
 

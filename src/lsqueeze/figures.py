@@ -1,4 +1,10 @@
-"""Figures (matplotlib PNG), one function each, one style."""
+"""Figures (matplotlib PNG), one function per kind of figure, one style.
+
+Which models a figure compares is config (`figures:` in a preset); each function takes the
+per-model analysis Parquets in the order of the figure's cells and the legend label of each.
+Units on the axes are the paper's: ε_L in the dataset's ε units (MNIST [0,1], CIFAR 0–255) and
+gradients per such unit, so ε_L = logit gap / gradient gap holds on the plotted values too.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +12,223 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from lsqueeze.activations import cumulative_curve  # noqa: E402
 from lsqueeze.io import atomic_path  # noqa: E402
+
+STYLE = {"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "legend.fontsize": 8,
+         "axes.grid": True, "grid.alpha": 0.3, "figure.titlesize": 12}
+COLORS = plt.get_cmap("tab10").colors
 
 
 def save(fig, out) -> None:
     with atomic_path(out) as tmp:
         fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
     plt.close(fig)
+
+
+def _subplots(nrows, ncols, title, size):
+    plt.rcParams.update(STYLE)
+    fig, axes = plt.subplots(nrows, ncols, figsize=size, squeeze=False, constrained_layout=True)
+    fig.suptitle(title)
+    return fig, axes
+
+
+def _hist(ax, values: list[np.ndarray], labels, xlabel, bins=50, clip=(0.5, 99.5)):
+    """Overlaid histograms on common bins over the central 99% of the pooled values, so that one
+    outlier cannot squash every distribution into one bin (the paper's Figure 3 chops an axis for
+    the same reason); the values outside are left out, not piled into the edge bins."""
+    pooled = np.concatenate([v[np.isfinite(v)] for v in values])
+    lo, hi = np.percentile(pooled, clip) if len(pooled) else (0.0, 1.0)
+    if hi <= lo:
+        lo, hi = lo - 0.5, hi + 0.5
+    edges = np.linspace(lo, hi, bins + 1)
+    for i, (v, label) in enumerate(zip(values, labels)):
+        c = COLORS[i % len(COLORS)]
+        ax.hist(v, bins=edges, histtype="stepfilled", alpha=0.2, color=c)
+        ax.hist(v, bins=edges, histtype="step", lw=1.5, color=c, label=label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("number of test images")
+
+
+def _legend_below(fig, ax, ncol=2):
+    """One legend for all panels, under them, so it never hides a histogram."""
+    handles, labels = ax.get_legend_handles_labels()
+    ncol = 1 if max(map(len, labels)) > 45 else min(ncol, len(labels))  # long entries: a list
+    fig.legend(handles, labels, loc="outside lower center", ncol=ncol, frameon=False)
+
+
+def _units(scale: float) -> str:
+    return "[0,1] pixel units" if scale == 1 else f"0–{scale:g} pixel units"
+
+
+def figure_linear(frames, labels, title, out, pixel_scales, eps=None) -> None:
+    """Figures 1, 3, 4, 6, 8: the numerator and denominator of Eq. 4 and their consequences.
+
+    (top-left) logit gap z_y − z_ȳ; (bottom-left) gradient gap ‖∇z_y − ∇z_ȳ‖₁; (top-right) ε_L;
+    (bottom-right) cosine between ∇z_y and ∇z_ȳ (gradient coherence). With `eps` (paper units),
+    the ε_L panel marks the attack size and the legend gives Eq. 4's predicted accuracy.
+    """
+    scale = pixel_scales[0]
+    fig, ax = _subplots(2, 2, title, (11, 7.5))
+    _hist(ax[0, 0], [f["logit_gap"].to_numpy() for f in frames], labels,
+          r"logit gap $z_y - z_{\bar y}$")
+    ax[0, 0].set_title("numerator of Eq. 4")
+    _hist(ax[1, 0], [f["grad_gap"].to_numpy() / s for f, s in zip(frames, pixel_scales)], labels,
+          rf"gradient gap $\|\nabla_x z_y - \nabla_x z_{{\bar y}}\|_1$ (per {_units(scale)})")
+    ax[1, 0].set_title("denominator of Eq. 4")
+    legend = list(labels)
+    if eps is not None:
+        legend = [f"{lab}: Eq. 4 predicted accuracy at ε = {eps:g}: "
+                  f"{100 * np.mean(f['eps_L'] * s > eps):.1f}%"
+                  for lab, f, s in zip(labels, frames, pixel_scales)]
+    _hist(ax[0, 1], [f["eps_L"].to_numpy() * s for f, s in zip(frames, pixel_scales)], legend,
+          rf"$\varepsilon_L$ = logit gap / gradient gap ({_units(scale)})")
+    ax[0, 1].set_title(r"$\varepsilon_L$ (Eq. 4; < 0: misclassified)")
+    if eps is not None:
+        ax[0, 1].axvline(eps, color="k", ls="--", lw=1)
+        ax[0, 1].annotate(f"ε = {eps:g} ", (eps, 0.97), xycoords=("data", "axes fraction"),
+                          ha="right", va="top", fontsize=8)
+    _hist(ax[1, 1], [f["cosine"].to_numpy() for f in frames], labels,
+          r"cosine between $\nabla_x z_y$ and $\nabla_x z_{\bar y}$")
+    ax[1, 1].set_title("gradient coherence")
+    _legend_below(fig, ax[0, 1])
+    save(fig, out)
+
+
+def figure_logits(frames, labels, title, out, pixel_scales=None, eps=None) -> None:
+    """Figure 2: histogram of every logit of every test image (adversarial training squashes
+    them; stronger adversaries squash more)."""
+    fig, ax = _subplots(1, 2, title, (11, 4))
+    logits = [np.concatenate(f["logits"].to_numpy()) for f in frames]
+    _hist(ax[0, 0], logits, labels, "logit value $z_i$ (all classes)", bins=60)
+    ax[0, 0].set_ylabel("number of logits")
+    ax[0, 0].set_title("all logits")
+    _hist(ax[0, 1], [np.abs(v) for v in logits], labels, r"$|z_i|$", bins=60)
+    ax[0, 1].set_yscale("log")
+    ax[0, 1].set_ylabel("number of logits (log)")
+    ax[0, 1].set_title("logit magnitudes")
+    _legend_below(fig, ax[0, 0], ncol=3)
+    save(fig, out)
+
+
+def figure_gradients(frames, labels, title, out, pixel_scales, eps=None) -> None:
+    """Figures 4/7: ℓ1 norms of ∇x z_y and ∇x z_ȳ and the cosine between them: label smoothing
+    shrinks and aligns the gradients, logit squeezing mostly shrinks them."""
+    scale = pixel_scales[0]
+    fig, ax = _subplots(1, 3, title, (14, 4))
+    per = f"per {_units(scale)}"
+    _hist(ax[0, 0], [f["grad_l1_true"].to_numpy() / s for f, s in zip(frames, pixel_scales)],
+          labels, rf"$\|\nabla_x z_y\|_1$ ({per})")
+    ax[0, 0].set_title("gradient of the true logit")
+    _hist(ax[0, 1], [f["grad_l1_wrong"].to_numpy() / s for f, s in zip(frames, pixel_scales)],
+          labels, rf"$\|\nabla_x z_{{\bar y}}\|_1$ ({per})")
+    ax[0, 1].set_title("gradient of the strongest wrong logit")
+    _hist(ax[0, 2], [f["cosine"].to_numpy() for f in frames], labels,
+          r"cosine between $\nabla_x z_y$ and $\nabla_x z_{\bar y}$")
+    ax[0, 2].set_title("gradient coherence")
+    _legend_below(fig, ax[0, 0], ncol=3)
+    save(fig, out)
+
+
+def _landscape(frames, labels, title, out, plane, ylabel, ncols=4):
+    """One block per model (its own colour scale, so a flat landscape looks flat), one panel per
+    image: filled contours of the cross-entropy, the clean image marked at (0, 0)."""
+    from matplotlib.ticker import MaxNLocator
+
+    plt.rcParams.update(STYLE)
+    n_img = max(int(f["image"].max()) + 1 for f in frames)
+    nrows = -(-n_img // ncols)
+    fig = plt.figure(figsize=(3.0 * ncols + 1.0, (2.5 * nrows + 0.5) * len(frames) + 0.4),
+                     constrained_layout=True)
+    fig.suptitle(title)
+    for sub, f, label in zip(np.atleast_1d(fig.subfigures(len(frames), 1)), frames, labels):
+        sub.suptitle(label, fontsize=11, fontweight="bold")
+        ax = sub.subplots(nrows, ncols, squeeze=False)
+        f = f[f["plane"] == plane]
+        levels = MaxNLocator(nbins=16).tick_values(0, max(float(f["loss"].max()), 1e-6))
+        for i, a in enumerate(ax.flat):
+            if i >= n_img:
+                a.axis("off")
+                continue
+            img = f[f["image"] == i]
+            g = img.pivot(index="eps2", columns="eps1", values="loss")
+            cs = a.contourf(g.columns, g.index, g.to_numpy(), levels=levels, cmap="viridis")
+            a.plot(0, 0, "r+", ms=8)
+            a.set_title(f"image {i} (class {int(img['label'].iloc[0])})", fontsize=9)
+            a.set_xlabel(r"$\varepsilon_1$ (random $r_1$)", fontsize=8)
+            a.set_ylabel(ylabel if i % ncols == 0 else "", fontsize=8)
+            a.tick_params(labelsize=7)
+            a.grid(False)
+        sub.colorbar(cs, ax=ax, label="cross-entropy", shrink=0.9)
+    save(fig, out)
+
+
+def figure_landscape_random(frames, labels, title, out, pixel_scales=None, eps=None) -> None:
+    """Figure 5: cross-entropy on x + ε1·r1 + ε2·r2, r1, r2 ~ Rademacher(0.5)."""
+    _landscape(frames, labels, title, out, "random", r"$\varepsilon_2$ (random $r_2$)")
+
+
+def figure_landscape_adversarial(frames, labels, title, out, pixel_scales=None, eps=None) -> None:
+    """Figure 9: cross-entropy on x + ε1·r1 + ε2·sign(∇x xent): steep only along the gradient
+    sign if the model does not mask gradients."""
+    _landscape(frames, labels, title, out, "adversarial",
+               r"$\varepsilon_2$ (sign $\nabla_x$ xent)")
+
+
+def _activations(frames, labels, title, out, layer):
+    fig, ax = _subplots(1, 2, title, (12, 4.2))
+    for i, (f, label) in enumerate(zip(frames, labels)):
+        f = f[f["layer"] == layer]
+        rank, cum = cumulative_curve(f["sum_abs"].to_numpy())
+        text = f"{label} (inactive: {int(f['inactive'].sum())} of {len(f)})"
+        c = COLORS[i % len(COLORS)]
+        ax[0, 0].plot(rank, cum, color=c, lw=1.6, label=text)
+        ax[0, 1].plot(rank, cum / max(cum[-1], 1e-30), color=c, lw=1.6, label=text)
+    ax[0, 0].set_ylabel("cumulative Σ|activation| over test images")
+    ax[0, 0].set_title("cumulative magnitude")
+    ax[0, 1].set_ylabel("share of the layer's total Σ|activation|")
+    ax[0, 1].set_title("cumulative share (flat start = inactive neurons)")
+    for a in ax[0]:
+        a.set_xlabel(f"{layer} neurons, sorted by Σ|activation| (ascending)")
+        a.legend(loc="upper left")
+    save(fig, out)
+
+
+def figure_activations_penultimate(frames, labels, title, out, pixel_scales=None, eps=None) -> None:
+    """Figure 10: neurons of the penultimate (feature) layer; regularizers + noise and adversarial
+    training switch many of them off."""
+    _activations(frames, labels, title, out, "penultimate")
+
+
+def figure_activations_logits(frames, labels, title, out, pixel_scales=None, eps=None) -> None:
+    """Figure 11: the logit layer, one curve point per class."""
+    _activations(frames, labels, title, out, "logits")
+
+
+# kind (config) -> (function, which per-model analysis it reads)
+KINDS = {
+    "linear": (figure_linear, "linear"),
+    "logits": (figure_logits, "linear"),
+    "gradients": (figure_gradients, "linear"),
+    "landscape_random": (figure_landscape_random, "landscape"),
+    "landscape_adversarial": (figure_landscape_adversarial, "landscape"),
+    "activations_penultimate": (figure_activations_penultimate, "activations"),
+    "activations_logits": (figure_activations_logits, "activations"),
+}
+
+
+def draw(kind: str, inputs, labels, title: str, out, pixel_scales=None, eps=None) -> None:
+    """Read the per-model Parquets (in the figure's cell order) and draw one figure kind."""
+    if kind not in KINDS:
+        raise ValueError(f"figure kind {kind!r}: unknown (known: {sorted(KINDS)})")
+    if len(labels) != len(inputs):
+        raise ValueError(f"{len(inputs)} inputs but {len(labels)} labels")
+    frames = [pd.read_parquet(p) for p in inputs]
+    KINDS[kind][0](frames, list(labels), title, out,
+                   pixel_scales=list(pixel_scales or [1.0] * len(frames)), eps=eps)
 
 
 def summary_figure(measurements, out) -> None:

@@ -15,3 +15,46 @@ rule analyze:
     shell:
         "OMP_NUM_THREADS={threads} {PY} -m lsqueeze analyze --spec '{params.spec}' --model {input.model}"
         " --data-dir $(dirname {input.test}) {params.n} --out {output} > {log} 2>&1"
+
+
+ANALYSIS = config.get("analysis", {})
+
+
+rule landscape:
+    input:
+        model=f"{RES}/models/{{dataset}}/{{tag}}/model.pt",
+        test=f"{DATA}/{{dataset}}/test.pt",
+    output:
+        f"{RES}/analysis/{{dataset}}/{{tag}}/landscape-e{{eps}}.parquet",
+    params:
+        spec=lambda w: spec_json(cid(w)),
+        points=ANALYSIS.get("landscape_points", 21),
+        images=ANALYSIS.get("landscape_images", 8),
+    wildcard_constraints:
+        eps="[0-9][0-9.e+\-]*",
+    threads: 1
+    log:
+        f"{RES}/logs/landscape/{{dataset}}/{{tag}}-e{{eps}}.log",
+    shell:
+        "OMP_NUM_THREADS={threads} {PY} -m lsqueeze landscape --spec '{params.spec}' --model {input.model}"
+        " --data-dir $(dirname {input.test}) --eps {wildcards.eps} --points {params.points}"
+        " --images {params.images} --out {output} > {log} 2>&1"
+
+
+rule activations:
+    input:
+        model=f"{RES}/models/{{dataset}}/{{tag}}/model.pt",
+        test=f"{DATA}/{{dataset}}/test.pt",
+    output:
+        f"{RES}/analysis/{{dataset}}/{{tag}}/activations.parquet",
+    params:
+        spec=lambda w: spec_json(cid(w)),
+        n=f"--n {ANALYSIS['n_test']}" if ANALYSIS.get("n_test") else "",
+        tol=ANALYSIS.get("inactive_tol", 0.0),
+    threads: 1
+    log:
+        f"{RES}/logs/activations/{{dataset}}/{{tag}}.log",
+    shell:
+        "OMP_NUM_THREADS={threads} {PY} -m lsqueeze activations --spec '{params.spec}' --model {input.model}"
+        " --data-dir $(dirname {input.test}) {params.n} --inactive-tol {params.tol} --out {output}"
+        " > {log} 2>&1"

@@ -79,3 +79,4 @@ _write_if_changed(PLAN_FILE, json.dumps(_tables_plan(), indent=1, sort_keys=True
 TABLES = [f"{RES}/tables/measurements.parquet", f"{RES}/tables/tables.md"]
 TABLES += [f"{RES}/tables/table_{t['id']}.parquet" for t in PLAN.tables]
 FIGURES = [f"{RES}/figures/summary.png"]
+FIGURES += [f"{RES}/figures/{f['name']}.png" for f in PLAN.figures]  # `figures:` in the preset
