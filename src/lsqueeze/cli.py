@@ -32,6 +32,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--data-dir", required=True)
     s.add_argument("--out-dir", required=True)
     s.add_argument("--no-progress", action="store_true")
+    s.add_argument("--options", type=_json, default={},
+                   help="run options (JSON): checkpoint_every, device, compile, eval_batch")
 
     for name, hlp in (("evaluate", "white-box accuracy of a model under one attack"),
                       ("craft", "craft a black-box adversarial set on a source model")):
@@ -141,7 +143,8 @@ def main(argv=None) -> int:
     elif args.command == "train":
         from lsqueeze.train import train
 
-        m = train(args.spec, args.data_dir, args.out_dir, progress=not args.no_progress)
+        m = train(args.spec, args.data_dir, args.out_dir, progress=not args.no_progress,
+                  options=args.options)
         print(f"{m['id']}: test accuracy {m['test_accuracy']:.4f}, diverged={m['diverged']}")
     elif args.command in ("evaluate", "craft"):
         from lsqueeze import evaluate

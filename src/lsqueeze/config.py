@@ -151,11 +151,13 @@ class Plan:
         return _deep_merge(RECIPES.get(dataset, {}), over)
 
     def train_spec(self, cid: str) -> dict:
-        """The full resolved training job: cell values plus the dataset's recipe."""
+        """The full resolved training job: cell values plus the dataset's recipe.
+
+        Run options (`train:` — checkpoint interval, device, compile) are not part of it: they
+        change how a job runs, not what it computes, so editing them must not retrain anything.
+        """
         cell = self.cells[cid]
-        spec = {"id": cid, "cell": cell, "recipe": self.recipe(cell["dataset"]),
-                "train": self.config.get("train", {})}
-        return spec
+        return {"id": cid, "cell": cell, "recipe": self.recipe(cell["dataset"])}
 
     def attack_spec(self, aid: str, dataset: str) -> dict:
         """An attack in [0,1] pixel units for this dataset (config speaks the paper's units)."""

@@ -152,10 +152,13 @@ class _Stop:
         self.requested = True
 
 
-def train(spec: dict, data_dir, out_dir, progress: bool = True) -> dict:
-    """Train one cell; write model.pt and metrics.json into out_dir (state.pt while running)."""
+def train(spec: dict, data_dir, out_dir, progress: bool = True, options: dict | None = None) -> dict:
+    """Train one cell; write model.pt and metrics.json into out_dir (state.pt while running).
+
+    `options` (checkpoint_every, device, compile, eval_batch) say how to run, not what to compute.
+    """
     cell, recipe = spec["cell"], spec["recipe"]
-    opts = {**TRAIN_DEFAULTS, **spec.get("train", {})}
+    opts = {**TRAIN_DEFAULTS, **spec.get("train", {}), **(options or {})}
     out_dir, data_dir = Path(out_dir), Path(data_dir)
     device = pick_device(opts["device"])
     steps, bs, scale = cell["steps"], recipe["batch_size"], recipe["pixel_scale"]

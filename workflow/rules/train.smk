@@ -1,3 +1,7 @@
+# Run options are not a rule parameter on purpose: changing them must not retrain anything.
+TRAIN_OPTIONS = json.dumps(config.get("train", {}), sort_keys=True)
+
+
 def train_data(w):
     ds = PLAN.cells[cid(w)]["dataset"]
     return {"train": f"{DATA}/{ds}/train.pt", "test": f"{DATA}/{ds}/test.pt"}
@@ -19,4 +23,5 @@ rule train:
         f"{RES}/logs/train/{{dataset}}/{{tag}}.log",
     shell:
         "OMP_NUM_THREADS={threads} {PY} -m lsqueeze train --spec '{params.spec}'"
-        " --data-dir $(dirname {input.train}) --out-dir {params.out} --no-progress > {log} 2>&1"
+        " --data-dir $(dirname {input.train}) --out-dir {params.out} --options '{TRAIN_OPTIONS}'"
+        " --no-progress > {log} 2>&1"
