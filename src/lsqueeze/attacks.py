@@ -77,13 +77,17 @@ def frozen(model):
             p.requires_grad_(flag)
 
 
-def _input_grad(model, x, y, loss: str, confidence):
+def _input_grad(model, x, y, loss: str, confidence, reduction="sum"):
     x = x.detach().requires_grad_(True)
     logits = model(x)
     value = xent_loss(logits, y) if loss == "xent" else cw_loss(logits, y, confidence)
-    # Summed per-example losses: each example's gradient is its own (a mean would only rescale,
-    # which the sign step ignores).
-    (grad,) = torch.autograd.grad(value.sum(), x)
+    # Summed per-example losses (Madry's reduce_sum): each example's gradient is its own and does
+    # not depend on the batch size. "mean" (torchattacks) rescales by 1/N, which the sign step
+    # ignores except where float rounding flips the sign of a near-zero component.
+    if reduction not in ("sum", "mean"):
+        raise ValueError(f"reduction: unknown {reduction!r} (known: sum, mean)")
+    total = value.sum() if reduction == "sum" else value.mean()
+    (grad,) = torch.autograd.grad(total, x)
     return grad
 
 
@@ -97,18 +101,22 @@ def _check_loss(loss):
         raise ValueError(f"loss: unknown {loss!r} (known: {', '.join(LOSSES)})")
 
 
-def fgsm(model, x, y, eps, loss="xent", confidence=50.0, in_eval=True):
+def fgsm(model, x, y, eps, loss="xent", confidence=50.0, in_eval=True, reduction="sum"):
     """One signed-gradient step of size ε from the clean image (no random start)."""
     _check_loss(loss)
     eps = effective_eps(eps)
     with eval_mode(model, in_eval), frozen(model):
-        grad = _input_grad(model, x, y, loss, confidence)
+        grad = _input_grad(model, x, y, loss, confidence, reduction)
     return _project(x.detach() + eps * grad.sign(), x.detach(), eps)
 
 
 def pgd(model, x, y, eps, step_size, steps, loss="xent", random_start=True, confidence=50.0,
-        in_eval=True, generator=None):
-    """Madry's PGD: optional uniform start in the ε-ball, then signed steps projected back."""
+        in_eval=True, generator=None, reduction="sum"):
+    """Madry's PGD: optional uniform start in the ε-ball, then signed steps projected back.
+
+    reduction: how per-example losses combine before the input gradient ("sum", Madry's and the
+    default; "mean" reproduces torchattacks.PGD bit for bit).
+    """
     _check_loss(loss)
     eps = effective_eps(eps)
     x = x.detach()
@@ -118,7 +126,7 @@ def pgd(model, x, y, eps, step_size, steps, loss="xent", random_start=True, conf
             noise = torch.empty_like(x).uniform_(-eps, eps, generator=generator)
             x_adv = torch.clamp(x_adv + noise, 0.0, 1.0)
         for _ in range(int(steps)):
-            grad = _input_grad(model, x_adv, y, loss, confidence)
+            grad = _input_grad(model, x_adv, y, loss, confidence, reduction)
             x_adv = _project(x_adv + step_size * grad.sign(), x, eps)
     return x_adv
 
