@@ -76,11 +76,11 @@ SelectType=select/cons_tres
 SelectTypeParameters=CR_CPU_Memory
 SchedulerType=sched/backfill
 # No slurmdbd: accounting off. The Snakemake plugin must poll with squeue, which sees a finished
-# job for MinJobAge seconds.
+# job for MinJobAge seconds (the tests also read the records of finished jobs from squeue).
 AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none
 JobCompType=jobcomp/none
-MinJobAge=300
+MinJobAge=3600
 MpiDefault=none
 ReturnToService=2
 # Preempted/requeued jobs: allow requeue, and let a cancelled job's steps get SIGTERM first.
