@@ -103,3 +103,20 @@ def test_dag_crafts_each_source_attack_once(tmp_path, tiny_config):
     counts = dict(re.findall(r"^(craft|evaluate_black)\s+(\d+)\s*$", out, flags=re.M))
     assert int(counts["craft"]) == len(plan.crafted)
     assert int(counts["evaluate_black"]) == len(plan.black)
+
+
+def test_autoattack_white_box_column(world):
+    """The optional AutoAttack column runs through the white-box command like any attack."""
+    pytest.importorskip("torchattacks")
+    root, models = world
+    paper = resolve_attack({}, {"attack": "autoattack", "eps": 0.3})
+    attack = {"id": attack_id(paper), "paper": paper, "pixel": paper}
+    assert attack["id"] == "aa-standard-e0.3"
+    spec, path = models["target_a"]
+    rec = evaluate.white_box(spec, path, root / "data", attack, root / "aa.json", n=16)
+    pgd = resolve_attack({}, {"attack": "pgd", "eps": 0.3, "steps": 10, "step_size": 0.05,
+                              "random_start": True})
+    ref = evaluate.white_box(spec, path, root / "data", {"id": attack_id(pgd), "paper": pgd,
+                                                         "pixel": pgd}, root / "pgd.json", n=16)
+    assert rec["kind"] == "white" and rec["n"] == 16 and rec["attack"]["id"] == "aa-standard-e0.3"
+    assert rec["correct"] <= ref["correct"]
