@@ -129,3 +129,34 @@ def test_landscape_frame_has_both_planes(parquets):
     f = pd.read_parquet(parquets["landscape"][0])
     assert set(f.plane) == {"random", "adversarial"}
     assert np.isclose(f.eps1.abs().max(), 0.3)
+
+
+@pytest.mark.slow
+def test_pipeline_draws_every_figure_kind(tmp_path):
+    """The Snakemake wiring: per-model analysis jobs, one figure job per configured figure."""
+    import yaml
+
+    from conftest import run_snakemake
+
+    kinds = sorted(figures.KINDS)
+    cfg = {"preset": "figs", "results": "results/figs", "data_dir": "results/data",
+           "train": {"checkpoint_every": 50}, "eval": {"n_test": 60, "batch_size": 60},
+           "analysis": {"n_test": 60, "landscape_images": 2, "landscape_points": 5},
+           "cells": {"nat": {"dataset": "digits28", "method": "natural", "steps": 30}},
+           "attacks": {"fgsm": {"attack": "fgsm", "loss": "xent", "eps": 0.3}},
+           "tables": [{"id": "1", "rows": [{"cell": "nat"}],
+                       "columns": [{"name": "Eq. 4", "metric": "predicted_accuracy",
+                                    "attack": "fgsm"}]}],
+           "figures": {k: {"kind": k, "cells": ["nat"], "eps": 0.3} for k in kinds}}
+    path = tmp_path / "figs.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    run_snakemake(tmp_path, configfile=path)
+    out = tmp_path / "results/figs"
+    for k in kinds:
+        assert (out / f"figures/{k}.png").read_bytes()[:8] == PNG
+    land = pd.read_parquet(next(out.glob("analysis/digits28/*/landscape-e0.3.parquet")))
+    assert len(land) == 2 * 2 * 5 * 5 and land.eps1.max() == pytest.approx(0.3)
+    acts = pd.read_parquet(next(out.glob("analysis/digits28/*/activations.parquet")))
+    assert (acts.n_images == 60).all() and set(acts.layer) == {"penultimate", "logits"}
+    t1 = pd.read_parquet(out / "tables/table_1.parquet")
+    assert 0 <= t1["Eq. 4"].iloc[0] <= 100

@@ -178,6 +178,9 @@ def figure_landscape_adversarial(frames, labels, title, out, pixel_scales=None, 
                r"$\varepsilon_2$ (sign $\nabla_x$ xent)")
 
 
+LAYER_NAMES = {"penultimate": "penultimate-layer neurons", "logits": "logits (one per class)"}
+
+
 def _activations(frames, labels, title, out, layer):
     fig, ax = _subplots(1, 2, title, (12, 4.2))
     for i, (f, label) in enumerate(zip(frames, labels)):
@@ -185,14 +188,16 @@ def _activations(frames, labels, title, out, layer):
         rank, cum = cumulative_curve(f["sum_abs"].to_numpy())
         text = f"{label} (inactive: {int(f['inactive'].sum())} of {len(f)})"
         c = COLORS[i % len(COLORS)]
-        ax[0, 0].plot(rank, cum, color=c, lw=1.6, label=text)
-        ax[0, 1].plot(rank, cum / max(cum[-1], 1e-30), color=c, lw=1.6, label=text)
+        marker = "o" if len(rank) <= 20 else None  # the logit layer: one point per class
+        ax[0, 0].plot(rank, cum, color=c, lw=1.6, marker=marker, ms=4, label=text)
+        ax[0, 1].plot(rank, cum / max(cum[-1], 1e-30), color=c, lw=1.6, marker=marker, ms=4,
+                      label=text)
     ax[0, 0].set_ylabel("cumulative Σ|activation| over test images")
     ax[0, 0].set_title("cumulative magnitude")
     ax[0, 1].set_ylabel("share of the layer's total Σ|activation|")
     ax[0, 1].set_title("cumulative share (flat start = inactive neurons)")
     for a in ax[0]:
-        a.set_xlabel(f"{layer} neurons, sorted by Σ|activation| (ascending)")
+        a.set_xlabel(f"{LAYER_NAMES[layer]}, sorted by Σ|activation| (ascending)")
         a.legend(loc="upper left")
     save(fig, out)
 

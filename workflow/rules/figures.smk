@@ -38,7 +38,8 @@ if FIGS:
         input:
             figure_inputs,
         output:
-            f"{RES}/figures/{{figure}}.png",
+            report(f"{RES}/figures/{{figure}}.png", caption="../report/figure.rst",
+                   category="Figures", subcategory="{figure}"),
         params:
             kind=lambda w: FIGS[w.figure]["kind"],
             spec=figure_spec,
