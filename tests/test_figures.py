@@ -76,6 +76,9 @@ def test_draw_rejects_bad_input(parquets, tmp_path):
         figures.draw("pie", parquets["linear"], ["a", "b"], "t", tmp_path / "x.png")
     with pytest.raises(ValueError, match="labels"):
         figures.draw("linear", parquets["linear"], ["a"], "t", tmp_path / "x.png")
+    with pytest.raises(ValueError, match="pixel scales"):
+        figures.draw("linear", parquets["linear"], ["a", "b"], "t", tmp_path / "x.png",
+                     pixel_scales=[1.0, 255.0])
     assert not (tmp_path / "x.png").exists()
 
 

@@ -81,8 +81,9 @@ def figure_linear(frames, labels, title, out, pixel_scales, eps=None) -> None:
     ax[1, 0].set_title("denominator of Eq. 4")
     legend = list(labels)
     if eps is not None:
+        # the share with ε_L > ε, as analysis.predicted_accuracy (not imported: it loads torch)
         legend = [f"{lab}: Eq. 4 predicted accuracy at ε = {eps:g}: "
-                  f"{100 * np.mean(f['eps_L'] * s > eps):.1f}%"
+                  f"{100 * np.mean(f['eps_L'] > eps / s):.1f}%"
                   for lab, f, s in zip(labels, frames, pixel_scales)]
     _hist(ax[0, 1], [f["eps_L"].to_numpy() * s for f, s in zip(frames, pixel_scales)], legend,
           rf"$\varepsilon_L$ = logit gap / gradient gap ({_units(scale)})")
@@ -231,9 +232,12 @@ def draw(kind: str, inputs, labels, title: str, out, pixel_scales=None, eps=None
         raise ValueError(f"figure kind {kind!r}: unknown (known: {sorted(KINDS)})")
     if len(labels) != len(inputs):
         raise ValueError(f"{len(inputs)} inputs but {len(labels)} labels")
+    pixel_scales = list(pixel_scales or [1.0] * len(inputs))
+    if len(set(pixel_scales)) > 1:  # one axis, one unit: ε_L of MNIST and CIFAR do not mix
+        raise ValueError(f"figure {title!r}: its cells' datasets have different pixel scales "
+                         f"{sorted(set(pixel_scales))}; compare models of one dataset per figure")
     frames = [pd.read_parquet(p) for p in inputs]
-    KINDS[kind][0](frames, list(labels), title, out,
-                   pixel_scales=list(pixel_scales or [1.0] * len(frames)), eps=eps)
+    KINDS[kind][0](frames, list(labels), title, out, pixel_scales=pixel_scales, eps=eps)
 
 
 def summary_figure(measurements, out) -> None:
