@@ -28,8 +28,10 @@ def atomic_path(path: str | os.PathLike):
 
 
 def save_torch(obj, path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    # Through a file handle: torch.save(obj, <path>) records the (random) temp file name in the
+    # archive, so identical tensors would hash differently and provenance hashes would lie.
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        torch.save(obj, fh)
 
 
 def load_torch(path, map_location="cpu"):

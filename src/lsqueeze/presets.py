@@ -42,6 +42,9 @@ NOTES = [
 LOSS = {"xent": "X-ent", "cw": "CW"}
 
 
+FIGURES = REPO / "params" / "paper_figures.yaml"
+
+
 def _present(v) -> bool:
     return not (v is None or (isinstance(v, float) and math.isnan(v)))
 
@@ -211,6 +214,8 @@ def make_preset(csv_path=PAPER_CSV, tables=None, name="paper", results=None) -> 
     if sources:
         preset["blackbox_sources"] = sources
     preset["tables"] = out
+    if tables is None and FIGURES.exists():  # the full paper also draws Figures 1-11
+        preset["figures"] = yaml.safe_load(FIGURES.read_text())["figures"]
     return preset
 
 

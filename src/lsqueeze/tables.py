@@ -244,6 +244,16 @@ def _eq4_rows(plan: dict, analyses: dict) -> list[dict]:
     return rows
 
 
+def masking_markdown(masking: pd.DataFrame) -> str:
+    """The gradient-masking section of tables.md: how many checks ran, and each one that fired."""
+    flagged = masking[masking["flagged"]] if len(masking) else masking
+    lines = ["", "## Gradient-masking checks", "",
+             f"{len(masking)} checks on the measurements above; {len(flagged)} flagged."]
+    for r in flagged.itertuples():
+        lines.append(f"- **{r.check}** on `{r.cell_id}` ({r.attack_id}): {r.detail}")
+    return "\n".join(lines) + "\n"
+
+
 def aggregate(plan_path, inputs, reference_path, out_dir) -> pd.DataFrame:
     plan = json.loads(Path(plan_path).read_text())
     tolerance = float(plan.get("tolerance_pct", 5.0))
@@ -263,12 +273,13 @@ def aggregate(plan_path, inputs, reference_path, out_dir) -> pd.DataFrame:
     save_parquet(long, out_dir / "measurements.parquet")
     from lsqueeze.masking import masking_flags  # gradient-masking checks, one row per check
 
-    save_parquet(masking_flags(long, pixel_scale=plan.get("pixel_scale")), out_dir / "masking.parquet")
+    masking = masking_flags(long, pixel_scale=plan.get("pixel_scale"))
+    save_parquet(masking, out_dir / "masking.parquet")
     for tid, (layout, compare) in tables.items():
         with atomic_path(out_dir / f"table_{tid}.parquet") as tmp:  # keep the (cell_id, model) index
             layout.to_parquet(tmp)
         save_parquet(compare, out_dir / f"table_{tid}_compare.parquet")
-    for name, text in (("tables.md", render_markdown(plan, tables, tolerance)),
+    for name, text in (("tables.md", render_markdown(plan, tables, tolerance) + masking_markdown(masking)),
                        ("tables.html", render_html(plan, tables, tolerance))):
         with atomic_path(out_dir / name) as tmp:
             tmp.write_text(text)

@@ -13,6 +13,7 @@ rule aggregate:
                     category="Tables", labels={"table": "all measurements", "kind": "long-form"}),
         md=report(f"{RES}/tables/tables.md", caption="../report/tables.rst", category="Tables",
                   labels={"table": "all tables", "kind": "Markdown"}),
+        masking=f"{RES}/tables/masking.parquet",
         html=report(f"{RES}/tables/tables.html", caption="../report/tables.rst", category="Tables",
                     labels={"table": "all tables", "kind": "HTML"}),
         layout=[report(f"{RES}/tables/table_{t}.parquet", caption="../report/table.rst",
