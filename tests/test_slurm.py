@@ -135,10 +135,12 @@ def test_scancel_mid_training_resumes_from_saved_state(slurm, tmp_path, tiny_con
     outputs but not state.pt, resubmits (retries: 1) and the new SLURM job resumes from it."""
     cfg = yaml.safe_load(tiny_config.read_text())
     cfg["train"]["checkpoint_every"] = 10
-    cfg["cells"]["natural"]["steps"] = 240
+    # Long enough that an idle 2-core machine is still training when scancel arrives (a tiny CNN
+    # does ~250 steps/s there); a run that already finished would be retrained from step 0.
+    cfg["cells"]["natural"]["steps"] = 3000
     config = tmp_path / "long.yaml"
     config.write_text(yaml.safe_dump(cfg))
-    (cell,) = [c for c, v in build_plan(cfg).cells.items() if v["steps"] == 240]
+    (cell,) = [c for c, v in build_plan(cfg).cells.items() if v["steps"] == 3000]
     out_dir = tmp_path / "wd" / "results" / "tiny" / "models" / cell
     target = f"results/tiny/models/{cell}/metrics.json"
 
@@ -153,7 +155,7 @@ def test_scancel_mid_training_resumes_from_saved_state(slurm, tmp_path, tiny_con
                 assert runner.poll() is None, (tmp_path / "snakemake.log").read_text()[-3000:]
                 assert time.monotonic() < deadline, "training never checkpointed"
                 time.sleep(0.5)
-            time.sleep(2)  # well into training, but far from step 240
+            time.sleep(0.5)  # into training, far from step 3000
             running = [i for i, (_, s) in slurm_jobs(slurm).items() if s == "RUNNING"]
             assert len(running) == 1
             subprocess.run(["scancel", str(running[0])], env=env, check=True)
@@ -167,6 +169,6 @@ def test_scancel_mid_training_resumes_from_saved_state(slurm, tmp_path, tiny_con
     assert log.count("has been submitted with SLURM jobid") == 3  # data, train, train again
     assert slurm_jobs(slurm)[running[0]][1] == "CANCELLED"
     metrics = json.loads((out_dir / "metrics.json").read_text())
-    assert metrics["steps_done"] == 240
-    assert 10 <= metrics["resumed_from"] < 240, metrics["resumed_from"]
+    assert metrics["steps_done"] == 3000
+    assert 10 <= metrics["resumed_from"] < 3000, metrics["resumed_from"]
     assert not (out_dir / "state.pt").exists()  # removed once the model is complete
