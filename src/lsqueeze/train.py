@@ -21,7 +21,8 @@ from lsqueeze.data import load_split, to_float
 from lsqueeze.io import code_version, device_name, load_torch, save_json, save_torch
 from lsqueeze.models import build_model
 
-TRAIN_DEFAULTS = {"checkpoint_every": 1000, "compile": False, "device": "auto", "eval_batch": 1000}
+TRAIN_DEFAULTS = {"checkpoint_every": 1000, "compile": False, "device": "auto", "eval_batch": 1000,
+                  "sync_every": 50}
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -196,6 +197,10 @@ def train(spec: dict, data_dir, out_dir, progress: bool = True, options: dict | 
     adv = adv_spec(cell, scale)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     stop = _Stop()
+    # Reading the loss on the host stalls a GPU pipeline; check for NaN/inf every sync_every steps
+    # there (a diverged GPU run may take up to that many non-finite updates before it stops).
+    sync_every = 1 if device.type == "cpu" else opts["sync_every"]
+    finite = None
     t0 = time.perf_counter()
     start_step = step
     bar = tqdm(total=steps, initial=step, disable=not progress, unit="step", mininterval=2,
@@ -210,18 +215,24 @@ def train(spec: dict, data_dir, out_dir, progress: bool = True, options: dict | 
         with autocast:
             logits = fwd(x)
         loss = regularized_loss(logits, y, cell["alpha"], cell["beta"], recipe["ce_reduction"])
-        if not torch.isfinite(loss):
-            diverged = True  # the paper has such cells: record, don't crash
-            loss_value = float(loss.item())
+        finite = torch.isfinite(loss) if finite is None else finite & torch.isfinite(loss)
+        if device.type == "cpu" and not finite:  # on a CPU the check is free: stop before the update
+            diverged, loss_value = True, float(loss.detach())
             break
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         sched.step()
         step += 1
-        loss_value = float(loss.detach())
         bar.update(1)
-        if step % 50 == 0:
+        due = stop.requested or step == steps or step % opts["checkpoint_every"] == 0
+        if due or step % sync_every == 0:  # a host sync: on a GPU, every sync_every steps only
+            loss_value = float(loss.detach())
+            if not finite:  # the paper has such cells: record the divergence, don't crash
+                diverged = True
+                break
+            finite = None
+        if progress and step % 50 == 0:
             rate = (step - start_step) * bs / max(time.perf_counter() - t0, 1e-9)
             bar.set_postfix(loss=f"{loss_value:.3g}", img_s=f"{rate:.0f}")
         if stop.requested or (step % opts["checkpoint_every"] == 0 and step < steps):
