@@ -83,6 +83,24 @@ def test_adversarial_training_batches_differ_and_stay_within_eps(digits):
     assert model.training, "crafting must not leave the model in eval mode"
 
 
+@pytest.mark.parametrize("in_eval", [False, True])
+def test_adversary_leaves_batch_norm_running_stats_alone(in_eval):
+    torch.manual_seed(0)
+    model = WideResNet(10, 1)
+    model.train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    s = spec(dataset="digits32", method="adv", recipe={"adv_in_eval": in_eval, "augment": "none"},
+             adv={"attack": "pgd", "steps": 3, "eps": 8, "step_size": 2})
+    adv = adv_spec(s["cell"], 255.0)
+    x_u8 = torch.randint(0, 256, (8, 3, 32, 32), dtype=torch.uint8)
+    y = torch.randint(0, 10, (8,))
+    xb = training_batch(x_u8, y, s["cell"], s["recipe"], model, adv, torch.Generator().manual_seed(0))
+    assert (xb - x_u8.float() / 255).abs().max() <= 8 / 255 + 1e-6
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before), "the attack changed the model"
+    assert model.training
+
+
 def test_parameter_counts_and_shapes():
     cnn = MadryCNN()
     assert n_params(cnn) == 3_274_634

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import signal
 import time
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
@@ -99,15 +100,34 @@ def adv_spec(cell: dict, pixel_scale: float) -> dict | None:
     return adv
 
 
+@contextmanager
+def frozen_norm_stats(model):
+    """Batch-norm layers keep normalising with batch statistics, but their running averages are
+    put back afterwards: the attack's forward passes must not count as training batches."""
+    saved = {k: v.clone() for k, v in model.state_dict().items()
+             if k.endswith(("running_mean", "running_var", "num_batches_tracked"))}
+    try:
+        yield model
+    finally:
+        if saved:
+            model.load_state_dict(saved, strict=False)
+
+
 def training_batch(x_u8, y, cell, recipe, model, adv, generator):
-    """What the model trains on: augmented, then adversarial (Madry) or Gaussian-noised images."""
+    """What the model trains on: augmented, then adversarial (Madry) or Gaussian-noised images.
+
+    Madry's code crafts the training adversary on the training graph, i.e. with batch-norm batch
+    statistics, and updates the running averages only in the training step; `adv_in_eval: false`
+    (the default) does the same. `adv_in_eval: true` crafts in eval mode (running statistics).
+    """
     x = to_float(x_u8)
     if recipe.get("augment") == "crop_flip":
         x = crop_flip(x, generator)
     if adv is not None:
-        x = attacks.pgd(model, x, y, adv["eps"], adv["step_size"], adv["steps"], adv["loss"],
-                        adv["random_start"], in_eval=recipe.get("adv_in_eval", True),
-                        generator=generator)
+        in_eval = recipe.get("adv_in_eval", False)
+        with (nullcontext() if in_eval else frozen_norm_stats(model)):
+            x = attacks.pgd(model, x, y, adv["eps"], adv["step_size"], adv["steps"], adv["loss"],
+                            adv["random_start"], in_eval=in_eval, generator=generator)
     return gaussian_noise(x, cell["sigma"], recipe["pixel_scale"], cell.get("clip_noise", False),
                           generator)
 
