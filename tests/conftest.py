@@ -46,6 +46,17 @@ def run_snakemake(workdir, *args, configfile=None, check=True, env=None):
     return proc
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models on a shared machine: one intra-op thread is ~10x faster than contending for two."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny_config():
     return REPO / "tests" / "config" / "tiny.yaml"

@@ -11,12 +11,8 @@ from lsqueeze.evaluate import run_attack
 
 
 @pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models on a shared machine: one intra-op thread is ~10x faster than contending for two."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_thread):
     yield
-    torch.set_num_threads(before)
 
 
 def tiny_cnn(seed=0):
