@@ -32,6 +32,7 @@ SLURM_ARGS = [
     "--slurm-no-account", "--slurm-keep-successful-logs",
     "--default-resources", "mem_mb=1000", "runtime=20",
     "--set-resources", "train:gpu=0", "craft:gpu=0", "evaluate_white:gpu=0", "analyze:gpu=0",
+    "landscape:gpu=0", "activations:gpu=0",
     "--set-threads", "train=2", "craft=1", "evaluate_white=1", "analyze=1",
 ]
 VOLATILE = {"wall_time_s", "images_per_s", "code_version", "device"}

@@ -117,7 +117,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 # The commands whose rules declare `resources: gpu=1`: on a multi-GPU box each takes a free device.
-GPU_COMMANDS = ("train", "evaluate", "craft")
+GPU_COMMANDS = ("train", "evaluate", "craft", "analyze", "landscape", "activations")
 
 
 def _pin_gpu(command: str) -> None:

@@ -10,6 +10,8 @@ rule analyze:
         if config.get("analysis", {}).get("n_test")
         else "",
     threads: 1
+    resources:
+        gpu=1,
     log:
         f"{RES}/logs/analyze/{{dataset}}/{{tag}}.log",
     shell:
@@ -33,6 +35,8 @@ rule landscape:
     wildcard_constraints:
         eps="[0-9][0-9.e+\-]*",
     threads: 1
+    resources:
+        gpu=1,
     log:
         f"{RES}/logs/landscape/{{dataset}}/{{tag}}-e{{eps}}.log",
     shell:
@@ -52,6 +56,8 @@ rule activations:
         n=f"--n {ANALYSIS['n_test']}" if ANALYSIS.get("n_test") else "",
         tol=ANALYSIS.get("inactive_tol", 0.0),
     threads: 1
+    resources:
+        gpu=1,
     log:
         f"{RES}/logs/activations/{{dataset}}/{{tag}}.log",
     shell:
