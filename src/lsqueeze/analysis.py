@@ -64,31 +64,23 @@ def run_landscape(spec, model_path, data_dir, out, eps_max: float, points: int =
 
     eps_max is in the paper's units; the dataset's pixel scale (from the spec's recipe) converts.
     """
-    from lsqueeze.evaluate import _model, test_subset
-    from lsqueeze.io import save_parquet
+    from lsqueeze.evaluate import model_frame
     from lsqueeze.landscape import loss_landscape
-    from lsqueeze.train import pick_device
 
-    device = pick_device(device)
-    x, y = test_subset(data_dir, n_images, device)
-    frame = loss_landscape(_model(spec, model_path, x, device), x, y, eps_max, points,
-                           pixel_scale=spec["recipe"]["pixel_scale"], seed=spec["cell"]["seed"])
-    frame.insert(0, "cell_id", spec["id"])
-    save_parquet(frame, out)
-    return frame
+    def compute(model, x, y):
+        return loss_landscape(model, x, y, eps_max, points,
+                              pixel_scale=spec["recipe"]["pixel_scale"], seed=spec["cell"]["seed"])
+
+    return model_frame(spec, model_path, data_dir, out, compute, n_images, device)
 
 
 def run_activations(spec, model_path, data_dir, out, n=None, rel_tol: float = 0.0,
                     device="auto"):
     """Per-neuron activation magnitudes of the penultimate and logit layers (Figures 10, 11)."""
     from lsqueeze.activations import activation_magnitudes
-    from lsqueeze.evaluate import _model, test_subset
-    from lsqueeze.io import save_parquet
-    from lsqueeze.train import pick_device
+    from lsqueeze.evaluate import model_frame
 
-    device = pick_device(device)
-    x, y = test_subset(data_dir, n, device)
-    frame = activation_magnitudes(_model(spec, model_path, x, device), x, rel_tol=rel_tol)
-    frame.insert(0, "cell_id", spec["id"])
-    save_parquet(frame, out)
-    return frame
+    def compute(model, x, y):
+        return activation_magnitudes(model, x, rel_tol=rel_tol)
+
+    return model_frame(spec, model_path, data_dir, out, compute, n, device)

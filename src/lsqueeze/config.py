@@ -11,7 +11,6 @@ import copy
 import hashlib
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import yaml
 
@@ -60,13 +59,6 @@ ADV_TRAINING = {
     # adversary's step 5 (footnote 2; Section 6 reuses the CIFAR-10 settings).
     "cifar100": {"attack": "pgd", "loss": "xent", "steps": 2, "eps": 8, "step_size": 5,
                  "random_start": True},
-}
-# The paper's "weak" adversaries (footnote 2), for Figure 2's logit histograms.
-ADV_TRAINING_WEAK = {
-    "mnist": {"attack": "pgd", "loss": "xent", "steps": 2, "eps": 0.3, "step_size": 0.2,
-              "random_start": True},
-    "cifar10": {"attack": "pgd", "loss": "xent", "steps": 2, "eps": 8, "step_size": 5,
-                "random_start": True},
 }
 
 CELL_DEFAULTS = {"method": "regularized", "alpha": 0.0, "beta": 0.0, "sigma": 0.0,

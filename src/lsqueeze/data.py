@@ -9,7 +9,6 @@ that Snakemake could take as done.
 from __future__ import annotations
 
 import gzip
-import hashlib
 import shutil
 from pathlib import Path
 
@@ -19,7 +18,7 @@ import torch.nn.functional as F
 import torchvision.datasets as tvd
 from torchvision.datasets.utils import check_integrity, download_url, extract_archive
 
-from lsqueeze.io import load_torch, save_torch
+from lsqueeze.io import file_digest, load_torch, save_torch
 
 # MD5 of the *decompressed* IDX files: the official sums, and the ones any re-gzipped mirror keeps.
 MNIST_RAW_MD5 = {
@@ -44,11 +43,7 @@ def default_mirror(name: str) -> str:
 
 
 def _md5(path: Path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return file_digest(path, "md5")
 
 
 def _fetch(url: str, raw: Path, filename: str, md5: str | None) -> Path:

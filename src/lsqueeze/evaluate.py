@@ -6,7 +6,6 @@ which the aggregation turns into the long-form table.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from pathlib import Path
 
@@ -14,16 +13,13 @@ import torch
 
 from lsqueeze import attacks
 from lsqueeze.data import load_split, to_float
-from lsqueeze.io import code_version, device_name, load_torch, save_json, save_torch
+from lsqueeze.io import code_version, device_name, file_digest, load_torch, save_json, save_torch
 from lsqueeze.train import load_model, pick_device
 
 
 def file_hash(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:16]
+    """Short provenance hash of a model or adversarial set."""
+    return file_digest(path)[:16]
 
 
 def test_subset(data_dir, n: int | None, device):
@@ -81,7 +77,6 @@ def white_box(spec, model_path, data_dir, attack: dict, out, n=None, batch_size=
 def craft(spec, model_path, data_dir, attack: dict, out, n=None, batch_size=500, device="auto"):
     """Craft a black-box set on a source model and store it, with the source's hash."""
     device = pick_device(device)
-    t0 = time.perf_counter()
     x, y = test_subset(data_dir, n, device)
     model = _model(spec, model_path, x, device)
     x_adv, robust = run_attack(model, x, y, attack["pixel"], batch_size, seed=spec["cell"]["seed"])
@@ -107,14 +102,20 @@ def transfer(spec, model_path, adv_set, out, batch_size=1000, source_id=None, at
     return rec
 
 
-def analyze(spec, model_path, data_dir, out, n=None, device="auto"):
-    """Per-image linear-model quantities (analysis.linear_model) as Parquet."""
-    from lsqueeze.analysis import linear_model
+def model_frame(spec, model_path, data_dir, out, compute, n=None, device="auto"):
+    """Run `compute(model, x, y) -> DataFrame` on the first n test images; save it as Parquet."""
     from lsqueeze.io import save_parquet
 
     device = pick_device(device)
     x, y = test_subset(data_dir, n, device)
-    frame = linear_model(_model(spec, model_path, x, device), x, y)
+    frame = compute(_model(spec, model_path, x, device), x, y)
     frame.insert(0, "cell_id", spec["id"])
     save_parquet(frame, out)
     return frame
+
+
+def analyze(spec, model_path, data_dir, out, n=None, device="auto"):
+    """Per-image linear-model quantities (analysis.linear_model) as Parquet."""
+    from lsqueeze.analysis import linear_model
+
+    return model_frame(spec, model_path, data_dir, out, linear_model, n, device)
