@@ -6,7 +6,8 @@ Measures, on synthetic CIFAR-/MNIST-shaped batches (the device has no network), 
 training step of lsqueeze.train (loss, optimizer, autocast):
 - WRN-28-10 training images/s and MFU in bf16, eager vs channels_last vs torch.compile;
 - Madry CNN training steps/s;
-- PGD-20 images/s on WRN-28-10 (eval mode, bf16 autocast);
+- PGD-20 images/s on WRN-28-10, eval mode: fp32 as evaluation runs it, bf16 as the training
+  adversary runs it;
 - projected single-GPU hours for each paper table from params/paper.yaml.
 FLOPs come from torch.utils.flop_counter (forward + backward of one training step).
 """
@@ -89,17 +90,21 @@ def bench_cnn(dev, iters: int):
     return {"steps_per_s": 1 / sec, "step_s": sec}
 
 
-def bench_pgd(dev, n: int = 512):
+def bench_pgd(dev, n: int = 512) -> dict:
+    """PGD-20 as evaluation runs it (no autocast) and as the training adversary runs it (bf16)."""
     model = build_model(RECIPES["cifar10"], (3, 32, 32)).to(dev).eval()
     x = torch.rand(n, 3, 32, 32, device=dev)
     y = torch.randint(0, 10, (n,), device=dev)
-    with torch.autocast("cuda", dtype=torch.bfloat16):
-        attacks.pgd(model, x[:64], y[:64], 8 / 255, 2 / 255, 2)
-        torch.cuda.synchronize()
-        t0 = time.perf_counter()
-        attacks.pgd(model, x, y, 8 / 255, 2 / 255, 20)
-        torch.cuda.synchronize()
-    return {"images_per_s": n / (time.perf_counter() - t0)}
+    out = {}
+    for label, bf16 in (("eval_fp32", False), ("train_adversary_bf16", True)):
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
+            attacks.pgd(model, x[:64], y[:64], 8 / 255, 2 / 255, 2)
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            attacks.pgd(model, x, y, 8 / 255, 2 / 255, 20)
+            torch.cuda.synchronize()
+        out[label] = {"images_per_s": n / (time.perf_counter() - t0)}
+    return out
 
 
 def projection(step_s: dict) -> dict:

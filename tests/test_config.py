@@ -42,6 +42,7 @@ def demo():
     (lambda c: c["cells"]["smooth"].update(alpha=1.5), "cells.smooth.alpha"),
     (lambda c: c["cells"]["smooth"].update(dataset="imagenet"), "cells.smooth.dataset"),
     (lambda c: c["cells"]["smooth"].update(sigmaa=0.3), "sigmaa"),
+    (lambda c: c.setdefault("train", {}).update(precision="fp16"), "train.precision"),
 ])
 def test_bad_preset_names_the_key(demo, mutate, key):
     bad = copy.deepcopy(demo)

@@ -14,7 +14,8 @@ from lsqueeze.data import prepare
 from lsqueeze.io import load_torch
 from lsqueeze.models import MadryCNN, WideResNet, n_params
 from lsqueeze.train import (adv_spec, crop_flip, gaussian_noise, regularized_loss,
-                            smoothed_targets, train, training_batch)
+                            resolve_precision, smoothed_targets, train, train_autocast,
+                            training_batch)
 
 
 def spec(dataset="digits28", steps=300, recipe=None, train_opts=None, **cell):
@@ -69,13 +70,17 @@ def test_crop_flip_keeps_pixels():
     assert (out.abs().sum() <= x.abs().sum() + 1e-3)
 
 
-def test_adversarial_training_batches_differ_and_stay_within_eps(digits):
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_adversarial_training_batches_differ_and_stay_within_eps(digits, precision):
     s = spec(method="adv", adv={"attack": "pgd", "steps": 5, "eps": 0.3, "step_size": 0.1})
     x_u8, y = load_torch(digits / "train.pt")["x"][:32], load_torch(digits / "train.pt")["y"][:32]
     torch.manual_seed(0)
     model = MadryCNN(conv1=8, conv2=16, fc=64)
     adv = adv_spec(s["cell"], s["recipe"]["pixel_scale"])
-    xb = training_batch(x_u8, y, s["cell"], s["recipe"], model, adv, torch.Generator().manual_seed(0))
+    with train_autocast(torch.device("cpu"), precision):  # as train() crafts it
+        xb = training_batch(x_u8, y, s["cell"], s["recipe"], model, adv,
+                            torch.Generator().manual_seed(0))
+    assert xb.dtype == torch.float32
     clean = x_u8.float() / 255
     assert (xb - clean).abs().max() <= 0.3 + 1e-6
     assert (xb - clean).abs().max() > 0.1
@@ -121,6 +126,24 @@ def test_offline_cnn_beats_chance(digits, tmp_path):
     for key in ("train_accuracy", "test_accuracy", "final_loss", "mean_logit_norm", "steps_done",
                 "wall_time_s", "images_per_s", "device", "diverged", "spec", "code_version"):
         assert key in saved
+
+
+def test_precision_is_a_run_option_with_fp32_weights(digits, tmp_path):
+    runs = {}
+    for precision in ("fp32", "bf16"):
+        runs[precision] = train(spec(steps=200), digits, tmp_path / precision, progress=False,
+                                options={"precision": precision})
+        assert runs[precision]["precision"] == precision
+        assert runs[precision]["test_accuracy"] > 0.7
+        weights = load_torch(tmp_path / precision / "model.pt")
+        # NHWC while training, but saved NCHW-contiguous fp32: the checkpoint does not depend on it
+        assert all(w.dtype in (torch.float32, torch.int64) and w.is_contiguous()
+                   for w in weights.values())
+    assert runs["fp32"]["spec"] == runs["bf16"]["spec"]  # same cell: editing precision retrains nothing
+    assert resolve_precision(torch.device("cpu"), "auto") in ("fp32", "bf16")
+    assert resolve_precision(torch.device("cuda"), "auto") == "bf16"
+    with pytest.raises(ValueError, match="train.precision.*fp16"):
+        resolve_precision(torch.device("cpu"), "fp16")
 
 
 def _cli(s, data, out):

@@ -79,7 +79,7 @@ def frozen(model):
 
 def _input_grad(model, x, y, loss: str, confidence, reduction="sum"):
     x = x.detach().requires_grad_(True)
-    logits = model(x)
+    logits = model(x).float()  # under autocast (the training adversary) the margin stays fp32
     value = xent_loss(logits, y) if loss == "xent" else cw_loss(logits, y, confidence)
     # Summed per-example losses (Madry's reduce_sum): each example's gradient is its own and does
     # not depend on the batch size. "mean" (torchattacks) rescales by 1/N, which the sign step
