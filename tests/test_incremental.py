@@ -9,6 +9,7 @@ makes this precise; the parse-time plan file changes only when the tables' conte
 
 import re
 import shutil
+from pathlib import Path
 
 import pytest
 import yaml
@@ -22,8 +23,12 @@ DOWNSTREAM = {"aggregate", "figure_summary", "all"}  # consumers of every measur
 
 
 def planned(workdir, configfile) -> dict[str, list[str]]:
+    return planned_env(workdir, configfile, None)
+
+
+def planned_env(workdir, configfile, env) -> dict[str, list[str]]:
     """{rule: [outputs of each job]} from a dry run."""
-    out = run_snakemake(workdir, "-n", configfile=configfile).stdout
+    out = run_snakemake(workdir, "-n", configfile=configfile, env=env).stdout
     jobs: dict[str, list[str]] = {}
     rule = None
     for line in out.splitlines():
@@ -85,6 +90,30 @@ def test_attack_edit_reevaluates_without_retraining(work):
     # Table 2's two rows, each under the new 7-step attack
     assert len(jobs["evaluate_white"]) == 2
     assert all("/white/pgd-xent-n7-" in o for o in jobs["evaluate_white"])
+
+
+def test_code_edits_rerun_their_stage_only(work, tmp_path):
+    """The package imported from an edited copy: a comment reruns nothing, a change to the
+    aggregation code re-aggregates only, a change to an attack re-evaluates without retraining."""
+    import lsqueeze
+
+    workdir, cfg = work
+    pkg = tmp_path / "lsqueeze"
+    shutil.copytree(Path(lsqueeze.__file__).parent, pkg,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    env = {"PYTHONPATH": str(tmp_path)}
+
+    def jobs_after(path, old, new):
+        text = (pkg / path).read_text()
+        assert old in text
+        (pkg / path).write_text(text.replace(old, new, 1))
+        return planned_env(workdir, cfg, env)
+
+    assert jobs_after("train.py", "def regularized_loss(", "# a comment\ndef regularized_loss(") == {}
+    jobs = jobs_after("tables.py", "def ", "def _unused():\n    return 1\n\n\ndef ")
+    assert "aggregate" in jobs and set(jobs) <= DOWNSTREAM
+    jobs = jobs_after("evaluate.py", "def ", "def _unused():\n    return 1\n\n\ndef ")
+    assert {"evaluate_white", "evaluate_black"} <= set(jobs) and "train" not in jobs
 
 
 def test_sigma_edit_reruns_only_that_cell(work):

@@ -58,6 +58,13 @@ def predicted_accuracy(frame: pd.DataFrame, eps: float) -> float:
     return float((frame["eps_L"] > eps).mean())
 
 
+def run_analyze(spec, model_path, data_dir, out, n=None, device="auto"):
+    """Per-image linear-model quantities (linear_model) of the first n test images as Parquet."""
+    from lsqueeze.evaluate import model_frame
+
+    return model_frame(spec, model_path, data_dir, out, linear_model, n, device)
+
+
 def run_landscape(spec, model_path, data_dir, out, eps_max: float, points: int = 21,
                   n_images: int = 8, device="auto"):
     """Loss landscapes around the first n_images test images (Figures 5, 9) as Parquet.

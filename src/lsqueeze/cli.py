@@ -157,9 +157,9 @@ def main(argv=None) -> int:
 
         transfer(args.spec, args.model, args.adv_set, args.out, attack=args.attack)
     elif args.command == "analyze":
-        from lsqueeze.evaluate import analyze
+        from lsqueeze.analysis import run_analyze
 
-        analyze(args.spec, args.model, args.data_dir, args.out, n=args.n)
+        run_analyze(args.spec, args.model, args.data_dir, args.out, n=args.n)
     elif args.command == "aggregate":
         from lsqueeze.tables import aggregate
 

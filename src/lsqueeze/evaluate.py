@@ -112,10 +112,3 @@ def model_frame(spec, model_path, data_dir, out, compute, n=None, device="auto")
     frame.insert(0, "cell_id", spec["id"])
     save_parquet(frame, out)
     return frame
-
-
-def analyze(spec, model_path, data_dir, out, n=None, device="auto"):
-    """Per-image linear-model quantities (analysis.linear_model) as Parquet."""
-    from lsqueeze.analysis import linear_model
-
-    return model_frame(spec, model_path, data_dir, out, linear_model, n, device)

@@ -5,6 +5,7 @@ rule analyze:
     output:
         f"{RES}/analysis/{{dataset}}/{{tag}}/linear.parquet",
     params:
+        code=CODE["analysis"],
         spec=lambda w: spec_json(cid(w)),
         n=lambda w: f"--n {config.get('analysis', {}).get('n_test')}"
         if config.get("analysis", {}).get("n_test")
@@ -29,6 +30,7 @@ rule landscape:
     output:
         f"{RES}/analysis/{{dataset}}/{{tag}}/landscape-e{{eps}}.parquet",
     params:
+        code=CODE["analysis"],
         spec=lambda w: spec_json(cid(w)),
         points=ANALYSIS.get("landscape_points", 21),
         images=ANALYSIS.get("landscape_images", 8),
@@ -52,6 +54,7 @@ rule activations:
     output:
         f"{RES}/analysis/{{dataset}}/{{tag}}/activations.parquet",
     params:
+        code=CODE["analysis"],
         spec=lambda w: spec_json(cid(w)),
         n=f"--n {ANALYSIS['n_test']}" if ANALYSIS.get("n_test") else "",
         tol=ANALYSIS.get("inactive_tol", 0.0),

@@ -8,6 +8,7 @@ rule craft:
     output:
         f"{RES}/adv/{{dataset}}/{{source}}/{{attack}}.pt",
     params:
+        code=CODE["evaluate"],
         spec=lambda w: spec_json(f"{w.dataset}/{w.source}"),
         attack=attack_json,
         n=f"--n {EVAL['n_test']}" if EVAL.get("n_test") else "",

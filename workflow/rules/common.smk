@@ -3,6 +3,7 @@ import sys
 from pathlib import Path
 
 from lsqueeze.config import attack_record, build_plan
+from lsqueeze.fingerprint import fingerprint
 from lsqueeze.schema import ConfigError, validate
 
 # Fail before any job runs: schema + semantic checks, naming the bad key.
@@ -16,6 +17,9 @@ RES = config["results"].rstrip("/")
 DATA = config.get("data_dir", "results/data").rstrip("/")
 PY = sys.executable  # the interpreter that runs Snakemake has the package installed
 EVAL = config.get("eval", {})
+# The package code behind each stage's numbers (lsqueeze/fingerprint.py), a param of its rules:
+# editing a loss or an attack reruns exactly the jobs it can change; comments and docstrings don't.
+CODE = {stage: fingerprint(stage) for stage in ("data", "train", "evaluate", "analysis", "tables", "figures")}
 
 
 wildcard_constraints:

@@ -8,6 +8,7 @@ rule data:
         train=f"{DATA}/{{dataset}}/train.pt",
         test=f"{DATA}/{{dataset}}/test.pt",
     params:
+        code=CODE["data"],
         mirror=mirror_arg,
     log:
         f"{DATA}/logs/{{dataset}}.log",

@@ -5,6 +5,7 @@ rule evaluate_white:
     output:
         f"{RES}/eval/{{dataset}}/{{tag}}/white/{{attack}}.json",
     params:
+        code=CODE["evaluate"],
         spec=lambda w: spec_json(cid(w)),
         attack=attack_json,
         n=f"--n {EVAL['n_test']}" if EVAL.get("n_test") else "",
@@ -27,6 +28,7 @@ rule evaluate_black:
     output:
         f"{RES}/eval/{{dataset}}/{{tag}}/black/{{source}}/{{attack}}.json",
     params:
+        code=CODE["evaluate"],
         spec=lambda w: spec_json(cid(w)),
         attack=attack_json,
     threads: 1

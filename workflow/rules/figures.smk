@@ -41,6 +41,7 @@ if FIGS:
             report(f"{RES}/figures/{{figure}}.png", caption="../report/figure.rst",
                    category="Figures", subcategory="{figure}"),
         params:
+            code=CODE["figures"],
             kind=lambda w: FIGS[w.figure]["kind"],
             spec=figure_spec,
         wildcard_constraints:

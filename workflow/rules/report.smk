@@ -23,6 +23,7 @@ rule aggregate:
                         category="Tables", labels={"table": t, "kind": "measured vs published"})
                  for t in TABLE_IDS],
     params:
+        code=CODE["tables"],
         out=f"{RES}/tables",
     log:
         f"{RES}/logs/aggregate.log",
@@ -37,6 +38,8 @@ rule figure_summary:
         f"{RES}/tables/measurements.parquet",
     output:
         f"{RES}/figures/summary.png",
+    params:
+        code=CODE["figures"],
     log:
         f"{RES}/logs/figure_summary.log",
     localrule: True

@@ -14,6 +14,7 @@ rule train:
         model=f"{RES}/models/{{dataset}}/{{tag}}/model.pt",
         metrics=f"{RES}/models/{{dataset}}/{{tag}}/metrics.json",
     params:
+        code=CODE["train"],
         spec=lambda w: spec_json(cid(w)),
         out=lambda w: f"{RES}/models/{cid(w)}",
     threads: 2
