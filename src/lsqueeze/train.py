@@ -305,9 +305,3 @@ def train(spec: dict, data_dir, out_dir, progress: bool = True, options: dict | 
     save_json(metrics, out_dir / "metrics.json")
     state_path.unlink(missing_ok=True)
     return metrics
-
-
-def load_model(spec: dict, model_path, image_shape, device="cpu"):
-    model = build_model(spec["recipe"], image_shape)
-    model.load_state_dict(load_torch(model_path, map_location=device))
-    return model.to(device).eval()
