@@ -78,14 +78,15 @@ def torchvision_root(data_dir: Path, root: Path) -> Path:
     return root
 
 
-def main():
+def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--workers", type=int, default=0)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--arch", choices=sorted(ARCHS), default="madry")
     ap.add_argument("--data", default=str(common.REPO / "results" / "data" / "mnist"))
-    args = ap.parse_args()
+    ap.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
+    args = ap.parse_args(argv)
     data_dir = common.mnist(Path(args.data))
     cell = C.resolve_cell({}, {"dataset": "mnist", "alpha": 0.2, "sigma": 0.3, "steps": args.steps})
     recipe = C.RECIPES["mnist"]
@@ -128,7 +129,9 @@ def main():
             f" {fp32_ratio:.2f}× with both in fp32; the data path alone (ours / the plain loop given"
             f" our layout and precision): {data_path:.2f}×.\n")
     print(body)
-    common.write_section(f"bench_train_{args.arch}_w{args.workers}", body)
+    if not args.no_write:
+        common.write_section(f"bench_train_{args.arch}_w{args.workers}", body)
+    return best
 
 
 if __name__ == "__main__":

@@ -10,6 +10,9 @@ training step of lsqueeze.train (loss, optimizer, autocast):
   adversary runs it;
 - projected single-GPU hours for each paper table from params/paper.yaml.
 FLOPs come from torch.utils.flop_counter (forward + backward of one training step).
+
+`--smoke` runs the same code on the CPU with a WRN-10-1, one iteration, no compile: the test
+suite does, so a device session is never spent finding a bug in this script.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -38,7 +42,7 @@ def step_fn(model, opt, recipe, channels_last: bool):
     def step(x, y):
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast("cuda", dtype=torch.bfloat16):
+        with torch.autocast(x.device.type, dtype=torch.bfloat16):
             logits = model(x)
         loss = regularized_loss(logits, y, 0.0, 10.0, recipe["ce_reduction"])
         opt.zero_grad(set_to_none=True)
@@ -48,14 +52,19 @@ def step_fn(model, opt, recipe, channels_last: bool):
     return step
 
 
+def sync(dev):
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
 def time_steps(step, x, y, warmup: int, iters: int) -> float:
     for _ in range(warmup):
         step(x, y)
-    torch.cuda.synchronize()
+    sync(x.device)
     t0 = time.perf_counter()
     for _ in range(iters):
         step(x, y)
-    torch.cuda.synchronize()
+    sync(x.device)
     return (time.perf_counter() - t0) / iters
 
 
@@ -66,8 +75,8 @@ def train_flops(model, recipe, x, y) -> int:
     return counter.get_total_flops()
 
 
-def bench_wrn(dev, iters: int, compile_: bool, channels_last: bool):
-    recipe = RECIPES["cifar10"]
+def bench_wrn(dev, iters: int, compile_: bool, channels_last: bool, arch=None):
+    recipe = {**RECIPES["cifar10"], **({"arch": arch} if arch else {})}
     torch.manual_seed(0)
     model = build_model(recipe, (3, 32, 32)).to(dev)
     if channels_last:
@@ -90,19 +99,20 @@ def bench_cnn(dev, iters: int):
     return {"steps_per_s": 1 / sec, "step_s": sec}
 
 
-def bench_pgd(dev, n: int = 512) -> dict:
+def bench_pgd(dev, n: int = 512, arch=None) -> dict:
     """PGD-20 as evaluation runs it (no autocast) and as the training adversary runs it (bf16)."""
-    model = build_model(RECIPES["cifar10"], (3, 32, 32)).to(dev).eval()
+    recipe = {**RECIPES["cifar10"], **({"arch": arch} if arch else {})}
+    model = build_model(recipe, (3, 32, 32)).to(dev).eval()
     x = torch.rand(n, 3, 32, 32, device=dev)
     y = torch.randint(0, 10, (n,), device=dev)
     out = {}
     for label, bf16 in (("eval_fp32", False), ("train_adversary_bf16", True)):
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
             attacks.pgd(model, x[:64], y[:64], 8 / 255, 2 / 255, 2)
-            torch.cuda.synchronize()
+            sync(dev)
             t0 = time.perf_counter()
             attacks.pgd(model, x, y, 8 / 255, 2 / 255, 20)
-            torch.cuda.synchronize()
+            sync(dev)
         out[label] = {"images_per_s": n / (time.perf_counter() - t0)}
     return out
 
@@ -111,7 +121,7 @@ def projection(step_s: dict) -> dict:
     """Single-GPU hours per paper table: Σ over its cells of steps × (1 + adversary steps) × step time."""
     from lsqueeze.config import build_plan, load_config
 
-    plan = build_plan(load_config("params/paper.yaml"))
+    plan = build_plan(load_config(Path(__file__).resolve().parents[1] / "params" / "paper.yaml"))
     hours = {}
     for table in plan.tables:
         total = 0.0
@@ -124,26 +134,35 @@ def projection(step_s: dict) -> dict:
     return hours
 
 
-def main():
+VARIANTS = (("eager", False, False), ("channels_last", False, True),
+            ("compile+channels_last", True, True))
+SMOKE_ARCH = {"name": "wrn", "depth": 10, "widen": 1}
+
+
+def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--iters", type=int, default=30)
     ap.add_argument("--out", default="gpu.json")
-    args = ap.parse_args()
-    if not torch.cuda.is_available():
-        raise SystemExit("bench/gpu.py needs a CUDA device")
-    dev = torch.device("cuda")
-    torch.backends.cudnn.benchmark = True
-    name = torch.cuda.get_device_name(dev)
+    ap.add_argument("--smoke", action="store_true", help="CPU, WRN-10-1, one iteration, no compile")
+    args = ap.parse_args(argv)
+    if args.smoke:
+        dev, name, arch, iters, n_pgd = torch.device("cpu"), "cpu (smoke)", SMOKE_ARCH, 1, 16
+        variants = VARIANTS[:2]
+    elif not torch.cuda.is_available():
+        raise SystemExit("bench/gpu.py needs a CUDA device (or --smoke for a CPU check)")
+    else:
+        dev, arch, iters, n_pgd, variants = torch.device("cuda"), None, args.iters, 512, VARIANTS
+        torch.backends.cudnn.benchmark = True
+        name = torch.cuda.get_device_name(dev)
     res = {"device": name, "torch": torch.__version__, "wrn": {}}
-    for label, comp, cl in (("eager", False, False), ("channels_last", False, True),
-                            ("compile+channels_last", True, True)):
-        r = bench_wrn(dev, args.iters, comp, cl)
+    for label, comp, cl in variants:
+        r = bench_wrn(dev, iters, comp, cl, arch)
         p = peak(name)
         r["mfu"] = r["flops_per_step"] / r["step_s"] / p if p else None
         res["wrn"][label] = r
         print(label, json.dumps(r), flush=True)
-    res["cnn"] = bench_cnn(dev, args.iters * 5)
-    res["pgd20_wrn"] = bench_pgd(dev)
+    res["cnn"] = bench_cnn(dev, iters * 5)
+    res["pgd20_wrn"] = bench_pgd(dev, n_pgd, arch)
     best = min(v["step_s"] for v in res["wrn"].values())
     try:
         res["projected_hours"] = projection({"wrn": best, "cnn": res["cnn"]["step_s"]})
@@ -152,6 +171,7 @@ def main():
     print(json.dumps(res, indent=1))
     with open(args.out, "w") as fh:
         json.dump(res, fh, indent=1)
+    return res
 
 
 if __name__ == "__main__":
