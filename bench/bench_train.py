@@ -84,7 +84,8 @@ def main(argv=None):
     ap.add_argument("--workers", type=int, default=0)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--arch", choices=sorted(ARCHS), default="madry")
-    ap.add_argument("--data", default=str(common.REPO / "results" / "data" / "mnist"))
+    # Outside results/data: the DVC stage versions that folder, and the demo needs no MNIST.
+    ap.add_argument("--data", default=str(common.REPO / "results" / "bench" / "mnist"))
     ap.add_argument("--no-write", action="store_true", help="print only; leave BENCHMARKS.md alone")
     args = ap.parse_args(argv)
     data_dir = common.mnist(Path(args.data))
