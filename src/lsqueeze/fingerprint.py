@@ -7,7 +7,9 @@ not only when its config does: a table is never silently made of models from old
 The hash covers the module and, transitively, the lsqueeze modules it imports, except the plumbing
 that cannot change a number (file writing, GPU pinning, the CLI). It is taken over the syntax
 tree with docstrings removed and written back as normalized source, so comments, docstrings and
-formatting never retrain a model; any change to the code itself does.
+formatting never retrain a model; any change to the code itself does. (The normalized source is
+Python's `ast.unparse`, which a new Python minor version may spell differently: after such an
+upgrade, check `snakemake -n` and use `--touch` if you trust the old results.)
 """
 
 from __future__ import annotations
