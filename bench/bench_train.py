@@ -104,12 +104,13 @@ def main(argv=None):
         spec = {"id": C.cell_id(cell), "cell": cell, "recipe": recipe}
         plain = f"torchvision MNIST + DataLoader (num_workers={args.workers}), fp32 NCHW"
         tuned = f"same DataLoader loop, our layout + precision (NHWC, {precision})"
+        ours_fp32 = "lsqueeze train loop, precision=fp32"
+        ours = f"lsqueeze train loop, default (precision=auto: {precision})"
         for r in range(args.rounds):  # interleaved, best of each: the machine's noise hits both
             for name, is_tuned in ((plain, False), (tuned, True)):
                 rate, model = dataloader_loop(root, recipe, cell, args.steps, args.workers, is_tuned)
                 record(name, rate, clean_stats(model, x_te, y_te)[0])
-            for name, prec in (("lsqueeze train loop, precision=fp32", "fp32"),
-                               (f"lsqueeze train loop, default (precision=auto: {precision})", "auto")):
+            for name, prec in ((ours_fp32, "fp32"), (ours, "auto")):
                 m = train(spec, data_dir, Path(tmp) / f"ours{r}{prec}", progress=False,
                           options={"checkpoint_every": 10**9, "precision": prec})
                 record(name, m["images_per_s"], m["test_accuracy"])
@@ -118,9 +119,8 @@ def main(argv=None):
     table = ("| loop | images/s | × plain | test accuracy after the run |\n|---|---|---|---|\n"
              + "\n".join(f"| {n} | {v:,.0f} | {v / baseline:.2f}× | {100 * a:.2f}% |"
                           for n, (v, a) in best.items()))
-    names = list(best)
-    ratio, fp32_ratio = best[names[3]][0] / baseline, best[names[2]][0] / baseline
-    data_path = best[names[3]][0] / best[tuned][0]
+    ratio, fp32_ratio = best[ours][0] / baseline, best[ours_fp32][0] / baseline
+    data_path = best[ours][0] / best[tuned][0]
     body = (f"## Training loop vs DataLoader (CPU, {args.arch} CNN, num_workers={args.workers})\n\n"
             f"`.venv/bin/python bench/bench_train.py --arch {args.arch} --steps {args.steps} --workers {args.workers}`"
             f" — real MNIST, {args.arch} CNN ({n_params(build_model(recipe, (1, 28, 28))):,} parameters), α=0.2, σ=0.3, batch 50, Adam,"

@@ -75,8 +75,13 @@ def train_flops(model, recipe, x, y) -> int:
     return counter.get_total_flops()
 
 
+def wrn_recipe(arch=None) -> dict:
+    """The CIFAR recipe, with a smaller WRN for the CPU smoke run."""
+    return {**RECIPES["cifar10"], **({"arch": arch} if arch else {})}
+
+
 def bench_wrn(dev, iters: int, compile_: bool, channels_last: bool, arch=None):
-    recipe = {**RECIPES["cifar10"], **({"arch": arch} if arch else {})}
+    recipe = wrn_recipe(arch)
     torch.manual_seed(0)
     model = build_model(recipe, (3, 32, 32)).to(dev)
     if channels_last:
@@ -100,9 +105,10 @@ def bench_cnn(dev, iters: int):
 
 
 def bench_pgd(dev, n: int = 512, arch=None) -> dict:
-    """PGD-20 as evaluation runs it (no autocast) and as the training adversary runs it (bf16)."""
-    recipe = {**RECIPES["cifar10"], **({"arch": arch} if arch else {})}
-    model = build_model(recipe, (3, 32, 32)).to(dev).eval()
+    """PGD-20 as evaluation runs it (NHWC model, no autocast: evaluate.load_model) and as the
+    training adversary runs it (bf16)."""
+    model = build_model(wrn_recipe(arch), (3, 32, 32)).to(dev)
+    model = model.to(memory_format=torch.channels_last).eval()
     x = torch.rand(n, 3, 32, 32, device=dev)
     y = torch.randint(0, 10, (n,), device=dev)
     out = {}

@@ -22,11 +22,7 @@ SMOOTH_NEW = "digits28/ls0.2-sq0-gn0.4-k60-s0"
 DOWNSTREAM = {"aggregate", "figure_summary", "all"}  # consumers of every measurement
 
 
-def planned(workdir, configfile) -> dict[str, list[str]]:
-    return planned_env(workdir, configfile, None)
-
-
-def planned_env(workdir, configfile, env) -> dict[str, list[str]]:
+def planned(workdir, configfile, env=None) -> dict[str, list[str]]:
     """{rule: [outputs of each job]} from a dry run."""
     out = run_snakemake(workdir, "-n", configfile=configfile, env=env).stdout
     jobs: dict[str, list[str]] = {}
@@ -107,7 +103,7 @@ def test_code_edits_rerun_their_stage_only(work, tmp_path):
         text = (pkg / path).read_text()
         assert old in text
         (pkg / path).write_text(text.replace(old, new, 1))
-        return planned_env(workdir, cfg, env)
+        return planned(workdir, cfg, env)
 
     assert jobs_after("train.py", "def regularized_loss(", "# a comment\ndef regularized_loss(") == {}
     jobs = jobs_after("tables.py", "def ", "def _unused():\n    return 1\n\n\ndef ")
