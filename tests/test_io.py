@@ -24,3 +24,27 @@ def test_failed_write_leaves_nothing(tmp_path):
             tmp.write_text("half")
             raise RuntimeError("killed")
     assert not target.exists() and not list(tmp_path.iterdir())
+
+
+def test_outputs_follow_the_umask(tmp_path):
+    """mkstemp makes 0600 files: without the chmod a teammate could not read the tables."""
+    import os
+
+    import pandas as pd
+
+    from lsqueeze.io import save_json, save_parquet
+
+    old = os.umask(0o022)
+    try:
+        save_torch({"w": torch.zeros(2)}, tmp_path / "a.pt")
+        save_json({"a": 1}, tmp_path / "a.json")
+        save_parquet(pd.DataFrame({"a": [1]}), tmp_path / "a.parquet")
+        with atomic_path(tmp_path / "a.txt") as tmp:
+            tmp.write_text("x")
+        os.umask(0o077)
+        save_json({"a": 1}, tmp_path / "private.json")
+    finally:
+        os.umask(old)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()}
+    assert modes == {"a.pt": 0o644, "a.json": 0o644, "a.parquet": 0o644, "a.txt": 0o644,
+                     "private.json": 0o600}

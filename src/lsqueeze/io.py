@@ -13,15 +13,27 @@ from pathlib import Path
 import torch
 
 
+def _umask() -> int:
+    """The process umask (os.umask can only be read by setting it, so set it straight back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike):
-    """Yield a temp path in the target's directory; rename onto the target only on success."""
+    """Yield a temp path in the target's directory; rename onto the target only on success.
+
+    mkstemp creates the temp file 0600 whatever the umask; the finished file gets the mode a plain
+    open() would have given it (0644 under umask 022), so teammates on a shared cluster can read it.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
