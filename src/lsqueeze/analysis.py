@@ -12,6 +12,7 @@ import pandas as pd
 import torch
 
 from lsqueeze.attacks import eval_mode
+from lsqueeze.progress import Ticker
 
 
 def _logits_and_grads(model, x, y):
@@ -30,9 +31,10 @@ def _logits_and_grads(model, x, y):
     return z.detach(), ybar, g_y.flatten(1), g_bar.flatten(1)
 
 
-def linear_model(model, x, y, batch_size: int = 256) -> pd.DataFrame:
-    """One row per image; ε_L in [0,1] pixel units."""
+def linear_model(model, x, y, batch_size: int = 256, label: str = "analyze") -> pd.DataFrame:
+    """One row per image; ε_L in [0,1] pixel units. Logs a line per batch to stderr."""
     rows = []
+    ticker = Ticker(label, -(-len(y) // batch_size), unit="batch", every=0)
     with eval_mode(model):
         for i in range(0, len(y), batch_size):
             xb, yb = x[i:i + batch_size], y[i:i + batch_size]
@@ -50,6 +52,7 @@ def linear_model(model, x, y, batch_size: int = 256) -> pd.DataFrame:
                 "grad_l1_wrong": g_bar.abs().sum(1).cpu().numpy(),
                 "logits": list(z.cpu().numpy().astype(np.float32)),
             }))
+            ticker.tick(len(rows), batch_size)
     return pd.concat(rows, ignore_index=True)
 
 
@@ -62,7 +65,10 @@ def run_analyze(spec, model_path, data_dir, out, n=None, device="auto"):
     """Per-image linear-model quantities (linear_model) of the first n test images as Parquet."""
     from lsqueeze.evaluate import model_frame
 
-    return model_frame(spec, model_path, data_dir, out, linear_model, n, device)
+    def compute(model, x, y):
+        return linear_model(model, x, y, label=f"analyze {spec['id']}")
+
+    return model_frame(spec, model_path, data_dir, out, compute, n, device)
 
 
 def run_landscape(spec, model_path, data_dir, out, eps_max: float, points: int = 21,

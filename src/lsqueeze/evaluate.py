@@ -15,6 +15,7 @@ from lsqueeze import attacks
 from lsqueeze.data import load_split, to_float
 from lsqueeze.io import code_version, device_name, file_digest, load_torch, save_json, save_torch
 from lsqueeze.models import build_model
+from lsqueeze.progress import Ticker
 from lsqueeze.train import pick_device
 
 
@@ -31,8 +32,9 @@ def test_subset(data_dir, n: int | None, device):
     return to_float(x), y
 
 
-def run_attack(model, x, y, spec: dict, batch_size: int, seed: int = 0):
-    """Attack in batches; return (x_adv, robust mask) for the whole set.
+def run_attack(model, x, y, spec: dict, batch_size: int, seed: int = 0, label: str = "attack"):
+    """Attack in batches; return (x_adv, robust mask) for the whole set. Logs a line per batch
+    (stderr: the job's log), since one batch of a strong attack can take minutes.
 
     With R random restarts, each forward carries batch_size // R images × R restarts, so memory
     stays that of one batch while the restarts share a forward pass.
@@ -43,11 +45,14 @@ def run_attack(model, x, y, spec: dict, batch_size: int, seed: int = 0):
     if batched:
         batch_size = max(1, batch_size // n_restarts)
     advs, robust = [], []
+    ticker = Ticker(label, -(-len(y) // batch_size), unit="batch", every=0)
     for i in range(0, len(y), batch_size):
         xa, r = attacks.attack(model, x[i:i + batch_size], y[i:i + batch_size], spec, generator=gen,
                                batched_restarts=batched)
         advs.append(xa)
         robust.append(r)
+        ticker.tick(len(robust), batch_size,
+                    robust=f"{sum(int(b.sum()) for b in robust)}/{sum(len(b) for b in robust)}")
     return torch.cat(advs), torch.cat(robust)
 
 
@@ -76,7 +81,8 @@ def white_box(spec, model_path, data_dir, attack: dict, out, n=None, batch_size=
     t0 = time.perf_counter()
     x, y = test_subset(data_dir, n, device)
     model = _model(spec, model_path, x, device)
-    _, robust = run_attack(model, x, y, attack["pixel"], batch_size, seed=spec["cell"]["seed"])
+    _, robust = run_attack(model, x, y, attack["pixel"], batch_size, seed=spec["cell"]["seed"],
+                           label=f"{spec['id']} {attack['id']}")
     rec = _record("white", spec, attack, len(y), int(robust.sum()), t0, device,
                   model_hash=file_hash(model_path))
     save_json(rec, out)
@@ -88,7 +94,8 @@ def craft(spec, model_path, data_dir, attack: dict, out, n=None, batch_size=500,
     device = pick_device(device)
     x, y = test_subset(data_dir, n, device)
     model = _model(spec, model_path, x, device)
-    x_adv, robust = run_attack(model, x, y, attack["pixel"], batch_size, seed=spec["cell"]["seed"])
+    x_adv, robust = run_attack(model, x, y, attack["pixel"], batch_size, seed=spec["cell"]["seed"],
+                               label=f"craft {spec['id']} {attack['id']}")
     save_torch({"x_adv": x_adv.cpu(), "y": y.cpu(), "source_id": spec["id"],
                 "source_hash": file_hash(model_path), "attack_id": attack["id"],
                 "source_accuracy": float(robust.float().mean())}, out)

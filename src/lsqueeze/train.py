@@ -21,6 +21,7 @@ from lsqueeze import attacks
 from lsqueeze.data import load_split, to_float
 from lsqueeze.io import code_version, device_name, load_torch, save_json, save_torch
 from lsqueeze.models import build_model
+from lsqueeze.progress import DEFAULT_EVERY_S, Ticker
 
 TRAIN_DEFAULTS = {"checkpoint_every": 1000, "compile": False, "device": "auto", "eval_batch": 1000,
                   "precision": "auto", "sync_every": 50}
@@ -61,12 +62,21 @@ def train_autocast(device: torch.device, precision: str = "auto"):
 
 
 def regularized_loss(logits, y, alpha: float, beta: float, reduction: str = "sum"):
-    """CE against smoothed labels (α) + β·‖Z‖_F over the mini-batch logit matrix (not squared).
+    """(summed CE against smoothed labels (α) + β·‖Z‖_F) / R, Z the mini-batch logit matrix
+    (Frobenius norm, not squared); R = 1 for `reduction` "sum", the batch size N for "mean".
 
-    `reduction` follows Madry's code: summed CE for MNIST, mean CE for CIFAR; it fixes what β means.
+    `reduction` follows Madry's code (summed CE for MNIST, mean CE for CIFAR) so that his learning
+    rates apply; it must not change what β means. β‖Z‖_F beside summed CE is the form the paper's β
+    fit: Z = 0 (chance accuracy) minimises CE + β‖Z‖_F once β ≥ ‖∇_Z CE(0)‖_F, √(0.9·N) for summed
+    CE but √(0.9/N) for mean CE, so mean CE + β‖Z‖_F collapses every CIFAR squeeze cell. Hence
+    mean CE + (β/N)‖Z‖_F: the minimiser of summed CE + β‖Z‖_F at mean-CE step scale.
     """
-    ce = F.cross_entropy(logits.float(), y, label_smoothing=alpha, reduction=reduction)
-    return ce + beta * torch.linalg.matrix_norm(logits.float(), ord="fro")
+    if reduction not in ("sum", "mean"):
+        raise ValueError(f"recipe ce_reduction: unknown {reduction!r} (known: sum, mean)")
+    z = logits.float()
+    total = F.cross_entropy(z, y, label_smoothing=alpha, reduction="sum")
+    total = total + beta * torch.linalg.matrix_norm(z, ord="fro")
+    return total / len(y) if reduction == "mean" else total
 
 
 def smoothed_targets(y, num_classes: int, alpha: float):
@@ -201,11 +211,13 @@ class _Stop:
         self.requested = True
 
 
-def train(spec: dict, data_dir, out_dir, progress: bool = True, options: dict | None = None) -> dict:
+def train(spec: dict, data_dir, out_dir, progress: bool = True, options: dict | None = None,
+          log_every: float | None = DEFAULT_EVERY_S) -> dict:
     """Train one cell; write model.pt and metrics.json into out_dir (state.pt while running).
 
     `options` (checkpoint_every, device, compile, eval_batch, precision, sync_every) say how to
-    run, not what to compute.
+    run, not what to compute. Without the bar (`progress=False`: a log file) a line with step,
+    images/s, loss and ETA goes to stderr every `log_every` seconds.
     """
     cell, recipe = spec["cell"], spec["recipe"]
     opts = {**TRAIN_DEFAULTS, **spec.get("train", {}), **(options or {})}
@@ -254,6 +266,7 @@ def train(spec: dict, data_dir, out_dir, progress: bool = True, options: dict | 
     start_step = step
     bar = tqdm(total=steps, initial=step, disable=not progress, unit="step", mininterval=2,
                desc=spec.get("id", "train"), dynamic_ncols=True)
+    ticker = Ticker(spec.get("id", "train"), steps, step, None if progress else log_every)
     model.train()
     while step < steps:
         idx = batches.next()
@@ -282,6 +295,7 @@ def train(spec: dict, data_dir, out_dir, progress: bool = True, options: dict | 
         if progress and step % 50 == 0:
             rate = (step - start_step) * bs / max(time.perf_counter() - t0, 1e-9)
             bar.set_postfix(loss=f"{loss_value:.3g}", img_s=f"{rate:.0f}")
+        ticker.tick(step, bs, loss=loss_value)
         if stop.requested or (step % opts["checkpoint_every"] == 0 and step < steps):
             checkpoint()
             if stop.requested:
