@@ -60,7 +60,7 @@ def test_within_eps_ball_and_box(trained, data, kind, loss, random_start):
     eps = 0.1
     spec = {"attack": kind, "loss": loss, "eps": eps, "steps": 10, "step_size": 0.03,
             "random_start": random_start, "restarts": 2}
-    x_adv, robust = attacks.attack(trained, x, y, spec, generator=torch.Generator().manual_seed(1))
+    x_adv, robust = attacks.attack(trained, x, y, spec, seed=1)
     assert (x_adv - x).abs().max() <= eps + 1e-6
     assert x_adv.min() >= 0 and x_adv.max() <= 1
     assert (x_adv != x).any()
@@ -72,7 +72,7 @@ def test_unbounded_eps_stays_finite_in_box(trained, data, kind):
     x, y = data["test"][0][:32], data["test"][1][:32]
     spec = {"attack": kind, "loss": "xent", "eps": None, "steps": 3, "step_size": 0.5,
             "random_start": True}
-    x_adv, _ = attacks.attack(trained, x, y, spec, generator=torch.Generator().manual_seed(0))
+    x_adv, _ = attacks.attack(trained, x, y, spec, seed=0)
     assert torch.isfinite(x_adv).all()
     assert x_adv.min() >= 0 and x_adv.max() <= 1
 
@@ -94,6 +94,11 @@ def test_pgd_xent_matches_torchattacks(trained, data, random_start, seed):
     theirs = torchattacks.PGD(trained, eps=eps, alpha=step, steps=steps,
                               random_start=random_start)(x, y)
     assert (ours - theirs).abs().max() <= 1e-5
+    if random_start:  # the evaluation's path: the same start handed in as unit draws
+        noise = torch.empty_like(x).uniform_(-eps, eps, generator=torch.Generator().manual_seed(seed))
+        given = attacks.pgd(trained, x, y, eps, step, steps, "xent", True, reduction="mean",
+                            unit_start=noise / eps)
+        assert (given - theirs).abs().max() <= 1e-5
     assert accuracy(trained, ours, y) == accuracy(trained, theirs, y)
     assert accuracy(trained, ours, y) < accuracy(trained, x, y) - 0.2  # the attack did something
     default = attacks.pgd(trained, x, y, eps, step, steps, "xent", random_start,
@@ -118,16 +123,16 @@ def test_restarts_count_per_example_and_never_increase_accuracy():
     y = torch.zeros(n, dtype=torch.long)
     spec = {"attack": "pgd", "loss": "xent", "eps": 0.1, "steps": 2, "step_size": 0.05,
             "random_start": True}
-    # Each restart on its own, drawing the same random starts the restarts would draw.
-    gen = torch.Generator().manual_seed(3)
-    single = [attacks.pgd(model, x, y, 0.1, 0.05, 2, generator=gen) for _ in range(4)]
+    # Each restart on its own, from the start that restart r of each example is assigned.
+    single = [attacks.pgd(model, x, y, 0.1, 0.05, 2,
+                          unit_start=attacks.random_starts(x.shape, 3, r, torch.arange(n)))
+              for r in range(4)]
     fooled = torch.stack([attacks.predict(model, a) != y for a in single])
     assert not torch.equal(fooled[0], fooled[1])  # restarts fool different examples
     accs = []
     for r in (1, 2, 3, 4):
         for batched in (False, True):
-            x_adv, robust = attacks.attack(model, x, y, {**spec, "restarts": r},
-                                           generator=torch.Generator().manual_seed(3),
+            x_adv, robust = attacks.attack(model, x, y, {**spec, "restarts": r}, seed=3,
                                            batched_restarts=batched)
             # robust only if every restart failed on this very example
             assert torch.equal(robust, ~fooled[:r].any(0))
@@ -139,13 +144,44 @@ def test_restarts_count_per_example_and_never_increase_accuracy():
     assert x.eq(0.5).all()
 
 
+def test_random_starts_depend_on_seed_restart_and_example_only():
+    shape = (10, 1, 3, 3)
+    full = attacks.random_starts(shape, 0, 2, torch.arange(10))
+    assert full.shape == shape and full.min() >= -1 and full.max() < 1
+    # The same example gets the same draw in any batch, at any position.
+    part = attacks.random_starts((3, 1, 3, 3), 0, 2, torch.tensor([7, 2, 5]))
+    assert torch.equal(part, full[[7, 2, 5]])
+    assert not torch.equal(full, attacks.random_starts(shape, 0, 1, torch.arange(10)))  # restart
+    assert not torch.equal(full, attacks.random_starts(shape, 1, 2, torch.arange(10)))  # seed
+    assert not torch.equal(full[0], full[1])  # examples
+    assert abs(float(full.mean())) < 0.2 and float(full.abs().mean()) > 0.3  # uniform on [-1, 1)
+
+
+def test_restart_columns_are_nested_and_batch_independent(trained, data):
+    """Restart r of example i is the same draw for every R and batch size, so the set of examples
+    robust to R+1 restarts lies inside the set robust to R (Table 10's columns never rise)."""
+    x, y = data["test"][0][:120], data["test"][1][:120]
+    spec = {"attack": "pgd", "loss": "xent", "eps": 0.1, "steps": 3, "step_size": 0.03,
+            "random_start": True}
+    robust = {}
+    for r in range(1, 6):
+        _, robust[r] = run_attack(trained, x, y, {**spec, "restarts": r}, batch_size=40, seed=0)
+    for r in range(1, 5):
+        assert not (robust[r + 1] & ~robust[r]).any(), f"robust to {r + 1} restarts, not to {r}"
+    assert robust[5].sum() < robust[1].sum()  # the restarts find new examples: the test has teeth
+    for r in (1, 3):
+        for bs in (7, 120):
+            adv, other = run_attack(trained, x, y, {**spec, "restarts": r}, batch_size=bs, seed=0)
+            assert torch.equal(other, robust[r])
+            assert (adv - x).abs().max() <= 0.1 + 1e-6 and adv.min() >= 0 and adv.max() <= 1
+
+
 def test_batched_restarts_match_sequential_on_trained_model(trained, data):
     x, y = data["test"][0][:48], data["test"][1][:48]
     spec = {"attack": "pgd", "loss": "cw", "eps": 0.05, "steps": 5, "step_size": 0.02,
             "random_start": True, "restarts": 3}
-    seq = attacks.attack(trained, x, y, spec, generator=torch.Generator().manual_seed(0))
-    bat = attacks.attack(trained, x, y, spec, generator=torch.Generator().manual_seed(0),
-                         batched_restarts=True)
+    seq = attacks.attack(trained, x, y, spec, seed=0)
+    bat = attacks.attack(trained, x, y, spec, seed=0, batched_restarts=True)
     assert torch.equal(seq[1], bat[1])
     assert (seq[0] - bat[0]).abs().max() <= 1e-5
     # The evaluation path (chunks of batch_size // restarts, batched) never beats one restart.
@@ -192,8 +228,8 @@ def test_no_side_effects_on_model_or_inputs(data, kind):
     assert all(p.grad is None for p in model.parameters())
     assert frozen_layer.weight.requires_grad and not frozen_layer.bias.requires_grad
     # Deterministic in eval mode: two calls with the same seed agree (dropout was off).
-    a = attacks.attack(model, x, y, spec, generator=torch.Generator().manual_seed(1))[0]
-    b = attacks.attack(model, x, y, spec, generator=torch.Generator().manual_seed(1))[0]
+    a = attacks.attack(model, x, y, spec, seed=1)[0]
+    b = attacks.attack(model, x, y, spec, seed=1)[0]
     assert torch.equal(a, b)
 
 
@@ -225,7 +261,7 @@ def test_autoattack_standard_on_tiny_model(trained, data):
     spec = {"attack": "autoattack", "eps": eps, "version": "standard"}
     trained.train()
     rng = torch.get_rng_state()
-    x_adv, robust = attacks.attack(trained, x, y, spec, generator=torch.Generator().manual_seed(0))
+    x_adv, robust = attacks.attack(trained, x, y, spec, seed=0)
     assert trained.training
     trained.eval()
     assert torch.equal(torch.get_rng_state(), rng)  # the ensemble's reseeding did not leak

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -111,11 +112,13 @@ def fgsm(model, x, y, eps, loss="xent", confidence=50.0, in_eval=True, reduction
 
 
 def pgd(model, x, y, eps, step_size, steps, loss="xent", random_start=True, confidence=50.0,
-        in_eval=True, generator=None, reduction="sum"):
+        in_eval=True, generator=None, reduction="sum", unit_start=None):
     """Madry's PGD: optional uniform start in the ε-ball, then signed steps projected back.
 
     reduction: how per-example losses combine before the input gradient ("sum", Madry's and the
     default; "mean" reproduces torchattacks.PGD bit for bit).
+    unit_start: the random start as given draws in [-1, 1] (scaled by ε here) instead of a draw
+    from `generator`; the evaluation passes starts fixed per example and restart (random_starts).
     """
     _check_loss(loss)
     eps = effective_eps(eps)
@@ -123,12 +126,31 @@ def pgd(model, x, y, eps, step_size, steps, loss="xent", random_start=True, conf
     with eval_mode(model, in_eval), frozen(model):
         x_adv = x.clone()
         if random_start:
-            noise = torch.empty_like(x).uniform_(-eps, eps, generator=generator)
+            if unit_start is None:
+                noise = torch.empty_like(x).uniform_(-eps, eps, generator=generator)
+            else:
+                noise = eps * unit_start.to(device=x.device, dtype=x.dtype)
             x_adv = torch.clamp(x_adv + noise, 0.0, 1.0)
         for _ in range(int(steps)):
             grad = _input_grad(model, x_adv, y, loss, confidence, reduction)
             x_adv = _project(x_adv + step_size * grad.sign(), x, eps)
     return x_adv
+
+
+def random_starts(shape, seed: int, restart: int, index) -> torch.Tensor:
+    """Uniform draws in [-1, 1), one per example: example `index[b]`'s draw depends only on
+    (seed, restart, index[b]), never on the batch it sits in or on how many restarts run.
+
+    So restart r of example i starts at the same point whether the attack runs 1 or 9 restarts
+    and whatever the batch size: an example robust to R+1 restarts is robust to the first R, and
+    accuracy cannot rise with R. Each draw is its own numpy generator seeded from the three
+    numbers (a SeedSequence entropy pool), drawn on the CPU so CPU and GPU share the starts.
+    """
+    size = int(np.prod(shape[1:]))
+    draws = [np.random.default_rng([int(seed), int(restart), int(i)]).random(size, dtype=np.float32)
+             for i in torch.as_tensor(index).tolist()]
+    unit = torch.from_numpy(np.stack(draws)).view(len(draws), *shape[1:])
+    return unit * 2 - 1
 
 
 @torch.no_grad()
@@ -150,23 +172,28 @@ def restarts_of(spec: dict) -> int:
     return max(1, int(spec.get("restarts", 1)))
 
 
-def _pgd_restarts(model, x, y, spec, generator, batched: bool):
+def _pgd_restarts(model, x, y, spec, seed: int, index, batched: bool):
     """Per-example worst case over restarts: robust only if no restart fools the example.
 
-    Batched: the R restarts run as one batch of R·B images. The random starts are drawn as one
-    (R, B, ...) tensor, which on CPU is bit-identical to R successive (B, ...) draws, so both
-    paths attack with the same starting points.
+    Restart r of example index[i] starts from random_starts(seed, r, index[i]) in both paths.
+    Batched: the R restarts run as one batch of R·B images.
     """
     args, n_restarts = _pgd_args(spec), restarts_of(spec)
+    index = torch.arange(len(y)) if index is None else torch.as_tensor(index)
+    if len(index) != len(y):
+        raise ValueError(f"index: {len(index)} example indices for a batch of {len(y)}")
+    starts = [random_starts(x.shape, seed, r, index) if args["random_start"] else None
+              for r in range(n_restarts)]
     if batched and n_restarts > 1:
         reps = x.detach().repeat(n_restarts, *([1] * (x.dim() - 1)))
-        adv = pgd(model, reps, y.repeat(n_restarts), generator=generator, **args)
+        start = torch.cat(starts) if args["random_start"] else None
+        adv = pgd(model, reps, y.repeat(n_restarts), unit_start=start, **args)
         advs = adv.view(n_restarts, *x.shape)
         fooled = (predict(model, adv) != y.repeat(n_restarts)).view(n_restarts, len(y))
     else:
         advs, fooled = [], []
-        for _ in range(n_restarts):
-            adv = pgd(model, x, y, generator=generator, **args)
+        for start in starts:
+            adv = pgd(model, x, y, unit_start=start, **args)
             advs.append(adv)
             fooled.append(predict(model, adv) != y)
         advs, fooled = torch.stack(advs), torch.stack(fooled)
@@ -176,11 +203,12 @@ def _pgd_restarts(model, x, y, spec, generator, batched: bool):
     return advs[first, torch.arange(len(y), device=x.device)], robust
 
 
-def attack(model, x, y, spec: dict, generator=None, batched_restarts: bool = False):
+def attack(model, x, y, spec: dict, seed: int = 0, index=None, batched_restarts: bool = False):
     """Run one attack spec on a batch; return (worst-case x_adv, per-example robust mask).
 
     spec: {attack: fgsm|pgd|autoattack, loss, eps (None = unbounded), steps, step_size,
-    random_start, restarts, confidence} in [0,1] pixel units.
+    random_start, restarts, confidence} in [0,1] pixel units. seed and index (each example's
+    position in the evaluated set; default 0..B-1) fix PGD's random starts per example.
     """
     kind = spec["attack"]
     if kind == "fgsm":
@@ -188,12 +216,13 @@ def attack(model, x, y, spec: dict, generator=None, batched_restarts: bool = Fal
                      float(spec.get("confidence", 50.0)))
         return x_adv, predict(model, x_adv) == y
     if kind == "pgd":
-        return _pgd_restarts(model, x, y, spec, generator, batched_restarts)
+        return _pgd_restarts(model, x, y, spec, seed, index, batched_restarts)
     if kind == "autoattack":
         from lsqueeze.autoattack import autoattack
 
-        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator,
-                                     device=generator.device)) if generator else 0
-        x_adv = autoattack(model, x, y, spec.get("eps"), spec.get("version", "standard"), seed)
+        # One seed per batch, fixed by (seed, the batch's first example): batches differ, reruns agree.
+        first = 0 if index is None or not len(index) else int(torch.as_tensor(index)[0])
+        batch_seed = int(np.random.SeedSequence([int(seed), first]).generate_state(1)[0] >> 1)
+        x_adv = autoattack(model, x, y, spec.get("eps"), spec.get("version", "standard"), batch_seed)
         return x_adv, predict(model, x_adv) == y
     raise ValueError(f"attack: unknown attack {kind!r} (known: fgsm, pgd, autoattack)")

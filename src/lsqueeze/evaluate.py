@@ -37,9 +37,10 @@ def run_attack(model, x, y, spec: dict, batch_size: int, seed: int = 0, label: s
     (stderr: the job's log), since one batch of a strong attack can take minutes.
 
     With R random restarts, each forward carries batch_size // R images × R restarts, so memory
-    stays that of one batch while the restarts share a forward pass.
+    stays that of one batch while the restarts share a forward pass. Random starts are fixed by
+    (seed, restart, the example's position in x), so neither the batch size nor R changes them:
+    the restart columns are nested (robust to R+1 restarts implies robust to the first R).
     """
-    gen = torch.Generator(device=x.device).manual_seed(seed)
     n_restarts = attacks.restarts_of(spec)
     batched = n_restarts > 1
     if batched:
@@ -47,7 +48,8 @@ def run_attack(model, x, y, spec: dict, batch_size: int, seed: int = 0, label: s
     advs, robust = [], []
     ticker = Ticker(label, -(-len(y) // batch_size), unit="batch", every=0)
     for i in range(0, len(y), batch_size):
-        xa, r = attacks.attack(model, x[i:i + batch_size], y[i:i + batch_size], spec, generator=gen,
+        j = min(i + batch_size, len(y))
+        xa, r = attacks.attack(model, x[i:j], y[i:j], spec, seed=seed, index=torch.arange(i, j),
                                batched_restarts=batched)
         advs.append(xa)
         robust.append(r)
