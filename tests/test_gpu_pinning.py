@@ -115,3 +115,56 @@ def test_cli_pins_before_training(tmp_path):
     held.release()
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "1"
+
+
+def _slot_job(devices, lock_dir, k, hold_s, queue):
+    env = {"CUDA_VISIBLE_DEVICES": ",".join(devices), gpu.ENV_LOCK_DIR: str(lock_dir),
+           gpu.ENV_JOBS_PER_GPU: str(k)}
+    dev = gpu.pin_process(env)
+    t0 = time.monotonic()
+    time.sleep(hold_s)
+    queue.put((dev, env["CUDA_VISIBLE_DEVICES"], t0, time.monotonic()))
+
+
+def test_k_jobs_share_each_device_never_more(tmp_path):
+    """LSQUEEZE_JOBS_PER_GPU=2 on 2 fake devices, 6 jobs: at most 2 on a device at any moment,
+    both devices used, and the first 4 run at once (all slots filled)."""
+    devices, k = ["0", "1"], 2
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_slot_job, args=(devices, tmp_path, k, 1.0, queue))
+             for _ in range(6)]
+    for p in procs:
+        p.start()
+    records = [queue.get(timeout=60) for _ in procs]
+    for p in procs:
+        p.join(timeout=30)
+        assert p.exitcode == 0
+    assert all(dev in devices and visible == dev for dev, visible, _, _ in records)
+    for dev in devices:
+        spans = [(t0, t1) for d, _, t0, t1 in records if d == dev]
+        for t, _ in spans:  # jobs holding this device at the moment one of them started
+            assert sum(a <= t < b for a, b in spans) <= k, f"device {dev}: more than {k} jobs"
+    starts = sorted(t0 for _, _, t0, _ in records)
+    assert starts[3] - starts[0] < 0.9  # four slots: four jobs ran together
+
+
+def test_slots_fill_every_device_before_doubling_up(tmp_path):
+    leases = [gpu.acquire(["0", "1"], tmp_path, start=0, per_device=2) for _ in range(4)]
+    assert [lease.device for lease in leases] == ["0", "1", "0", "1"]
+    with pytest.raises(TimeoutError):
+        gpu.acquire(["0", "1"], tmp_path, timeout=0.3, poll=0.05, per_device=2)
+    # a one-job-per-GPU process waits for slot 0 only: it excludes, and is excluded by, slot 0
+    leases[0].release()
+    solo = gpu.acquire(["0", "1"], tmp_path, timeout=5, per_device=1)
+    assert solo.device == "0"
+    for lease in [solo] + leases[1:]:
+        lease.release()
+
+
+def test_jobs_per_gpu_is_validated():
+    assert gpu.jobs_per_gpu({}) == 1
+    assert gpu.jobs_per_gpu({gpu.ENV_JOBS_PER_GPU: "4"}) == 4
+    for bad in ("0", "two", "-1"):
+        with pytest.raises(ValueError, match=gpu.ENV_JOBS_PER_GPU):
+            gpu.jobs_per_gpu({gpu.ENV_JOBS_PER_GPU: bad})

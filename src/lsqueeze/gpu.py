@@ -7,7 +7,10 @@ lock on `<lock_dir>/gpu<id>.lock`, released by the kernel when the process exits
 and narrows CUDA_VISIBLE_DEVICES to that device before CUDA is initialised.
 
 No-op where there is no GPU (CPU machines, the offline demo, CI) and where pinning is switched off
-(LSQUEEZE_GPU_PINNING=0). Inside a SLURM job the scheduler has already handed out the GPUs; the
+(LSQUEEZE_GPU_PINNING=0). LSQUEEZE_JOBS_PER_GPU=k lets k jobs share each device (k lock slots per
+device, filled device by device): a small model such as the MNIST CNN leaves a GPU idle between
+its tiny kernels, and k processes fill those gaps; `--resources gpu=N*k` then lets N*k jobs run.
+Inside a SLURM job the scheduler has already handed out the GPUs; the
 locks are then namespaced by SLURM_JOB_ID, so separate jobs on one node never wait for each other
 and several Snakemake jobs inside one allocation (a group job) still spread over its devices.
 """
@@ -26,6 +29,7 @@ from pathlib import Path
 
 ENV_LOCK_DIR = "LSQUEEZE_GPU_LOCK_DIR"
 ENV_PINNING = "LSQUEEZE_GPU_PINNING"
+ENV_JOBS_PER_GPU = "LSQUEEZE_JOBS_PER_GPU"
 
 
 def visible_devices(env=None) -> list[str]:
@@ -55,6 +59,24 @@ def visible_devices(env=None) -> list[str]:
         if torch.cuda.is_available():
             return [str(i) for i in range(torch.cuda.device_count())]
     return []
+
+
+def jobs_per_gpu(env=None) -> int:
+    env = os.environ if env is None else env
+    raw = env.get(ENV_JOBS_PER_GPU, "1")
+    try:
+        k = int(raw)
+    except ValueError:
+        k = 0
+    if k < 1:
+        raise ValueError(f"{ENV_JOBS_PER_GPU}: expected a whole number >= 1, got {raw!r}")
+    return k
+
+
+def slot_file(device: str, slot: int) -> str:
+    """Slot 0 keeps the one-job-per-device name, so jobs run with different k still exclude
+    each other on it."""
+    return f"gpu{device}.lock" if slot == 0 else f"gpu{device}.slot{slot}.lock"
 
 
 def default_lock_dir(env=None) -> Path:
@@ -102,11 +124,13 @@ def _try_lock(path: Path):
 
 
 def acquire(devices: list[str], lock_dir=None, timeout: float | None = None,
-            poll: float = 0.2, start: int | None = None) -> Lease | None:
-    """Lock one free device out of `devices` (waits while all are taken); None if there are none.
+            poll: float = 0.2, start: int | None = None, per_device: int = 1) -> Lease | None:
+    """Lock one free slot out of `per_device` slots of each device in `devices` (waits while all
+    are taken); None if there are no devices.
 
     Jobs start their search at different devices (by pid) so that two jobs starting at once do not
-    both try device 0 first; the lock, not the order, is what guarantees exclusivity.
+    both try device 0 first; the lock, not the order, is what guarantees exclusivity. Every
+    device's first slot is tried before any second one, so k jobs per GPU spread over all GPUs.
     """
     if not devices:
         return None
@@ -117,8 +141,8 @@ def acquire(devices: list[str], lock_dir=None, timeout: float | None = None,
     deadline = None if timeout is None else time.monotonic() + timeout
     warned = False
     while True:
-        for dev in order:
-            path = lock_dir / f"gpu{dev}.lock"
+        for slot, dev in ((j, d) for j in range(per_device) for d in order):
+            path = lock_dir / slot_file(dev, slot)
             fh = _try_lock(path)
             if fh is not None:
                 return Lease(dev, path, fh)
@@ -145,7 +169,7 @@ def pin_process(env=None) -> str | None:
         return None
     if _LEASE is not None:
         return _LEASE.device
-    lease = acquire(visible_devices(env), default_lock_dir(env))
+    lease = acquire(visible_devices(env), default_lock_dir(env), per_device=jobs_per_gpu(env))
     if lease is None:
         return None
     _LEASE = lease
