@@ -118,3 +118,45 @@ def test_published_lookup_is_numeric_and_rejects_ambiguity():
         published(ref, table, {}, {"name": "any", "paper": {"loss": "cw"}})
     with pytest.raises(ValueError, match="bogus"):
         published(ref, table, {}, {"name": "bad", "paper": {"bogus": 1}})
+
+
+def test_measurements_schema_units_and_dtypes(demo_run):
+    _, _, out = demo_run
+    long = pd.read_parquet(out / "measurements.parquet")
+    cols = list(long.columns)
+    assert cols[cols.index("value") + 1] == "unit"
+    units = long.groupby("metric")["unit"].unique().map(list).to_dict()
+    assert units["mean_logit_norm"] == ["logit L2 norm"]
+    assert all(units[m] == ["fraction"] for m in ("accuracy", "test_accuracy", "train_accuracy",
+                                                  "predicted_accuracy"))
+    for col in ("attack_steps", "restarts", "n", "steps_done", "steps", "seed"):
+        assert str(long[col].dtype) == "Int64", (col, long[col].dtype)
+    for col in ("random_start", "diverged", "clip_noise"):
+        assert str(long[col].dtype) == "boolean", (col, long[col].dtype)
+    pgd = long[(long.attack == "pgd") & (long.threat == "white")]
+    assert len(pgd) and pgd.random_start.notna().all() and (pgd.attack_steps == 40).all()
+    assert long[long.metric == "test_accuracy"].n.isna().all()
+
+
+def test_tables_carry_provenance_captions_and_masking(demo_run):
+    _, _, out = demo_run
+    md, html = (out / "tables.md").read_text(), (out / "tables.html").read_text()
+    for text in (md, html):
+        head = text[:1500]
+        assert "code abc" in head and "Device(s): cpu" in head and "(n): 10" in head
+        assert "tables built 20" in head and "UTC" in head
+        assert "Paper, Table 2: MNIST: accuracy of different classifiers" in text
+        assert "Gradient-masking checks" in text and "checks on the measurements above" in text
+    assert "<caption>Paper, Table 1: Experimental and predicted accuracy" in html
+
+
+def test_provenance_names_every_device_and_version():
+    from datetime import datetime, timezone
+
+    from lsqueeze.tablemeta import provenance
+
+    long = pd.DataFrame({"metric": ["accuracy", "accuracy", "test_accuracy"], "n": [100, 50, None],
+                         "code_version": ["v1", "v2", "v1"], "device": ["gpu A", "cpu", None]})
+    prov = provenance({"preset": "demo"}, long, now=datetime(2024, 1, 2, 3, 4, tzinfo=timezone.utc))
+    assert prov == {"preset": "demo", "code": "v1, v2", "date": "2024-01-02 03:04 UTC",
+                    "devices": "cpu; gpu A", "n": "50, 100"}

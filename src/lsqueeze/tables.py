@@ -22,6 +22,8 @@ import pandas as pd
 from lsqueeze.analysis import predicted_accuracy
 from lsqueeze.config import cell_id, config_hash, steps_tag
 from lsqueeze.io import atomic_path, save_parquet
+from lsqueeze.tablemeta import (caption, masking_html, provenance, provenance_lines,
+                                typed_measurements)
 
 CELL_COLS = ["cell_id", "dataset", "method", "alpha", "beta", "sigma", "steps", "seed", "clip_noise"]
 ATTACK_COLS = ["threat", "attack_id", "attack", "loss", "attack_steps", "eps", "step_size",
@@ -188,16 +190,21 @@ def _headline(s: dict, tolerance: float) -> str:
             f"({s['published']} published values; {s['missing_measured']} not measured).")
 
 
-def render_markdown(plan: dict, tables: dict, tolerance: float) -> str:
+def render_markdown(plan: dict, tables: dict, tolerance: float, prov: dict | None = None) -> str:
     s = summary(tables)
-    lines = ["# Measured vs published", "",
-             f"Each number: measured % (published %, Δ = measured − published). **{_headline(s, tolerance)}**", ""]
+    lines = ["# Measured vs published", ""]
+    if prov:
+        lines += ["  \n".join(provenance_lines(prov)), ""]
+    lines += [f"Each number: measured % (published %, Δ = measured − published). "
+              f"**{_headline(s, tolerance)}**", ""]
     for table in plan["tables"]:
         layout, compare = tables[table["id"]]
         ts = summary({table["id"]: (layout, compare)})
         head, rows = _grid(table, layout, compare, tolerance)
-        lines += [f"## {table.get('title', 'Table ' + table['id'])}", "",
-                  f"{ts['within']} of {ts['compared']} within ±{tolerance:g}.", "",
+        lines += [f"## {table.get('title', 'Table ' + table['id'])}", ""]
+        if caption(table):
+            lines += [f"*{caption(table)}*", ""]
+        lines += [f"{ts['within']} of {ts['compared']} within ±{tolerance:g}.", "",
                   "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for cells in rows:
             lines.append("| " + " | ".join(f"**{t}**" if bad else t for t, bad in cells) + " |")
@@ -206,23 +213,30 @@ def render_markdown(plan: dict, tables: dict, tolerance: float) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_html(plan: dict, tables: dict, tolerance: float) -> str:
+def render_html(plan: dict, tables: dict, tolerance: float, prov: dict | None = None,
+                masking: pd.DataFrame | None = None) -> str:
     s = summary(tables)
     out = ["<!DOCTYPE html><html><head><meta charset='utf-8'><title>Measured vs published</title>",
            "<style>table{border-collapse:collapse;margin-bottom:1.5em}td,th{border:1px solid #ccc;"
            "padding:2px 6px;text-align:right}td:first-child{text-align:left}.off{background:#fdd}"
+           "caption{text-align:left;font-style:italic;padding:2px 0}"
            "</style></head><body>", "<h1>Measured vs published</h1>",
+           *([f"<p>{'<br>'.join(provenance_lines(prov, html=True))}</p>"] if prov else []),
            f"<p>Each number: measured % (published %, Δ). <b>{html.escape(_headline(s, tolerance))}</b>"
            f" Shaded: |Δ| &gt; {tolerance:g} points.</p>"]
     for table in plan["tables"]:
         layout, compare = tables[table["id"]]
         head, rows = _grid(table, layout, compare, tolerance)
         out.append(f"<h2>{html.escape(table.get('title', 'Table ' + table['id']))}</h2><table>")
+        if caption(table):
+            out.append(f"<caption>{html.escape(caption(table))}</caption>")
         out.append("<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>")
         for cells in rows:
             out.append("<tr>" + "".join(f"<td class='off'>{html.escape(t)}</td>" if bad
                                         else f"<td>{html.escape(t)}</td>" for t, bad in cells) + "</tr>")
         out.append("</table>")
+    if masking is not None:
+        out.append(masking_html(masking))
     out.append("</body></html>")
     return "\n".join(out) + "\n"
 
@@ -270,7 +284,7 @@ def aggregate(plan_path, inputs, reference_path, out_dir) -> pd.DataFrame:
     long = pd.DataFrame(rows + _eq4_rows(plan, analyses))
     long = long.drop_duplicates(subset=["cell_id", "threat", "attack_id", "attack", "eps",
                                         "source_id", "metric"], ignore_index=True)
-    save_parquet(long, out_dir / "measurements.parquet")
+    save_parquet(typed_measurements(long), out_dir / "measurements.parquet")
     from lsqueeze.masking import masking_flags  # gradient-masking checks, one row per check
 
     masking = masking_flags(long, pixel_scale=plan.get("pixel_scale"))
@@ -279,8 +293,10 @@ def aggregate(plan_path, inputs, reference_path, out_dir) -> pd.DataFrame:
         with atomic_path(out_dir / f"table_{tid}.parquet") as tmp:  # keep the (cell_id, model) index
             layout.to_parquet(tmp)
         save_parquet(compare, out_dir / f"table_{tid}_compare.parquet")
-    for name, text in (("tables.md", render_markdown(plan, tables, tolerance) + masking_markdown(masking)),
-                       ("tables.html", render_html(plan, tables, tolerance))):
+    prov = provenance(plan, long)
+    for name, text in (("tables.md", render_markdown(plan, tables, tolerance, prov)
+                        + masking_markdown(masking)),
+                       ("tables.html", render_html(plan, tables, tolerance, prov, masking))):
         with atomic_path(out_dir / name) as tmp:
             tmp.write_text(text)
     return long

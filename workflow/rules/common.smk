@@ -74,6 +74,7 @@ def _tables_plan():
         "pixel_scale": {d: PLAN.recipe(d)["pixel_scale"] for d in sorted(datasets)},
         "analysis_files": ANALYSES,
         "tolerance_pct": EVAL.get("tolerance_pct", 5.0),
+        "preset": config.get("preset"),  # the tables' provenance header names it
     }
 
 
