@@ -33,8 +33,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--out-dir", required=True)
     s.add_argument("--no-progress", action="store_true")
     s.add_argument("--options", type=_json, default={},
-                   help="run options (JSON): checkpoint_every, compile, device, eval_batch, "
-                        "precision, sync_every")
+                   help="run options (JSON): checkpoint_every, compile, cuda_graphs, device, "
+                        "eval_batch, precision, sync_every")
 
     for name, hlp in (("evaluate", "white-box accuracy of a model under one attack"),
                       ("craft", "craft a black-box adversarial set on a source model")):

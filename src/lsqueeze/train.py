@@ -23,8 +23,8 @@ from lsqueeze.io import code_version, device_name, load_torch, save_json, save_t
 from lsqueeze.models import build_model
 from lsqueeze.progress import DEFAULT_EVERY_S, Ticker
 
-TRAIN_DEFAULTS = {"checkpoint_every": 1000, "compile": False, "device": "auto", "eval_batch": 1000,
-                  "precision": "auto", "sync_every": 50}
+TRAIN_DEFAULTS = {"checkpoint_every": 1000, "compile": False, "cuda_graphs": True, "device": "auto",
+                  "eval_batch": 1000, "precision": "auto", "sync_every": 50}
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -268,7 +268,17 @@ def train(spec: dict, data_dir, out_dir, progress: bool = True, options: dict | 
                desc=spec.get("id", "train"), dynamic_ncols=True)
     ticker = Ticker(spec.get("id", "train"), steps, step, None if progress else log_every)
     model.train()
+    from lsqueeze.fast import graphed_step  # lsqueeze.fast imports this module
+
+    graphed = graphed_step(opts, device, model, fwd, opt, cell, recipe, adv, gen, x_tr, y_tr,
+                           precision)  # None: every step runs the body below
     while step < steps:
+        if graphed is not None and graphed.quiet(step + 1, steps, stop.requested):
+            finite = graphed(batches.next(), finite)  # the body below, one CUDA graph replay
+            sched.step()
+            step += 1
+            bar.update(1)
+            continue
         idx = batches.next()
         y = y_tr[idx]
         with autocast:  # the training adversary too: most of an adversarial-training step
