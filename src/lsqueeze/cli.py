@@ -108,6 +108,11 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--stage", default="pipeline", help="DVC stage that must be up to date")
     s.add_argument("--no-check", action="store_true", help="skip the `dvc status` check")
 
+    s = sub.add_parser("cost", help="projected GPU-hours of a preset, per table, before it runs")
+    s.add_argument("--configfile", required=True, help="the preset (params/<preset>.yaml)")
+    s.add_argument("--gpu", default="h100",
+                   help="GPU model with measured step times in params/step_times.csv")
+
     s = sub.add_parser("validate", help="validate a preset against the schema")
     s.add_argument("config")
 
@@ -205,6 +210,16 @@ def main(argv=None) -> int:
         except restore.RestoreError as exc:
             print(f"lsqueeze {args.command}: error: {exc}", file=sys.stderr)
             return 2
+    elif args.command == "cost":
+        from lsqueeze.config import load_config
+        from lsqueeze.cost import estimate, report
+
+        try:
+            est = estimate(load_config(args.configfile), args.gpu)
+        except (OSError, ValueError) as exc:
+            print(f"lsqueeze cost: error: {exc}", file=sys.stderr)
+            return 2
+        print(report(est, args.configfile))
     elif args.command == "validate":
         from lsqueeze.schema import ConfigError, validate_file
 

@@ -1,0 +1,74 @@
+"""`lsqueeze cost`: projected GPU-hours from the committed step times, for every preset."""
+
+import csv
+import math
+from pathlib import Path
+
+import pytest
+
+from lsqueeze import cli, cost
+from lsqueeze.config import build_plan, load_config
+
+PARAMS = Path(__file__).resolve().parents[1] / "params"
+PRESETS = sorted(p.name for p in PARAMS.glob("*.yaml") if p.name != "paper_figures.yaml")
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_preset_has_a_finite_positive_cost(preset):
+    est = cost.estimate(load_config(PARAMS / preset))
+    total = est["total"]
+    assert math.isfinite(total["total_h"]) and total["total_h"] > 0
+    assert total["total_h"] == pytest.approx(total["train_h"] + total["attack_h"])
+    assert est["tables"] and all(t["total_h"] > 0 for t in est["tables"].values())
+
+
+def _csv_seconds(arch, kind):
+    with open(cost.STEP_TIMES, newline="") as fh:
+        return next(float(r["seconds"]) for r in csv.DictReader(fh)
+                    if r["gpu"] == "h100" and r["arch"] == arch and r["kind"] == kind)
+
+
+def test_paper_tables_cost_what_their_cells_cost():
+    """Each table's training hours are its own cells' (rows + black-box source) steps × the
+    measured step time; the total counts every cell once."""
+    config = load_config(PARAMS / "paper.yaml")
+    plan = build_plan(config)
+    est = cost.estimate(config)
+
+    def cell_hours(cid):
+        cell = plan.cells[cid]
+        arch = plan.recipe(cell["dataset"])["arch"]["name"]
+        factor = 1 + (cell["adv"]["steps"] if cell["method"] == "adv" else 0)
+        return cell["steps"] * factor * _csv_seconds(arch, "train") / 3600
+
+    sources = {plan.cells[s]["dataset"]: s for _, s, _ in plan.black}
+    for table in plan.tables:
+        cells = {r["cell_id"] for r in table["rows"]}
+        if any(col.get("threat") == "black" for col in table["columns"]):
+            cells |= {sources[plan.cells[c]["dataset"]] for c in cells}
+        got = est["tables"][str(table["id"])]
+        assert got["cells"] == len(cells)
+        assert got["train_h"] == pytest.approx(sum(cell_hours(c) for c in cells))
+    assert est["total"]["train_h"] == pytest.approx(sum(cell_hours(c) for c in plan.cells))
+    per_table = [t["total_h"] for t in est["tables"].values()]
+    assert max(per_table) <= est["total"]["total_h"] <= sum(per_table)
+
+
+def test_attack_passes_scale_with_steps_restarts_and_images():
+    assert cost.attack_image_steps({"attack": "fgsm"}) == 1
+    pgd = {"attack": "pgd", "steps": 40, "restarts": 10, "random_start": True}
+    assert cost.attack_image_steps(pgd) == 400
+    assert cost.attack_image_steps({**pgd, "random_start": False}) == 40  # restarts are identical
+    config = load_config(PARAMS / "table2.yaml")
+    full = cost.estimate(config)["total"]["attack_h"]
+    tenth = cost.estimate({**config, "eval": {**config["eval"], "n_test": 1000}})["total"]["attack_h"]
+    assert tenth == pytest.approx(full / 10)
+
+
+def test_cli_prints_the_table_and_names_an_unknown_gpu(capsys):
+    assert cli.main(["cost", "--configfile", str(PARAMS / "table2.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "| 2 |" in out and "**all**" in out and "measured" in out
+    assert cli.main(["cost", "--configfile", str(PARAMS / "table2.yaml"), "--gpu", "v100"]) == 2
+    err = capsys.readouterr().err
+    assert "v100" in err and "h100" in err
