@@ -9,6 +9,9 @@ if not config:
     configfile: f"{workflow.basedir}/params/paper.yaml"
 
 
+report: "workflow/report/workflow.rst"  # the description on the report's front page
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"

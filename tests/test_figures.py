@@ -61,6 +61,8 @@ def test_every_kind_draws_a_png(kind, parquets, tmp_path):
                  pixel_scales=[1.0, 1.0], eps=0.1 if kind == "linear" else None)
     blob = out.read_bytes()
     assert blob[:8] == PNG and len(blob) > 10_000
+    pdf = out.with_suffix(".pdf").read_bytes()  # the vector copy beside it, date-free
+    assert pdf[:5] == b"%PDF-" and b"CreationDate" not in pdf
 
 
 def test_kind_sources_follow_the_naming_the_workflow_relies_on():
@@ -157,6 +159,7 @@ def test_pipeline_draws_every_figure_kind(tmp_path):
     out = tmp_path / "results/figs"
     for k in kinds:
         assert (out / f"figures/{k}.png").read_bytes()[:8] == PNG
+        assert (out / f"figures/{k}.pdf").read_bytes()[:5] == b"%PDF-"
     land = pd.read_parquet(next(out.glob("analysis/digits28/*/landscape-e0.3.parquet")))
     assert len(land) == 2 * 2 * 5 * 5 and land.eps1.max() == pytest.approx(0.3)
     acts = pd.read_parquet(next(out.glob("analysis/digits28/*/activations.parquet")))

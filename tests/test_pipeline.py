@@ -1,5 +1,8 @@
 """End-to-end: the tiny preset through Snakemake in a temp dir (data -> ... -> tables, figure)."""
 
+import os
+import re
+
 import pandas as pd
 import pytest
 
@@ -48,3 +51,41 @@ def test_tables_and_figure(tiny_run):
 def test_second_run_has_nothing_to_do(tiny_run, tiny_config):
     proc = run_snakemake(tiny_run, "-n", configfile=tiny_config)
     assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def test_report_shows_tables_as_html_with_clean_captions(tiny_run, tiny_config):
+    """`snakemake --report` on the finished run: no Docutils error box, tables as HTML tables
+    (not base64 Parquet), the summary figure, the workflow description."""
+    import base64
+
+    report = tiny_run / "report.html"
+    run_snakemake(tiny_run, "--report", str(report), configfile=tiny_config)
+    text = report.read_text()
+    assert "System Message" not in text and "Undefined substitution" not in text
+    assert "Reproduction of Shafahi et al. (2019)" in text  # workflow/report/workflow.rst
+    names = set(re.findall(r";filename=([\w.-]+);base64", text))
+    assert {"tables.html", "table_1.html", "table_2.html", "measurements.html",
+            "summary.png"} <= names, names
+    assert not any(n.endswith((".parquet", ".md")) for n in names), names
+    pages = {name: base64.b64decode(blob).decode() for name, blob in re.findall(
+        r"data:text/html;charset=utf8;filename=([\w.-]+);base64,([A-Za-z0-9+/=]+)", text)}
+    assert "<table" in pages["table_2.html"] and "99.21" in pages["table_2.html"]
+    assert "<caption>Paper, Table 2:" in pages["table_2.html"]
+    assert "Gradient-masking checks" in pages["tables.html"]
+    assert "<table" in pages["measurements.html"] and "logit L2 norm" in pages["measurements.html"]
+
+
+def test_logs_show_progress_and_outputs_are_world_readable(tiny_run):
+    out = tiny_run / "results/tiny"
+    for log in (out / "logs/train").rglob("*.log"):  # --no-progress: the final line at least
+        assert re.search(r": step 60/60 \(100%\), \d+ images/s, loss [\d.]+, ETA", log.read_text())
+    for log in (out / "logs/white").rglob("*.log"):
+        assert re.search(r": batch 1/1 \(100%\), .*robust \d+/100", log.read_text())
+    mask = os.umask(0o022)
+    os.umask(mask)
+    if mask == 0o022:  # under the usual umask every output is 0644, readable by the group
+        modes = {p.relative_to(out): p.stat().st_mode & 0o777 for p in out.rglob("*")
+                 if p.is_file() and p.suffix in (".pt", ".json", ".parquet", ".md", ".html",
+                                                 ".png", ".pdf")}
+        assert modes and set(modes.values()) == {0o644}, modes
+    assert (out / "figures/summary.pdf").read_bytes()[:5] == b"%PDF-"

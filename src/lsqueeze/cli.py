@@ -18,7 +18,10 @@ def _json(text: str):
 
 
 def _parser() -> argparse.ArgumentParser:
+    from lsqueeze import __version__
+
     p = argparse.ArgumentParser(prog="lsqueeze", description=__doc__)
+    p.add_argument("--version", action="version", version=f"lsqueeze {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("data", help="download, verify and convert one dataset")
@@ -32,6 +35,9 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--data-dir", required=True)
     s.add_argument("--out-dir", required=True)
     s.add_argument("--no-progress", action="store_true")
+    s.add_argument("--log-every", type=float, default=30.0, metavar="SECONDS",
+                   help="without the bar (--no-progress): a progress line (step, images/s, loss, "
+                        "ETA) every SECONDS on stderr (default: 30)")
     s.add_argument("--options", type=_json, default={},
                    help="run options (JSON): checkpoint_every, compile, cuda_graphs, device, "
                         "eval_batch, precision, sync_every")
@@ -85,7 +91,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True)
 
     s = sub.add_parser("figure", help="one figure: the summary, or a paper figure of some kind")
-    s.add_argument("--kind", default="summary", help="summary, or a kind of lsqueeze.figures.KINDS")
+    s.add_argument("--kind", default="summary", choices=("summary", *FIGURE_KINDS),
+                   help="which figure (default: summary): %(choices)s")
     s.add_argument("--measurements", help="long-form Parquet (kind summary)")
     s.add_argument("--inputs", nargs="*", default=[], help="per-model analysis Parquets")
     s.add_argument("--spec", type=_json, default={},
@@ -113,13 +120,53 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--gpu", default="h100",
                    help="GPU model with measured step times in params/step_times.csv")
 
+    s = sub.add_parser("pull", help="fetch a run's results from the DVC remote (checked first), "
+                                    "then restore Snakemake's state")
+    s.add_argument("--remote", help="DVC remote to pull from (default: the default remote)")
+    s.add_argument("--no-restore", action="store_true", help="pull only; skip `lsqueeze restore`")
+
     s = sub.add_parser("validate", help="validate a preset against the schema")
     s.add_argument("config")
 
     s = sub.add_parser("make-preset", help="write params/paper.yaml + tableN.yaml from the CSV")
     s.add_argument("--csv", default=None, help="published values (default params/paper_tables.csv)")
     s.add_argument("--out-dir", default="params")
+    _fill_help(p)
     return p
+
+
+# lsqueeze.figures.KINDS, named here so that `--help` does not load matplotlib (a test compares).
+FIGURE_KINDS = ("activations_logits", "activations_penultimate", "gradients", "landscape_adversarial",
+                "landscape_random", "linear", "logits")
+# Help for flags several commands share, by (command, flag) or by flag: one place, not each call.
+FLAG_HELP = {
+    "spec": "resolved spec (JSON) of the model cell, as the workflow passes it",
+    "model": "trained weights (model.pt)",
+    "data_dir": "directory with the dataset's train.pt / test.pt (from `lsqueeze data`)",
+    "out": "output file (written atomically)",
+    "out_dir": "output directory",
+    "n": "first n test images (default: all)",
+    "batch_size": "images per attack batch (default: %(default)s)",
+    "attack": "resolved attack (JSON): id, paper and pixel-unit parameters",
+    "adv_set": "stored black-box set (.pt, from `lsqueeze craft`)",
+    "images": "test images to map (default: %(default)s)",
+    "inactive_tol": "activation below this share of the layer's largest counts as inactive",
+    "no_progress": "no tqdm bar (a log file): print progress lines instead (see --log-every)",
+    "config": "preset YAML file",
+    "dataset": "mnist, cifar10, cifar100, digits28 or digits32",
+    "raw_dir": "where downloads go (default: <out-dir>/../raw/<dataset>)",
+    ("train", "out_dir"): "directory for model.pt, metrics.json and the checkpoint state.pt",
+    ("data", "out_dir"): "directory for train.pt and test.pt",
+    ("transfer", "attack"): "the attack record (JSON) stored with the result",
+}
+
+
+def _fill_help(parser) -> None:
+    """Give every flag without its own help the shared text above."""
+    for name, sub in parser._subparsers._group_actions[0].choices.items():
+        for action in sub._actions:
+            if action.help is None:
+                action.help = FLAG_HELP.get((name, action.dest), FLAG_HELP.get(action.dest))
 
 
 # The commands whose rules declare `resources: gpu=1`: on a multi-GPU box each takes a free device.
@@ -150,7 +197,7 @@ def main(argv=None) -> int:
         from lsqueeze.train import train
 
         m = train(args.spec, args.data_dir, args.out_dir, progress=not args.no_progress,
-                  options=args.options)
+                  options=args.options, log_every=args.log_every)
         print(f"{m['id']}: test accuracy {m['test_accuracy']:.4f}, diverged={m['diverged']}")
     elif args.command in ("evaluate", "craft"):
         from lsqueeze import evaluate
@@ -220,6 +267,15 @@ def main(argv=None) -> int:
             print(f"lsqueeze cost: error: {exc}", file=sys.stderr)
             return 2
         print(report(est, args.configfile))
+    elif args.command == "pull":
+        from lsqueeze import remote
+        from lsqueeze.restore import RestoreError
+
+        try:
+            return remote.pull(name=args.remote, restore=not args.no_restore)
+        except (remote.RemoteError, RestoreError) as exc:
+            print(f"lsqueeze pull: error: {exc}", file=sys.stderr)
+            return 2
     elif args.command == "validate":
         from lsqueeze.schema import ConfigError, validate_file
 

@@ -1,8 +1,10 @@
 """Summary numbers of a run for `dvc metrics` / `dvc plots` (written by the DVC stage).
 
-Keys are stable across parameter edits — table id, the preset's cell name, the column name — not
-canonical cell ids, which change with a cell's values; so `dvc metrics diff` after editing one
-cell shows that cell's numbers changing instead of one key vanishing and another appearing.
+`dvc metrics show` gets a few scalars per table (numbers compared, within tolerance, mean |Δ|):
+a row a reader can take in, for the paper too. Every number sits in the comparison CSV instead,
+the data of `dvc plots show` / `dvc plots diff`. Its keys are stable across parameter edits —
+table id, the preset's cell name, the column name — not canonical cell ids, which change with a
+cell's values; so a diff after editing one cell shows that cell's numbers changing.
 """
 
 from __future__ import annotations
@@ -31,11 +33,10 @@ def summarize(plan_path, tables_dir) -> tuple[dict, list[dict]]:
         tid = str(table["id"])
         compare = pd.read_parquet(Path(tables_dir) / f"table_{tid}_compare.parquet")
         name_of = {r["cell_id"]: r["cell"] for r in table["rows"]}
-        values, deltas = {}, []
+        deltas = []
         for rec in compare.to_dict("records"):
             cell = name_of.get(rec["cell_id"], rec["cell_id"])
             measured, published, delta = (_num(rec[k]) for k in ("measured", "published", "delta"))
-            values.setdefault(cell, {})[rec["column"]] = measured
             if delta is not None:
                 deltas.append(delta)
             rows.append({"table": tid, "cell": cell, "column": rec["column"],
@@ -43,8 +44,7 @@ def summarize(plan_path, tables_dir) -> tuple[dict, list[dict]]:
         within = sum(abs(d) <= tol for d in deltas)
         metrics["tables"][tid] = {
             "compared": len(deltas), "within_tolerance": within,
-            "mean_abs_delta": _num(sum(abs(d) for d in deltas) / len(deltas)) if deltas else None,
-            "values": values}
+            "mean_abs_delta": _num(sum(abs(d) for d in deltas) / len(deltas)) if deltas else None}
         metrics["compared"] += len(deltas)
         metrics["within_tolerance"] += within
     return metrics, rows

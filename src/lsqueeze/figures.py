@@ -1,4 +1,4 @@
-"""Figures (matplotlib PNG), one function per kind of figure, one style.
+"""Figures (matplotlib PNG + PDF), one function per kind of figure, one style.
 
 Which models a figure compares is config (`figures:` in a preset); each function takes the
 per-model analysis Parquets in the order of the figure's cells and the legend label of each.
@@ -7,6 +7,8 @@ gradients per such unit, so ε_L = logit gap / gradient gap holds on the plotted
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import matplotlib
 
@@ -23,9 +25,18 @@ STYLE = {"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "legend.fo
 COLORS = plt.get_cmap("tab10").colors
 
 
+def vector_path(out) -> Path:
+    """The PDF drawn beside every PNG (for a paper or appendix: scales without pixels)."""
+    return Path(out).with_suffix(".pdf")
+
+
 def save(fig, out) -> None:
+    """`out` as PNG and the same figure as PDF beside it (vector_path)."""
     with atomic_path(out) as tmp:
         fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
+    # No creation date in the PDF: the same figure gives the same bytes (DVC hashes them).
+    with atomic_path(vector_path(out)) as tmp:
+        fig.savefig(tmp, bbox_inches="tight", format="pdf", metadata={"CreationDate": None})
     plt.close(fig)
 
 

@@ -105,3 +105,13 @@ def masking_html(masking: pd.DataFrame) -> str:
             f" ({_html.escape(str(r.attack_id))}): {_html.escape(str(r.detail))}</li>"
             for r in flagged.itertuples()) + "</ul>")
     return "\n".join(out)
+
+
+def measurements_html(long: pd.DataFrame, prov: dict | None = None) -> str:
+    """The long form as one HTML table (the Snakemake report shows HTML, not Parquet)."""
+    head = f"<p>{'<br>'.join(provenance_lines(prov, html=True))}</p>" if prov else ""
+    body = long.to_html(index=False, na_rep="", float_format=lambda v: f"{v:.4g}", border=0)
+    return ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>Measurements</title><style>"
+            "table{border-collapse:collapse;font-size:small}td,th{border:1px solid #ccc;"
+            "padding:1px 4px}</style></head><body><h1>All measurements (long form)</h1>"
+            f"{head}{body}</body></html>\n")

@@ -22,8 +22,8 @@ import pandas as pd
 from lsqueeze.analysis import predicted_accuracy
 from lsqueeze.config import cell_id, config_hash, steps_tag
 from lsqueeze.io import atomic_path, save_parquet
-from lsqueeze.tablemeta import (caption, masking_html, provenance, provenance_lines,
-                                typed_measurements)
+from lsqueeze.tablemeta import (caption, masking_html, measurements_html, provenance,
+                                provenance_lines, typed_measurements)
 
 CELL_COLS = ["cell_id", "dataset", "method", "alpha", "beta", "sigma", "steps", "seed", "clip_noise"]
 ATTACK_COLS = ["threat", "attack_id", "attack", "loss", "attack_steps", "eps", "step_size",
@@ -294,6 +294,12 @@ def aggregate(plan_path, inputs, reference_path, out_dir) -> pd.DataFrame:
             layout.to_parquet(tmp)
         save_parquet(compare, out_dir / f"table_{tid}_compare.parquet")
     prov = provenance(plan, long)
+    for table in plan["tables"]:  # one page per table, for the Snakemake report
+        with atomic_path(out_dir / f"table_{table['id']}.html") as tmp:
+            tmp.write_text(render_html({"tables": [table]}, {table["id"]: tables[table["id"]]},
+                                       tolerance, prov))
+    with atomic_path(out_dir / "measurements.html") as tmp:
+        tmp.write_text(measurements_html(typed_measurements(long), prov))
     for name, text in (("tables.md", render_markdown(plan, tables, tolerance, prov)
                         + masking_markdown(masking)),
                        ("tables.html", render_html(plan, tables, tolerance, prov, masking))):

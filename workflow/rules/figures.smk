@@ -38,8 +38,9 @@ if FIGS:
         input:
             figure_inputs,
         output:
-            report(f"{RES}/figures/{{figure}}.png", caption="../report/figure.rst",
-                   category="Figures", subcategory="{figure}"),
+            png=report(f"{RES}/figures/{{figure}}.png", caption="../report/figure.rst",
+                       category="Figures", subcategory="{figure}"),
+            pdf=f"{RES}/figures/{{figure}}.pdf",  # drawn beside the PNG by the same call
         params:
             code=CODE["figures"],
             kind=lambda w: FIGS[w.figure]["kind"],
@@ -51,4 +52,4 @@ if FIGS:
         localrule: True
         shell:
             "MPLBACKEND=Agg {PY} -m lsqueeze figure --kind {params.kind} --spec {params.spec}"
-            " --inputs {input} --out {output} > {log} 2>&1"
+            " --inputs {input} --out {output.png} > {log} 2>&1"

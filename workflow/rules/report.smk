@@ -1,4 +1,5 @@
-# Aggregation: every fragment -> long-form Parquet, the paper's tables, Markdown/HTML.
+# Aggregation: every fragment -> long-form Parquet, the paper's tables, Markdown/HTML (and one
+# HTML page per table for the report).
 # Outputs flagged with report() land in `snakemake --report` with the captions in workflow/report/.
 TABLE_IDS = [t["id"] for t in PLAN.tables]
 
@@ -9,19 +10,20 @@ rule aggregate:
         reference=f"{workflow.basedir}/params/paper_tables.csv",
         fragments=METRICS + WHITE + BLACK + list(ANALYSES),
     output:
-        long=report(f"{RES}/tables/measurements.parquet", caption="../report/measurements.rst",
-                    category="Tables", labels={"table": "all measurements", "kind": "long-form"}),
-        md=report(f"{RES}/tables/tables.md", caption="../report/tables.rst", category="Tables",
-                  labels={"table": "all tables", "kind": "Markdown"}),
+        # The report shows HTML as a page but Parquet only as base64 text: the Parquet files are
+        # plain outputs, and their content reaches the report as HTML tables.
+        long=f"{RES}/tables/measurements.parquet",
+        long_html=report(f"{RES}/tables/measurements.html", caption="../report/measurements.rst",
+                         category="Tables", labels={"table": "all measurements", "kind": "long form"}),
+        md=f"{RES}/tables/tables.md",
         masking=f"{RES}/tables/masking.parquet",
         html=report(f"{RES}/tables/tables.html", caption="../report/tables.rst", category="Tables",
-                    labels={"table": "all tables", "kind": "HTML"}),
-        layout=[report(f"{RES}/tables/table_{t}.parquet", caption="../report/table.rst",
-                       category="Tables", labels={"table": t, "kind": "paper layout"})
-                for t in TABLE_IDS],
-        compare=[report(f"{RES}/tables/table_{t}_compare.parquet", caption="../report/compare.rst",
-                        category="Tables", labels={"table": t, "kind": "measured vs published"})
-                 for t in TABLE_IDS],
+                    labels={"table": "all tables", "kind": "measured vs published"}),
+        layout=[f"{RES}/tables/table_{t}.parquet" for t in TABLE_IDS],
+        compare=[f"{RES}/tables/table_{t}_compare.parquet" for t in TABLE_IDS],
+        pages=[report(f"{RES}/tables/table_{t}.html", caption="../report/table.rst",
+                      category="Tables", labels={"table": t, "kind": "measured vs published"})
+               for t in TABLE_IDS],
     params:
         code=CODE["tables"],
         out=f"{RES}/tables",
@@ -37,11 +39,13 @@ rule figure_summary:
     input:
         f"{RES}/tables/measurements.parquet",
     output:
-        f"{RES}/figures/summary.png",
+        png=report(f"{RES}/figures/summary.png", caption="../report/summary.rst",
+                   category="Figures", subcategory="summary"),
+        pdf=f"{RES}/figures/summary.pdf",
     params:
         code=CODE["figures"],
     log:
         f"{RES}/logs/figure_summary.log",
     localrule: True
     shell:
-        "{PY} -m lsqueeze figure --measurements {input} --out {output} > {log} 2>&1"
+        "{PY} -m lsqueeze figure --measurements {input} --out {output.png} > {log} 2>&1"
