@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test venv clean-demo
+.PHONY: demo test venv pull clean-demo
 
 venv: $(STAMP)
 
@@ -11,15 +11,24 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
-	# torchattacks pins requests~=2.25 (which would break DVC); its real needs are already here.
+	# pyproject's `crosscheck` extra, without its requests~=2.25 pin (which would break DVC);
+	# its real needs are already installed.
 	$(PY) -m pip install -q --no-deps torchattacks==3.5.1
 	touch $(STAMP)
 
+# validate first: one line naming file, line and key for a broken preset (Snakemake's own
+# message for a YAML syntax error has no line number)
 demo: $(STAMP)
+	@$(PY) -m lsqueeze validate params/demo.yaml
 	$(VENV)/bin/snakemake --cores all --configfile params/demo.yaml
 	@echo
 	@echo "Tables:  results/demo/tables/tables.md (measured vs published), results/demo/tables/*.parquet"
 	@echo "Figures: results/demo/figures/"
+
+# A run someone pushed: check the DVC remote (one line if it is not reachable), pull, restore
+# Snakemake's state. Set the remote first: README, "Versioning with DVC".
+pull: $(STAMP)
+	$(PY) -m lsqueeze pull
 
 test: $(STAMP)
 	$(VENV)/bin/pytest -q

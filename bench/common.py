@@ -1,9 +1,10 @@
-"""Shared helpers for the benchmarks: real MNIST from the local mirror, BENCHMARKS.md sections."""
+"""Shared helpers for the benchmarks: real MNIST from a local copy, BENCHMARKS.md sections."""
 
 from __future__ import annotations
 
 import functools
 import http.server
+import os
 import platform
 import re
 import threading
@@ -12,11 +13,14 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-MIRROR = REPO.parent / "shared" / "mnist"
+# A directory with MNIST's four .gz files (the benchmarks run offline): LSQUEEZE_MNIST_MIRROR, else
+# ../shared/mnist beside the checkout.
+MIRROR = Path(os.environ.get("LSQUEEZE_MNIST_MIRROR", REPO.parent / "shared" / "mnist"))
 
 
 def mnist(out_dir: Path) -> Path:
-    """Real MNIST converted by `lsqueeze data`, served from the workplace mirror on 127.0.0.1."""
+    """Real MNIST converted by `lsqueeze data` from the local copy (MIRROR), which is served on
+    127.0.0.1 so that the same download-and-verify code runs as for the official mirror."""
     from lsqueeze.data import prepare
 
     out_dir = Path(out_dir)

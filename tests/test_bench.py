@@ -16,7 +16,7 @@ def mnist_dir(tmp_path_factory):
     import common
 
     if not common.MIRROR.exists():
-        pytest.skip("no offline MNIST mirror at ../shared/mnist")
+        pytest.skip(f"no local MNIST copy at {common.MIRROR} (set LSQUEEZE_MNIST_MIRROR)")
     return common.mnist(tmp_path_factory.mktemp("mnist"))
 
 

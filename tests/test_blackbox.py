@@ -11,7 +11,8 @@ from lsqueeze import evaluate
 from lsqueeze.attacks import predict
 from lsqueeze.config import RECIPES, attack_id, build_plan, load_config, resolve_attack
 from lsqueeze.data import prepare, to_float
-from lsqueeze.io import load_torch, save_torch
+from lsqueeze.integrity import model_record
+from lsqueeze.io import load_torch, save_json, save_torch
 from lsqueeze.models import build_model
 
 from conftest import run_snakemake
@@ -48,8 +49,10 @@ def world(tmp_path_factory):
             opt.zero_grad()
             F.cross_entropy(model(x[idx]), y[idx]).backward()
             opt.step()
-        save_torch(model.state_dict(), root / f"{name}.pt")
-        models[name] = (spec_of(name, seed), root / f"{name}.pt")
+        path = root / name / "model.pt"  # beside the metrics.json that readers check it against
+        save_torch(model.state_dict(), path)
+        save_json(model_record(path, f"digits28/{name}"), path.with_name("metrics.json"))
+        models[name] = (spec_of(name, seed), path)
     return root, models
 
 
@@ -75,7 +78,8 @@ def test_craft_once_transfer_to_two_targets(world):
     records = {}
     for name in ("target_a", "target_b"):
         tspec, tpath = models[name]
-        rec = evaluate.transfer(tspec, tpath, adv, root / "eval" / f"{name}.json", attack=attack)
+        rec = evaluate.transfer(tspec, tpath, adv, root / "eval" / f"{name}.json", attack=attack,
+                                source_metrics=path.with_name("metrics.json"))
         records[name] = rec
         # the stored set was only read: same bytes, same mtime
         assert adv.stat().st_mtime_ns == stat and evaluate.file_hash(adv) == digest

@@ -144,7 +144,7 @@ def test_pipeline_draws_every_figure_kind(tmp_path):
     from conftest import run_snakemake
 
     kinds = sorted(figures.KINDS)
-    cfg = {"preset": "figs", "results": "results/figs", "data_dir": "results/data",
+    cfg = {"preset": "figs", "results": "results/figs", "data_dir": "results/data", "device": "auto",
            "train": {"checkpoint_every": 50}, "eval": {"n_test": 60, "batch_size": 60},
            "analysis": {"n_test": 60, "landscape_images": 2, "landscape_points": 5},
            "cells": {"nat": {"dataset": "digits28", "method": "natural", "steps": 30}},

@@ -64,6 +64,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--spec", type=_json, required=True)
     s.add_argument("--model", required=True)
     s.add_argument("--adv-set", required=True)
+    s.add_argument("--source-metrics", help="the source model's metrics.json: the set must have "
+                                            "been crafted on that model")
     s.add_argument("--attack", type=_json)
     s.add_argument("--out", required=True)
 
@@ -131,6 +133,12 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("make-preset", help="write params/paper.yaml + tableN.yaml from the CSV")
     s.add_argument("--csv", default=None, help="published values (default params/paper_tables.csv)")
     s.add_argument("--out-dir", default="params")
+
+    for name in GPU_COMMANDS:
+        sub.choices[name].add_argument(
+            "--device", choices=("cuda", "auto", "cpu"), default="auto",
+            help="the preset's `device`: cuda refuses to run without a GPU, auto falls back to "
+                 "the CPU with a warning, cpu runs on the CPU (default: auto)")
     _fill_help(p)
     return p
 
@@ -182,7 +190,26 @@ def _pin_gpu(command: str) -> None:
 
 
 def main(argv=None) -> int:
+    """Run one command. A job that refuses to run (a model that fails its check, no GPU where the
+    preset needs one) says why in one line on stderr and exits 2."""
+    from lsqueeze.integrity import JobError
+
     args = _parser().parse_args(argv)
+    try:
+        return _run(args)
+    except JobError as exc:
+        print(f"lsqueeze {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _device(args):
+    """The device of a GPU command, checked before it reads anything (train: its own options)."""
+    from lsqueeze.train import pick_device
+
+    return pick_device("auto", args.device)
+
+
+def _run(args) -> int:
     _pin_gpu(args.command)
     if args.command == "data":
         from lsqueeze.data import DataError, prepare
@@ -197,22 +224,25 @@ def main(argv=None) -> int:
         from lsqueeze.train import train
 
         m = train(args.spec, args.data_dir, args.out_dir, progress=not args.no_progress,
-                  options=args.options, log_every=args.log_every)
+                  options=args.options, device_policy=args.device,
+                  log_every=args.log_every)
         print(f"{m['id']}: test accuracy {m['test_accuracy']:.4f}, diverged={m['diverged']}")
     elif args.command in ("evaluate", "craft"):
         from lsqueeze import evaluate
 
         fn = evaluate.white_box if args.command == "evaluate" else evaluate.craft
         fn(args.spec, args.model, args.data_dir, args.attack, args.out, n=args.n,
-           batch_size=args.batch_size)
+           batch_size=args.batch_size, device=_device(args))
     elif args.command == "transfer":
         from lsqueeze.evaluate import transfer
 
-        transfer(args.spec, args.model, args.adv_set, args.out, attack=args.attack)
+        transfer(args.spec, args.model, args.adv_set, args.out, attack=args.attack,
+                 source_metrics=args.source_metrics)
     elif args.command == "analyze":
         from lsqueeze.analysis import run_analyze
 
-        run_analyze(args.spec, args.model, args.data_dir, args.out, n=args.n)
+        run_analyze(args.spec, args.model, args.data_dir, args.out, n=args.n,
+                    device=_device(args))
     elif args.command == "aggregate":
         from lsqueeze.tables import aggregate
 
@@ -221,12 +251,12 @@ def main(argv=None) -> int:
         from lsqueeze.analysis import run_landscape
 
         run_landscape(args.spec, args.model, args.data_dir, args.out, args.eps, args.points,
-                      args.images)
+                      args.images, device=_device(args))
     elif args.command == "activations":
         from lsqueeze.analysis import run_activations
 
         run_activations(args.spec, args.model, args.data_dir, args.out, n=args.n,
-                        rel_tol=args.inactive_tol)
+                        rel_tol=args.inactive_tol, device=_device(args))
     elif args.command == "figure":
         from lsqueeze import figures
 

@@ -13,6 +13,7 @@ import torch
 
 from lsqueeze import attacks
 from lsqueeze.data import load_split, to_float
+from lsqueeze.integrity import tensor_digest, verify_adv_set, verify_model
 from lsqueeze.io import code_version, device_name, file_digest, load_torch, save_json, save_torch
 from lsqueeze.models import build_model
 from lsqueeze.progress import Ticker
@@ -67,7 +68,11 @@ def _record(kind, spec, attack, n, correct, t0, device, **extra):
 
 def load_model(spec: dict, model_path, image_shape, device="cpu"):
     """A trained model in eval mode, NHWC like in training: attacks run 1.2-1.3x faster on a CPU
-    (only float rounding differs, as between any two convolution algorithms)."""
+    (only float rounding differs, as between any two convolution algorithms).
+
+    The file must be the one the cell's training wrote (integrity.verify_model): a corrupted or
+    swapped model.pt would otherwise be evaluated and reported as the cell's numbers."""
+    verify_model(model_path, spec["id"])
     model = build_model(spec["recipe"], image_shape)
     model.load_state_dict(load_torch(model_path, map_location=device))
     return model.to(device).to(memory_format=torch.channels_last).eval()
@@ -98,18 +103,24 @@ def craft(spec, model_path, data_dir, attack: dict, out, n=None, batch_size=500,
     model = _model(spec, model_path, x, device)
     x_adv, robust = run_attack(model, x, y, attack["pixel"], batch_size, seed=spec["cell"]["seed"],
                                label=f"craft {spec['id']} {attack['id']}")
-    save_torch({"x_adv": x_adv.cpu(), "y": y.cpu(), "source_id": spec["id"],
-                "source_hash": file_hash(model_path), "attack_id": attack["id"],
+    # The source's full hash and a digest of the images: a transfer checks both (verify_adv_set).
+    x_cpu, y_cpu = x_adv.cpu(), y.cpu()
+    save_torch({"x_adv": x_cpu, "y": y_cpu, "source_id": spec["id"],
+                "source_hash": file_hash(model_path), "source_sha256": file_digest(model_path),
+                "data_sha256": tensor_digest(x_cpu, y_cpu), "attack_id": attack["id"],
                 "source_accuracy": float(robust.float().mean())}, out)
     return x_adv
 
 
 def transfer(spec, model_path, adv_set, out, batch_size=1000, source_id=None, attack=None,
-             device="auto"):
-    """Accuracy of a target model on a stored black-box set (never recrafted)."""
+             device="auto", source_metrics=None):
+    """Accuracy of a target model on a stored black-box set (never recrafted).
+
+    The set must be intact and, given the source model's metrics.json, crafted on that model."""
     device = pick_device(device)
     t0 = time.perf_counter()
     blob = load_torch(adv_set)
+    verify_adv_set(blob, adv_set, source_metrics)
     x, y = blob["x_adv"].to(device), blob["y"].to(device)
     model = _model(spec, model_path, x, device)
     correct = int((attacks.predict(model, x, batch_size) == y).sum())

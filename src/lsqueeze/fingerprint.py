@@ -20,8 +20,10 @@ import hashlib
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent
-PLUMBING = frozenset({"__init__", "__main__", "cli", "dvc_metrics", "gpu", "io", "presets",
-                      "restore", "schema"})
+# fingerprint and integrity decide whether a job may run (checkpoint keys, file checks), never
+# what it computes.
+PLUMBING = frozenset({"__init__", "__main__", "cli", "dvc_metrics", "fingerprint", "gpu",
+                      "integrity", "io", "presets", "restore", "schema"})
 
 
 def _normalized(path: Path) -> tuple[str, set[str]]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import signal
+import sys
 import time
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
@@ -19,6 +20,9 @@ from tqdm import tqdm
 
 from lsqueeze import attacks
 from lsqueeze.data import load_split, to_float
+from lsqueeze.fingerprint import fingerprint
+from lsqueeze.integrity import (DEVICE_POLICIES, DeviceError, checkpoint_key, model_record,
+                                no_gpu_message, stale_reason)
 from lsqueeze.io import code_version, device_name, load_torch, save_json, save_torch
 from lsqueeze.models import build_model
 from lsqueeze.progress import DEFAULT_EVERY_S, Ticker
@@ -27,10 +31,28 @@ TRAIN_DEFAULTS = {"checkpoint_every": 1000, "compile": False, "cuda_graphs": Tru
                   "eval_batch": 1000, "precision": "auto", "sync_every": 50}
 
 
-def pick_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+def pick_device(name="auto", need: str = "auto") -> torch.device:
+    """The job's device, checked before any work starts.
+
+    `name` is a device the user chose (the `train.device` run option; a torch.device), or "auto".
+    `need` is the preset's `device`: "cuda" (GPU presets) refuses to fall back to the CPU, "auto"
+    falls back with a warning, "cpu" runs on the CPU. A GPU job on a CPU would run for days and
+    look like a success, so it is an error unless the preset says the CPU is fine."""
+    if need not in DEVICE_POLICIES:
+        raise DeviceError(f"device: unknown {need!r} (known: {', '.join(DEVICE_POLICIES)})")
+    if str(name) != "auto":
+        if str(name).startswith("cuda") and not torch.cuda.is_available():
+            raise DeviceError(f"device {str(name)!r}: " + no_gpu_message(need))
+        return torch.device(name)
+    if need == "cpu":
+        return torch.device("cpu")
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if need == "cuda":
+        raise DeviceError(no_gpu_message(need))
+    print("lsqueeze: warning: no CUDA GPU is visible: running on the CPU (`device: auto`)",
+          file=sys.stderr, flush=True)
+    return torch.device("cpu")
 
 
 def native_bf16(device: torch.device) -> bool:
@@ -211,18 +233,38 @@ class _Stop:
         self.requested = True
 
 
+def _resumable(state_path: Path, key: str, device):
+    """The checkpoint to resume from, or None: none there, unreadable, or saved for another spec
+    or code. A stale one is left in place (the next checkpoint replaces it) and the log says why
+    it was not used: resuming it would bring back the old optimizer state and weights."""
+    if not state_path.exists():
+        return None
+    try:
+        st = load_torch(state_path, map_location=device)
+    except RuntimeError as exc:
+        reason = f"it cannot be read ({exc})"
+    else:
+        reason = stale_reason(st, key)
+        if reason is None:
+            return st
+    print(f"lsqueeze: not resuming from {state_path}: {reason}; training from step 0",
+          file=sys.stderr, flush=True)
+    return None
+
+
 def train(spec: dict, data_dir, out_dir, progress: bool = True, options: dict | None = None,
-          log_every: float | None = DEFAULT_EVERY_S) -> dict:
+          log_every: float | None = DEFAULT_EVERY_S, device_policy: str = "auto") -> dict:
     """Train one cell; write model.pt and metrics.json into out_dir (state.pt while running).
 
     `options` (checkpoint_every, device, compile, eval_batch, precision, sync_every) say how to
-    run, not what to compute. Without the bar (`progress=False`: a log file) a line with step,
-    images/s, loss and ETA goes to stderr every `log_every` seconds.
+    run, not what to compute; `device_policy` is the preset's `device` (pick_device). Without the
+    bar (`progress=False`: a log file) a line with step, images/s, loss and ETA goes to stderr
+    every `log_every` seconds.
     """
     cell, recipe = spec["cell"], spec["recipe"]
     opts = {**TRAIN_DEFAULTS, **spec.get("train", {}), **(options or {})}
     out_dir, data_dir = Path(out_dir), Path(data_dir)
-    device = pick_device(opts["device"])
+    device = pick_device(opts["device"], device_policy)
     steps, bs, scale = cell["steps"], recipe["batch_size"], recipe["pixel_scale"]
 
     x_tr, y_tr = load_split(data_dir / "train.pt", device)
@@ -237,8 +279,9 @@ def train(spec: dict, data_dir, out_dir, progress: bool = True, options: dict | 
     step, wall_before, loss_value, diverged = 0, 0.0, float("nan"), False
 
     state_path = out_dir / "state.pt"
-    if state_path.exists():
-        st = load_torch(state_path, map_location=device)
+    key = checkpoint_key(spec, fingerprint("train"))
+    st = _resumable(state_path, key, device)
+    if st is not None:
         model.load_state_dict(st["model"])
         opt.load_state_dict(st["optimizer"])
         sched.load_state_dict(st["scheduler"])
@@ -248,7 +291,7 @@ def train(spec: dict, data_dir, out_dir, progress: bool = True, options: dict | 
     resumed_from = step
 
     def checkpoint():
-        save_torch({"model": model.state_dict(), "optimizer": opt.state_dict(),
+        save_torch({"key": key, "model": model.state_dict(), "optimizer": opt.state_dict(),
                     "scheduler": sched.state_dict(), "generator": gen.get_state(),
                     "batches": batches.state(), "step": step, "loss": loss_value,
                     "wall": wall_before + time.perf_counter() - t0}, state_path)
@@ -318,7 +361,8 @@ def train(spec: dict, data_dir, out_dir, progress: bool = True, options: dict | 
     weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     save_torch(weights, out_dir / "model.pt")
     metrics = {
-        "id": spec.get("id"), "train_accuracy": train_acc, "test_accuracy": test_acc,
+        **model_record(out_dir / "model.pt", spec.get("id")),  # readers check the model by these
+        "train_accuracy": train_acc, "test_accuracy": test_acc,
         "final_loss": loss_value if math.isfinite(loss_value) else str(loss_value),
         "mean_logit_norm": logit_norm, "steps_done": step, "steps": steps,
         "resumed_from": resumed_from,

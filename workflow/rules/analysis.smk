@@ -16,7 +16,7 @@ rule analyze:
     log:
         f"{RES}/logs/analyze/{{dataset}}/{{tag}}.log",
     shell:
-        "OMP_NUM_THREADS={threads} {PY} -m lsqueeze analyze --spec '{params.spec}' --model {input.model}"
+        "OMP_NUM_THREADS={threads} {PY} -m lsqueeze analyze --device {DEVICE} --spec '{params.spec}' --model {input.model}"
         " --data-dir $(dirname {input.test}) {params.n} --out {output} > {log} 2>&1"
 
 
@@ -42,7 +42,7 @@ rule landscape:
     log:
         f"{RES}/logs/landscape/{{dataset}}/{{tag}}-e{{eps}}.log",
     shell:
-        "OMP_NUM_THREADS={threads} {PY} -m lsqueeze landscape --spec '{params.spec}' --model {input.model}"
+        "OMP_NUM_THREADS={threads} {PY} -m lsqueeze landscape --device {DEVICE} --spec '{params.spec}' --model {input.model}"
         " --data-dir $(dirname {input.test}) --eps {wildcards.eps} --points {params.points}"
         " --images {params.images} --out {output} > {log} 2>&1"
 
@@ -64,6 +64,6 @@ rule activations:
     log:
         f"{RES}/logs/activations/{{dataset}}/{{tag}}.log",
     shell:
-        "OMP_NUM_THREADS={threads} {PY} -m lsqueeze activations --spec '{params.spec}' --model {input.model}"
+        "OMP_NUM_THREADS={threads} {PY} -m lsqueeze activations --device {DEVICE} --spec '{params.spec}' --model {input.model}"
         " --data-dir $(dirname {input.test}) {params.n} --inactive-tol {params.tol} --out {output}"
         " > {log} 2>&1"

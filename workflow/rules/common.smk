@@ -17,6 +17,10 @@ RES = config["results"].rstrip("/")
 DATA = config.get("data_dir", "results/data").rstrip("/")
 PY = sys.executable  # the interpreter that runs Snakemake has the package installed
 EVAL = config.get("eval", {})
+# Whether GPU jobs may run on a CPU (`device:`, lsqueeze.integrity): checked by each job, where the
+# GPU is (a login node has none). On the command line, not a param: `--config device=auto` runs a
+# GPU preset on a CPU without rerunning anything.
+DEVICE = config.get("device", "cuda")
 # The package code behind each stage's numbers (lsqueeze/fingerprint.py), a param of its rules:
 # editing a loss or an attack reruns exactly the jobs it can change; comments and docstrings don't.
 CODE = {stage: fingerprint(stage) for stage in ("data", "train", "evaluate", "analysis", "tables", "figures")}

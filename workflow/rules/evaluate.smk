@@ -16,7 +16,7 @@ rule evaluate_white:
     log:
         f"{RES}/logs/white/{{dataset}}/{{tag}}/{{attack}}.log",
     shell:
-        "OMP_NUM_THREADS={threads} {PY} -m lsqueeze evaluate --spec '{params.spec}' --model {input.model}"
+        "OMP_NUM_THREADS={threads} {PY} -m lsqueeze evaluate --device {DEVICE} --spec '{params.spec}' --model {input.model}"
         " --data-dir $(dirname {input.test}) --attack '{params.attack}' {params.n}"
         " --batch-size {params.bs} --out {output} > {log} 2>&1"
 
@@ -25,6 +25,7 @@ rule evaluate_black:
     input:
         model=f"{RES}/models/{{dataset}}/{{tag}}/model.pt",
         adv=f"{RES}/adv/{{dataset}}/{{source}}/{{attack}}.pt",
+        source=f"{RES}/models/{{dataset}}/{{source}}/metrics.json",  # the set must match it
     output:
         f"{RES}/eval/{{dataset}}/{{tag}}/black/{{source}}/{{attack}}.json",
     params:
@@ -36,4 +37,4 @@ rule evaluate_black:
         f"{RES}/logs/black/{{dataset}}/{{tag}}/{{source}}/{{attack}}.log",
     shell:
         "OMP_NUM_THREADS={threads} {PY} -m lsqueeze transfer --spec '{params.spec}' --model {input.model}"
-        " --adv-set {input.adv} --attack '{params.attack}' --out {output} > {log} 2>&1"
+        " --adv-set {input.adv} --source-metrics {input.source} --attack '{params.attack}' --out {output} > {log} 2>&1"

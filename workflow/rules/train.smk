@@ -23,6 +23,6 @@ rule train:
     log:
         f"{RES}/logs/train/{{dataset}}/{{tag}}.log",
     shell:
-        "OMP_NUM_THREADS={threads} {PY} -m lsqueeze train --spec '{params.spec}'"
+        "OMP_NUM_THREADS={threads} {PY} -m lsqueeze train --device {DEVICE} --spec '{params.spec}'"
         " --data-dir $(dirname {input.train}) --out-dir {params.out} --options '{TRAIN_OPTIONS}'"
         " --no-progress > {log} 2>&1"
