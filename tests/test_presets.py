@@ -35,32 +35,38 @@ def table_cells(plan) -> dict:
 
 def expected_models() -> set:
     """Distinct trained models read straight from the CSV (independently of presets.py):
-    regularized (dataset, α, β, σ, k), one natural / adversarial baseline per dataset, and the
-    black-box sources (MNIST: natural; CIFAR-10: adversarially trained)."""
+    regularized (dataset, α, β, σ, k, seed) — a row repeating an earlier row's parameters in the
+    same table (Table 6 rows 14/15) is a replicate with the next seed — one natural / adversarial
+    baseline per dataset, and the black-box sources (MNIST: natural; CIFAR-10: a second
+    adversarially trained model, seed 1)."""
     ref = pd.read_csv(CSV)
-    reg = ref[ref.model == "regularized"]
-    models = {("reg", r.dataset, float(r.alpha), float(r.beta), float(r.sigma), int(r.k))
-              for r in reg.itertuples()}
-    models |= {(BASELINE[r.model], r.dataset) for r in ref[ref.model != "regularized"].itertuples()}
+    rows = ref[ref.model == "regularized"].drop_duplicates(["table", "row"])
+    sweeps = {9, 10, 11}  # one model, one row per attack
+    seed = rows.groupby(["table", "dataset", "alpha", "beta", "sigma", "k"]).cumcount()
+    models = {("reg", r.dataset, float(r.alpha), float(r.beta), float(r.sigma), int(r.k),
+               0 if r.table in sweeps else int(s)) for r, s in zip(rows.itertuples(), seed)}
+    models |= {(BASELINE[r.model], r.dataset, 0) for r in ref[ref.model != "regularized"].itertuples()}
     black = set(ref[ref.threat == "black"].dataset)
-    models |= {("natural", "mnist")} & {("natural", d) for d in black}
-    models |= {("adv", "cifar10")} & {("adv", d) for d in black}
+    models |= {("natural", "mnist", 0)} & {("natural", d, 0) for d in black}
+    models |= {("adv", "cifar10", 1)} & {("adv", d, 1) for d in black}
     return models
 
 
 def _key(cell: dict):
     if cell["method"] == "adv":
-        return ("adv", cell["dataset"])
+        return ("adv", cell["dataset"], cell["seed"])
     if cell["alpha"] == cell["beta"] == cell["sigma"] == 0 and cell["dataset"] in ("mnist", "cifar10") \
             and cell["steps"] in (100_000, 80_000):
-        return ("natural", cell["dataset"])
-    return ("reg", cell["dataset"], cell["alpha"], cell["beta"], cell["sigma"], cell["steps"])
+        return ("natural", cell["dataset"], cell["seed"])
+    return ("reg", cell["dataset"], cell["alpha"], cell["beta"], cell["sigma"], cell["steps"],
+            cell["seed"])
 
 
 def test_every_paper_model_is_a_cell(plan):
     cells = table_cells(plan)
     assert {_key(c) for c in cells.values()} == expected_models()
-    assert len(cells) == len(expected_models()) == 63
+    # 63 parameter sets, 2 replicates (Table 6 rows 14/15), the CIFAR-10 black-box source
+    assert len(cells) == len(expected_models()) == 66
     assert set(plan.cells) - set(cells) == FIGURE_ONLY
 
 
@@ -102,7 +108,7 @@ def test_baselines_and_sources_follow_the_paper(plan):
     assert {c["dataset"]: c["steps"] for c in cells.values()} == {"mnist": 100_000, "cifar10": 80_000,
                                                                   "cifar100": 80_000}
     sources = {s for _, s, _ in plan.black}
-    assert sources == {"mnist/ls0-sq0-gn0-k100k-s0", "cifar10/at7-e8-a2-rand-k80k-s0"}
+    assert sources == {"mnist/ls0-sq0-gn0-k100k-s0", "cifar10/at7-e8-a2-rand-k80k-s1"}
     # CIFAR attacks are in 0-255 units and converted by the pixel scale only in jobs
     a = plan.attack_spec("pgd-xent-n20-e8-a2-r1-rand", "cifar10")
     assert a["eps"] == pytest.approx(8 / 255) and a["step_size"] == pytest.approx(2 / 255)
@@ -130,11 +136,72 @@ def test_dry_run_lists_every_training_job_in_seconds(tmp_path, plan):
     proc = run_snakemake(tmp_path, "-n", "--quiet", "rules")
     elapsed = time.perf_counter() - t0
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", proc.stdout, flags=re.M))
-    assert int(counts["train"]) == len(plan.cells) == 63 + len(FIGURE_ONLY)
+    assert int(counts["train"]) == len(plan.cells) == 66 + len(FIGURE_ONLY)
     assert int(counts["evaluate_white"]) == len(plan.white)
     assert int(counts["evaluate_black"]) == len(plan.black)
     assert int(counts["craft"]) == len(plan.crafted)
     assert elapsed < 30, f"dry run took {elapsed:.1f}s"
+
+
+def test_no_black_box_job_attacks_its_own_target(plan):
+    """Tables 4 and 8 list Madry's model as a black-box target; its source is another PGD-7 model
+    (seed 1), as the published numbers attack an independently trained model."""
+    assert plan.black and all(t != s for t, s, _ in plan.black)
+    madry = "cifar10/at7-e8-a2-rand-k80k-s0"
+    assert {s for t, s, _ in plan.black if t == madry} == {"cifar10/at7-e8-a2-rand-k80k-s1"}
+    assert len({a for t, _, a in plan.black if t == madry}) == 6
+
+
+def test_plan_refuses_a_source_that_is_its_target():
+    cfg = yaml.safe_load(PAPER.read_text())
+    cfg["blackbox_sources"]["cifar10"] = "cifar10-madry"  # the Madry row's own model
+    with pytest.raises(ValueError) as err:
+        build_plan(cfg)
+    msg = str(err.value)
+    assert "\n" not in msg and "table 4 " in msg and "cifar10-madry" in msg and "own model" in msg
+
+
+def test_mnist_madry_black_box_pgd_is_the_leaderboard_attack(plan):
+    """mnist_challenge's leaderboard: 96.81% for "PGD on the cross-entropy loss for the naturally
+    trained public network" (40 steps of 0.01, random start) — Table 2 row 13 / Table 6 row 40."""
+    ref = pd.read_csv(CSV)
+    leaderboard = "pgd-xent-n40-e0.3-a0.01-r1-rand"
+    madry, natural = "mnist/at40-e0.3-a0.01-rand-k100k-s0", "mnist/ls0-sq0-gn0-k100k-s0"
+    for tid, paper_row in (("2", 13), ("6", 40)):
+        table = next(t for t in plan.tables if t["id"] == tid)
+        row = next(r for r in table["rows"] if r.get("paper_row") == paper_row)
+        col = next(c for c in table["columns"] if c["name"] == "black PGD-40 CW")
+        assert row["cell_id"] == madry and row["attack_ids"] == {col["name"]: leaderboard}
+        assert published(ref, table, row, col) == pytest.approx(96.81)
+        assert plan.attacks[leaderboard]["loss"] == "xent" and plan.attacks[leaderboard]["random_start"]
+        # every other row keeps the column's attack: PGD-40 on the CW loss, no random start
+        assert col["attack_id"] == "pgd-cw-n40-e0.3-a0.01-r1"
+        assert not any("attack_ids" in r for r in table["rows"] if r is not row)
+    assert (madry, natural, leaderboard) in plan.black
+    assert (madry, natural, "pgd-cw-n40-e0.3-a0.01-r1") not in plan.black
+
+
+def test_noise_cells_clip_and_train_in_fp32(plan):
+    """The authors' code clips noisy images to [0,1]; the paper trained in fp32."""
+    noisy = [c for c in plan.cells.values() if c["sigma"] > 0]
+    assert noisy and all(c["clip_noise"] for c in noisy)
+    assert all(cid.endswith("-clip") for cid, c in plan.cells.items() if c["sigma"] > 0)
+    assert not any(c["clip_noise"] for c in plan.cells.values() if c["sigma"] == 0)
+    for path in [PAPER] + [REPO / "params" / f"table{t}.yaml" for t in range(1, 12)]:
+        text = path.read_text()
+        assert yaml.safe_load(text)["train"]["precision"] == "fp32", path.name
+        assert "train.precision: fp32 because" in text  # the NOTE says why
+
+
+def test_replicate_rows_get_their_own_seed(plan):
+    """Table 6 rows 14/15 repeat rows 2/3's parameters: separate models, differing in seed only."""
+    table = next(t for t in plan.tables if t["id"] == "6")
+    by_row = {r["paper_row"]: r["cell_id"] for r in table["rows"]}
+    for first, again in ((2, 14), (3, 15)):
+        a, b = plan.cells[by_row[first]], plan.cells[by_row[again]]
+        assert by_row[first] != by_row[again]
+        assert (a["seed"], b["seed"]) == (0, 1) and {**a, "seed": 1} == b
+    assert len(set(by_row.values())) == len(by_row)
 
 
 @pytest.mark.parametrize("mutate,key", [

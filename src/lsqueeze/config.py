@@ -198,6 +198,11 @@ def resolve_attack(config: dict, ref) -> dict:
     return a
 
 
+def _row_name(row: dict) -> str:
+    """How an error names a table row: its preset cell name, else its canonical id."""
+    return row["cell"] if isinstance(row["cell"], str) else row["cell_id"]
+
+
 def build_plan(config: dict) -> Plan:
     plan = Plan(config=config)
 
@@ -215,9 +220,6 @@ def build_plan(config: dict) -> Plan:
 
     sources = {ds: add_cell(ref) for ds, ref in config.get("blackbox_sources", {}).items()}
     for table in config.get("tables", []):
-        rows = []
-        for row in table["rows"]:
-            rows.append({**row, "cell_id": add_cell(row["cell"])})
         cols = []
         for col in table["columns"]:
             col = dict(col)
@@ -226,16 +228,39 @@ def build_plan(config: dict) -> Plan:
                 if col.get("threat", "none") != "none":
                     col["attack_id"] = add_attack(col["attack_paper"])
             cols.append(col)
+        by_name = {c["name"]: c for c in cols}
+        rows = []
+        for row in table["rows"]:
+            row = {**row, "cell_id": add_cell(row["cell"])}
+            # A row whose published number came from another attack than its column's names it
+            # in `attacks: {column name: attack}`; the row is measured (and crafted) with that one.
+            over = {}
+            for name, ref in (row.pop("attacks", None) or {}).items():
+                if by_name.get(name, {}).get("threat", "none") == "none":
+                    raise ValueError(f"table {table['id']} row {_row_name(row)}: attacks: "
+                                     f"{name!r} is not an attack column (columns: "
+                                     f"{', '.join(c['name'] for c in cols if c.get('threat', 'none') != 'none')})")
+                over[name] = add_attack(ref)
+            if over:
+                row["attack_ids"] = over
+            rows.append(row)
         for row in rows:
             ds = plan.cells[row["cell_id"]]["dataset"]
             for col in cols:
+                aid = row.get("attack_ids", {}).get(col["name"], col.get("attack_id"))
                 if col.get("threat") == "white":
-                    plan.white.add((row["cell_id"], col["attack_id"]))
+                    plan.white.add((row["cell_id"], aid))
                 elif col.get("threat") == "black":
                     if ds not in sources:
                         raise ValueError(f"table {table['id']}: black-box column but no "
                                          f"blackbox_sources entry for dataset {ds!r}")
-                    plan.black.add((row["cell_id"], sources[ds], col["attack_id"]))
+                    if sources[ds] == row["cell_id"]:
+                        raise ValueError(
+                            f"table {table['id']} row {_row_name(row)}: the black-box source of "
+                            f"{ds!r} ({sources[ds]}) is this row's own model, so column "
+                            f"{col['name']!r} would be a white-box attack; use another source "
+                            f"(e.g. the same recipe with another seed) in blackbox_sources")
+                    plan.black.add((row["cell_id"], sources[ds], aid))
                 elif col.get("metric") == "predicted_accuracy":
                     plan.analyses.add(row["cell_id"])
         plan.tables.append({**table, "rows": rows, "columns": cols})
