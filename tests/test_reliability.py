@@ -297,3 +297,35 @@ def test_preset_device_is_schema_checked():
         validate({**cfg, "device": "gpu"})
     for cpu_preset in ("params/demo.yaml", "params/mnist_cpu.yaml", "tests/config/tiny.yaml"):
         assert yaml.safe_load((REPO / cpu_preset).read_text())["device"] == "auto"
+
+
+@needs_no_gpu
+@pytest.mark.slow
+def test_snakemake_gpu_preset_fails_fast_and_device_override_reruns_nothing(tmp_path, tiny_config):
+    """A GPU preset on this CPU machine: the training job fails at once with the reason in its
+    log. `--config device=auto` (a run option) runs it on the CPU; the black-box job is given the
+    source model's metrics.json; switching `device` afterwards reruns nothing."""
+    from lsqueeze.config import build_plan
+
+    cfg = yaml.safe_load(tiny_config.read_text())
+    cfg["device"] = "cuda"
+    preset = tmp_path / "gpu.yaml"
+    preset.write_text(yaml.safe_dump(cfg))
+    plan = build_plan(cfg)
+    target, source, attack = sorted(plan.black)[0]
+    model_dir = tmp_path / "results/tiny/models" / source
+    # targets before --configfile, which takes every following word
+    proc = run_snakemake(tmp_path, f"results/tiny/models/{source}/metrics.json",
+                         "--configfile", preset, check=False)
+    assert proc.returncode != 0 and not (model_dir / "model.pt").exists()
+    log = (tmp_path / "results/tiny/logs/train" / f"{source}.log").read_text()
+    assert "no CUDA GPU is visible" in log and "`device: cuda`" in log and "Traceback" not in log
+
+    black = f"results/tiny/eval/{target}/black/{source.split('/')[1]}/{attack}.json"
+    run_snakemake(tmp_path, black, "--configfile", preset, "--config", "device=auto")
+    rec = json.loads((tmp_path / black).read_text())
+    assert rec["source_id"] == source and rec["kind"] == "black"
+    for device in ("cpu", "auto"):
+        dry = run_snakemake(tmp_path, black, "-n", "--configfile", preset, "--config",
+                            f"device={device}")
+        assert "Nothing to be done" in dry.stdout + dry.stderr
