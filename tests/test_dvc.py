@@ -214,7 +214,9 @@ def test_metrics_keys_are_cell_names(tmp_path):
          "measured": 97.0, "published": 99.0, "delta": -2.0},
         {"table": "2", "row": 1, "cell_id": "digits28/ls0-sq0.5-gn0.5-k60-s0", "column": "x",
          "measured": 50.0, "published": None, "delta": None},
-    ]).to_parquet(tmp_path / "table_2_compare.parquet")
+    ]).assign(measurement=lambda f: f.cell_id + "|" + f.column,  # lsqueeze.agreement.judge's
+              status=["outside", "within", None], replicate_spread=None  # columns
+              ).to_parquet(tmp_path / "table_2_compare.parquet")
     m = write_metrics(tmp_path / "plan.json", tmp_path, tmp_path / "m.json", tmp_path / "c.csv")
     assert m["compared"] == 2 and m["within_tolerance"] == 1
     t = m["tables"]["2"]

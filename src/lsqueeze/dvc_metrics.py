@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from lsqueeze.agreement import counts
 from lsqueeze.io import atomic_path
 
 
@@ -27,11 +28,12 @@ def summarize(plan_path, tables_dir) -> tuple[dict, list[dict]]:
     """Return (metrics, comparison rows) from the tables plan and the per-table compare Parquets."""
     plan = json.loads(Path(plan_path).read_text())
     tol = float(plan.get("tolerance_pct", 5.0))
-    metrics = {"tolerance_pct": tol, "compared": 0, "within_tolerance": 0, "tables": {}}
-    rows = []
+    metrics = {"tolerance_pct": tol, "tables": {}}
+    rows, frames = [], []
     for table in plan["tables"]:
         tid = str(table["id"])
         compare = pd.read_parquet(Path(tables_dir) / f"table_{tid}_compare.parquet")
+        frames.append(compare)
         name_of = {r["cell_id"]: r["cell"] for r in table["rows"]}
         deltas = []
         for rec in compare.to_dict("records"):
@@ -41,12 +43,16 @@ def summarize(plan_path, tables_dir) -> tuple[dict, list[dict]]:
                 deltas.append(delta)
             rows.append({"table": tid, "cell": cell, "column": rec["column"],
                          "measured": measured, "published": published, "delta": delta})
-        within = sum(abs(d) <= tol for d in deltas)
+        c = counts(compare)  # within: informative comparisons only (lsqueeze.agreement)
         metrics["tables"][tid] = {
-            "compared": len(deltas), "within_tolerance": within,
+            "compared": c["compared"], "within_tolerance": c["within"],
+            "uninformative": c["uninformative"],
             "mean_abs_delta": _num(sum(abs(d) for d in deltas) / len(deltas)) if deltas else None}
-        metrics["compared"] += len(deltas)
-        metrics["within_tolerance"] += within
+    # The headline counts distinct measurements: the paper prints many of them in two tables.
+    c = counts(pd.concat(frames, ignore_index=True) if frames else None)
+    metrics.update({"compared": c["compared"], "within_tolerance": c["within"],
+                    **{k: c[k] for k in ("uninformative", "measurements", "measurements_within",
+                                         "measurements_uninformative", "replicate_spread")}})
     return metrics, rows
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from lsqueeze.agreement import counts, headline, judge
 from lsqueeze.analysis import predicted_accuracy
 from lsqueeze.config import cell_id, config_hash, steps_tag
 from lsqueeze.io import atomic_path, save_parquet
@@ -107,7 +108,9 @@ def _measured(long: pd.DataFrame, plan_row: dict, col: dict, analyses: dict, sca
         return None
     sel = long[(long["cell_id"] == cid) & (long["metric"] == metric)]
     if col.get("threat", "none") != "none":
-        sel = sel[(sel["threat"] == col["threat"]) & (sel["attack_id"] == col["attack_id"])]
+        # a row may be measured with another attack than its column's (`attacks:` on the row)
+        aid = (plan_row.get("attack_ids") or {}).get(col["name"], col["attack_id"])
+        sel = sel[(sel["threat"] == col["threat"]) & (sel["attack_id"] == aid)]
     if not len(sel) or _missing(sel["value"].iloc[0]):
         return None
     return 100 * float(sel["value"].iloc[0])
@@ -146,18 +149,16 @@ def build_tables(plan: dict, long: pd.DataFrame, reference: pd.DataFrame, analys
         frame = frame.astype({n: "float64" for n in names}).set_index(["cell_id", "model"])
         cmp = pd.DataFrame(compare, columns=["table", "paper_table", "row", "cell_id", "model",
                                              "column", "measured", "published", "delta", "within"])
-        out[table["id"]] = (frame, cmp.astype({"measured": "float64", "published": "float64",
-                                               "delta": "float64"}))
+        cmp = cmp.astype({"measured": "float64", "published": "float64", "delta": "float64"})
+        # + measurement key, within/outside/uninformative, the paper's replicate spread
+        out[table["id"]] = (frame, judge(cmp, table, plan, long, tolerance))
     return out
 
 
 def summary(tables: dict) -> dict:
-    """How many numbers have both a measured and a published value, and how many agree."""
-    cmp = pd.concat([c for _, c in tables.values()], ignore_index=True)
-    both = cmp.dropna(subset=["delta"])
-    return {"published": int(cmp["published"].notna().sum()), "compared": len(both),
-            "within": int(both["within"].astype(bool).sum()),
-            "missing_measured": int((cmp["published"].notna() & cmp["measured"].isna()).sum())}
+    """Agreement counts over the given tables: printed comparisons and distinct measurements
+    (lsqueeze.agreement.counts)."""
+    return counts(pd.concat([c for _, c in tables.values()], ignore_index=True))
 
 
 def _fmt(v) -> str:
@@ -185,9 +186,17 @@ def _grid(table: dict, layout: pd.DataFrame, compare: pd.DataFrame, tolerance: f
     return ["model", *PAPER_PARAMS] + [c["name"] for c in table["columns"]], rows
 
 
+def _table_line(ts: dict, tolerance: float) -> str:
+    line = f"{ts['within']} of {ts['compared'] - ts['uninformative']} within ±{tolerance:g}"
+    if ts["uninformative"]:
+        line += f"; {ts['uninformative']} uninformative (broken model)"
+    if ts.get("replicate_spread") is not None:
+        line += f"; the paper's replicate rows differ by up to {ts['replicate_spread']:.2f}"
+    return line + "."
+
+
 def _headline(s: dict, tolerance: float) -> str:
-    return (f"{s['within']} of {s['compared']} numbers within ±{tolerance:g} points of the paper "
-            f"({s['published']} published values; {s['missing_measured']} not measured).")
+    return headline(s, tolerance)
 
 
 def render_markdown(plan: dict, tables: dict, tolerance: float, prov: dict | None = None) -> str:
@@ -204,7 +213,7 @@ def render_markdown(plan: dict, tables: dict, tolerance: float, prov: dict | Non
         lines += [f"## {table.get('title', 'Table ' + table['id'])}", ""]
         if caption(table):
             lines += [f"*{caption(table)}*", ""]
-        lines += [f"{ts['within']} of {ts['compared']} within ±{tolerance:g}.", "",
+        lines += [_table_line(ts, tolerance), "",
                   "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for cells in rows:
             lines.append("| " + " | ".join(f"**{t}**" if bad else t for t, bad in cells) + " |")

@@ -76,6 +76,8 @@ def _tables_plan():
         "tables": PLAN.tables,
         "cells": PLAN.cells,
         "pixel_scale": {d: PLAN.recipe(d)["pixel_scale"] for d in sorted(datasets)},
+        # chance accuracy, below which a broken model's agreement says nothing (agreement.py)
+        "num_classes": {d: PLAN.recipe(d)["num_classes"] for d in sorted(datasets)},
         "analysis_files": ANALYSES,
         "tolerance_pct": EVAL.get("tolerance_pct", 5.0),
         "preset": config.get("preset"),  # the tables' provenance header names it
