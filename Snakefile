@@ -20,10 +20,12 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/analysis.smk"
 include: "workflow/rules/figures.smk"
 include: "workflow/rules/report.smk"
+include: "workflow/rules/claims.smk"
 
 
 rule all:
     input:
         TABLES,
         FIGURES,
+        CLAIMS,
     default_target: True

@@ -60,3 +60,12 @@ def one_thread():
 @pytest.fixture(scope="session")
 def tiny_config():
     return REPO / "tests" / "config" / "tiny.yaml"
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, tiny_config):
+    """The tiny preset run once through Snakemake, shared read-only by the tests of its outputs
+    (tables, claims): a test that changes the run makes its own."""
+    work = tmp_path_factory.mktemp("tiny")
+    run_snakemake(work, configfile=tiny_config)
+    return work

@@ -12,13 +12,6 @@ from conftest import run_snakemake
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory, tiny_config):
-    work = tmp_path_factory.mktemp("tiny")
-    run_snakemake(work, configfile=tiny_config)
-    return work
-
-
 def test_every_model_attack_pair_measured(tiny_run, tiny_config):
     plan = build_plan(load_config(tiny_config))
     long = pd.read_parquet(tiny_run / "results/tiny/tables/measurements.parquet")

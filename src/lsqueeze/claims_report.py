@@ -1,0 +1,164 @@
+"""The claims stage's pages: claims.md and claims.html (the Snakemake report's page), and the
+stage driver that reads a run's aggregated tables and writes them with claims.parquet.
+
+Aggregation layer, like lsqueeze.claims: pandas only, no model code (no torch import).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+from lsqueeze.claims import (UNMEASURED, ClaimsError, Context, evaluate_claims, load_claims,
+                             masking_for, summary)
+
+
+def _write_atomic(path: Path, write) -> None:
+    """lsqueeze.io's temp-file-and-rename, here without its torch import (aggregation layer)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _f(v, sd=None, seeds=None) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "—"
+    text = f"{v:.2f}"
+    if seeds and seeds > 1 and sd is not None and not (isinstance(sd, float) and math.isnan(sd)):
+        text += f" ± {sd:.2f} ({int(seeds)} seeds)"
+    return text
+
+
+def _scale_line(plan: dict) -> str:
+    steps = sorted({int(c["steps"]) for c in plan.get("cells", {}).values()})
+    if not steps:
+        return ""
+    span = f"{steps[0]:,}" if len(steps) == 1 else f"{steps[0]:,}–{steps[-1]:,}"
+    return (f"Models in this preset train {span} steps (the paper: 80k–2M, Madry baselines 80k–100k); "
+            f"a verdict says what these models show, not what the paper's would.")
+
+
+def render(claims: list[dict], results: pd.DataFrame, masking: pd.DataFrame | None,
+           preset: str = "", note: str = "", plan: dict | None = None) -> str:
+    s = summary(results)
+    lines = ["# The paper's claims, checked", ""]
+    if preset:
+        lines.append(f"Preset `{preset}`." + (f" {note.strip()}" if note else ""))
+    scale = _scale_line(plan or {})
+    if scale:
+        lines.append(scale)
+    lines += ["", f"**{s['reproduced']} of {s['total']} claims reproduced**; {s['not_reproduced']} "
+              f"not reproduced, {s['not_distinguishable']} not distinguishable, "
+              f"{s['not_measured']} not measured in this preset.", "",
+              "Each check compares measured accuracies (%) with the claim's criterion; d is how far "
+              "the criterion holds (d > 0: holds). Its spread combines each side's noise: the sd "
+              "over seeds where a row has several, and never less than the binomial standard "
+              "error of an accuracy on the n test images. |d| ≤ spread: not distinguishable. "
+              "\"Paper\": whether the published numbers meet the same criterion.", ""]
+    for i, c in enumerate(claims, 1):
+        res = results[results["claim"] == c["id"]]
+        cv = res["claim_verdict"].iloc[0] if len(res) else UNMEASURED
+        lines += [f"## {i}. {c['statement'].strip()} — **{cv}**", "",
+                  f"Source: {c['source']}. Criterion: {c['criterion'].strip()}", ""]
+        unmeasured = int((res["verdict"] == UNMEASURED).sum())
+        if unmeasured and unmeasured < len(res):
+            lines += [f"{unmeasured} of {len(res)} checks not measured in this preset.", ""]
+        lines += ["| check | measured | reference | d ± spread | verdict | paper |",
+                  "|---|---|---|---|---|---|"]
+        for r in res.itertuples():
+            meas = f"{r.lhs}: {_f(r.lhs_value, r.lhs_sd, r.lhs_seeds)}" if r.lhs else "—"
+            if r.lhs_published is not None and not pd.isna(r.lhs_published):
+                meas += f" (paper {_f(r.lhs_published)})"
+            ref = "" if not r.rhs else f"{r.rhs}: {_f(r.rhs_value, r.rhs_sd, r.rhs_seeds)}"
+            ref = "—" if ref.endswith(": —") and "·" not in ref else ref
+            if ref and r.rhs_published is not None and not pd.isna(r.rhs_published):
+                ref += f" (paper {_f(r.rhs_published)})"
+            dd = "—" if r.d is None or pd.isna(r.d) else f"{r.d:+.2f} ± {r.spread:.2f}"
+            paper = {True: "holds", False: "does not hold"}.get(r.paper_holds, "—")
+            lines.append(f"| {r.check} | {meas} | {ref} | {dd} | {r.verdict} | {paper} |")
+        cells = [x for cs in res["cells"] for x in cs]
+        m = masking_for(masking, cells)
+        flagged = m[m["flagged"].astype(bool)] if len(m) else m
+        lines += ["", f"Gradient-masking checks on these models: {len(m)} run, {len(flagged)} flagged."]
+        for f in flagged.itertuples():
+            lines.append(f"- **{f.check}** on `{f.cell_id}`: {f.detail}")
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def _inline(text: str) -> str:
+    text = html.escape(text)
+    text = re.sub(r"\*\*(.+?)\*\*", r"<b>\1</b>", text)
+    return re.sub(r"`(.+?)`", r"<code>\1</code>", text)
+
+
+def to_html(markdown: str, title: str = "Claims") -> str:
+    """The page render() writes, as HTML: headings, paragraphs, pipe tables and lists only."""
+    out = ["<!DOCTYPE html><html><head><meta charset='utf-8'>",
+           f"<title>{html.escape(title)}</title><style>table{{border-collapse:collapse;"
+           "margin-bottom:1em}td,th{border:1px solid #ccc;padding:2px 6px;text-align:left}"
+           "</style></head><body>"]
+    table, items = None, False
+    for line in markdown.splitlines() + [""]:
+        if line.startswith("|"):
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if set("".join(cells)) <= set("-"):
+                continue  # the header rule
+            tag = "th" if table is None else "td"
+            table = (table or []) + ["<tr>" + "".join(f"<{tag}>{_inline(c)}</{tag}>"
+                                                     for c in cells) + "</tr>"]
+            continue
+        if table is not None:
+            out += ["<table>", *table, "</table>"]
+            table = None
+        if line.startswith("- "):
+            out.append(("" if items else "<ul>") + f"<li>{_inline(line[2:])}</li>")
+            items = True
+            continue
+        if items:
+            out.append("</ul>")
+            items = False
+        if line.startswith("#"):
+            level = len(line) - len(line.lstrip("#"))
+            out.append(f"<h{level}>{_inline(line[level:].strip())}</h{level}>")
+        elif line.strip():
+            out.append(f"<p>{_inline(line)}</p>")
+    return "\n".join(out + ["</body></html>"]) + "\n"
+
+
+def run(plan_path, claims_path, tables_dir, out_dir, note: str = "", preset: str = "") -> dict:
+    """The claims stage: claims.md and claims.parquet from the aggregated tables."""
+    plan = json.loads(Path(plan_path).read_text())
+    tables_dir, out_dir = Path(tables_dir), Path(out_dir)
+    claims = load_claims(claims_path)
+    compare = {}
+    for t in plan["tables"]:
+        p = tables_dir / f"table_{t['id']}_compare.parquet"
+        if not p.exists():
+            raise ClaimsError(f"{p}: missing (run the aggregate step first)")
+        compare[str(t["id"])] = pd.read_parquet(p)
+    long_path, masking_path = tables_dir / "measurements.parquet", tables_dir / "masking.parquet"
+    long = pd.read_parquet(long_path) if long_path.exists() else None
+    masking = pd.read_parquet(masking_path) if masking_path.exists() else None
+    results = evaluate_claims(claims, Context(plan, compare, long, masking))
+    text = render(claims, results, masking, preset or plan.get("preset") or "", note, plan)
+    out = results.copy()
+    out["cells"] = [json.dumps(c) for c in out["cells"]]  # Parquet-friendly: a JSON list
+    _write_atomic(out_dir / "claims.parquet", lambda tmp: out.to_parquet(tmp, index=False))
+    _write_atomic(out_dir / "claims.md", lambda tmp: tmp.write_text(text))
+    _write_atomic(out_dir / "claims.html", lambda tmp: tmp.write_text(to_html(text)))
+    return summary(results)

@@ -1,0 +1,236 @@
+"""Claim verdicts: the verdict logic on hand-made measurements (every verdict, seed spread and the
+binomial noise floor), the claims file, and the claims stage on the tiny preset's finished run."""
+
+import math
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import yaml
+
+from lsqueeze import claims as C
+from lsqueeze.claims_report import run, to_html
+from conftest import REPO
+
+CLAIMS_FILE = REPO / "params" / "claims.yaml"
+PGD40 = {"name": "white PGD-40 X-ent", "threat": "white", "attack_id": "pgd40",
+         "attack_paper": {"attack": "pgd", "loss": "xent", "steps": 40, "restarts": 1, "eps": 0.3}}
+AA = {"name": "AutoAttack", "threat": "white", "attack_id": "aa",
+      "attack_paper": {"attack": "autoattack", "loss": None, "steps": None, "restarts": 1, "eps": 0.3}}
+PGD100 = {"name": "white PGD-100x10 X-ent", "threat": "white", "attack_id": "pgd100",
+          "attack_paper": {"attack": "pgd", "loss": "xent", "steps": 100, "restarts": 10, "eps": 0.3}}
+
+
+def make_ctx(tables, n=1000, masking=None):
+    """tables: {id: (paper_table, columns, [(paper_row, name, {column: value | (mean, sd, seeds)},
+    {column: published})])} -> a Context as the claims stage builds it from a run's tables."""
+    plan, compare, long = {"tables": [], "cells": {}}, {}, []
+    for tid, (ptable, cols, rows) in tables.items():
+        plan_rows, recs = [], []
+        for prow, name, values, pubs in rows:
+            ids = [f"mnist/{name}-s{s}" for s in range(max(
+                [v[2] for v in values.values() if isinstance(v, tuple)] or [1]))]
+            plan_rows.append({"cell": name, "paper_row": prow, "cell_id": ids[0], "cell_ids": ids})
+            for c in ids:
+                plan["cells"][c] = {"steps": 20000}
+            for col in cols:
+                v = values.get(col["name"])
+                mean, sd, k = v if isinstance(v, tuple) else (v, None, 0 if v is None else 1)
+                recs.append({"table": tid, "row": prow, "cell_id": ids[0], "column": col["name"],
+                             "measured": mean, "sd": sd, "n_seeds": k,
+                             "published": (pubs or {}).get(col["name"])})
+                long += [{"cell_id": c, "threat": col.get("threat", "none"),
+                          "attack_id": col.get("attack_id"), "n": n,
+                          "metric": col.get("metric", "accuracy")} for c in ids]
+        plan["tables"].append({"id": tid, "paper_table": ptable, "columns": cols, "rows": plan_rows})
+        compare[tid] = pd.DataFrame(recs).astype({"measured": "float64", "sd": "float64",
+                                                  "published": "float64"})
+    return C.Context(plan, compare, pd.DataFrame(long), masking)
+
+
+def one_check(kind, lhs_rows, rhs, **kw):
+    chk = {"kind": kind, "lhs": {"table": 2, "rows": lhs_rows, "column": {"attack": "pgd"}}, **kw}
+    if rhs is not None:
+        chk["rhs"] = rhs
+    return chk
+
+
+def table2(rows, n=1000):
+    return make_ctx({"2": (2, [PGD40], [(r, f"r{r}", {PGD40["name"]: v}, {PGD40["name"]: p})
+                                        for r, v, p in rows])}, n=n)
+
+
+# --- the verdict rule -------------------------------------------------------------------------
+
+def test_verdict_rule_and_noise_floor():
+    assert C.verdict(3.0, 1.0) == C.REPRODUCED
+    assert C.verdict(-3.0, 1.0) == C.REFUTED
+    assert C.verdict(0.5, 1.0) == C.UNCLEAR and C.verdict(-1.0, 1.0) == C.UNCLEAR
+    assert C.verdict(None, 0.0) == C.UNMEASURED
+    assert C.binomial_se(50, 1000) == pytest.approx(100 * math.sqrt(0.25 / 1000))
+    assert C.binomial_se(0, 1000) == pytest.approx(100 * math.sqrt(0.001 * 0.999 / 1000))
+    # the seed sd counts where it is larger than the floor, the floor where the sd is smaller
+    assert C.spread({"value": 50, "n": 1000, "sd": 4.0}) == 4.0
+    assert C.spread({"value": 50, "n": 1000, "sd": 0.1}) == pytest.approx(C.binomial_se(50, 1000))
+
+
+def test_claim_verdict_combines_checks():
+    R, F, U, M = C.REPRODUCED, C.REFUTED, C.UNCLEAR, C.UNMEASURED
+    assert C.claim_verdict([R, R, M]) == R
+    assert C.claim_verdict([R, U, M]) == U
+    assert C.claim_verdict([U, F, R]) == F
+    assert C.claim_verdict([M, M]) == M
+
+
+def test_every_verdict_from_hand_made_measurements():
+    # rows 1-4 against row 13 (the reference, 50%), criterion lhs >= 0.75 * rhs = 37.5
+    ctx = table2([(1, 45.0, 72.4), (2, (36.0, 5.0, 3), 0.0), (3, 20.0, 15.6), (13, 50.0, 93.2)])
+    chk = one_check("at_least", [1, 2, 3, 4],
+                    {"table": 2, "rows": [13], "column": {"attack": "pgd"}}, scale=0.75)
+    res = {r["check"].split(" (")[0]: r for r in C.evaluate_check(chk, ctx)}
+    assert res["Table 2 row 1"]["verdict"] == C.REPRODUCED      # 45 - 37.5 = +7.5 >> spread
+    assert res["Table 2 row 1"]["d"] == pytest.approx(7.5)
+    assert res["Table 2 row 1"]["paper_holds"] is True          # 72.4 >= 0.75 * 93.2
+    two = res["Table 2 row 2"]                                  # -1.5, inside the seed sd of 5
+    assert two["verdict"] == C.UNCLEAR and two["lhs_seeds"] == 3
+    assert two["spread"] == pytest.approx(math.hypot(5.0, 0.75 * C.binomial_se(50, 1000)))
+    assert res["Table 2 row 3"]["verdict"] == C.REFUTED         # 20 - 37.5
+    assert res["Table 2 row 4"]["verdict"] == C.UNMEASURED      # no such row in this preset
+    absent = one_check("at_least", [1], {"table": 3, "rows": [8], "column": {"attack": "pgd"}})
+    assert [r["verdict"] for r in C.evaluate_check(absent, ctx)] == [C.UNMEASURED]
+
+
+def test_one_seed_is_judged_against_the_binomial_floor():
+    chk = one_check("at_least", [1], {"table": 2, "rows": [13], "column": {"attack": "pgd"}})
+    small = C.evaluate_check(chk, table2([(1, 50.0, None), (13, 55.0, None)], n=100))[0]
+    big = C.evaluate_check(chk, table2([(1, 50.0, None), (13, 55.0, None)], n=10000))[0]
+    assert small["verdict"] == C.UNCLEAR        # 5 points on 100 images: within ±7
+    assert big["verdict"] == C.REFUTED          # 5 points on 10,000 images: far outside ±0.7
+    assert small["paper_holds"] is None         # nothing published to judge
+
+
+def test_constant_within_flat_and_order_checks():
+    ctx = table2([(2, 0.3, 0.0), (6, 4.0, 0.0)])
+    zero = C.evaluate_check(one_check("at_most", [2, 6], 2), ctx)
+    assert [r["verdict"] for r in zero] == [C.REPRODUCED, C.REFUTED]
+    assert [r["paper_holds"] for r in zero] == [True, True]
+    within = C.evaluate_check(
+        {"kind": "within", "tol": 3, "lhs": {"table": 2, "rows": [2], "column": {"attack": "pgd"}},
+         "rhs": {"table": 2, "rows": [6], "column": {"attack": "pgd"}}}, ctx)
+    assert within[0]["d"] == pytest.approx(3 - 3.7)   # just outside the two floors (±0.64)
+    assert within[0]["spread"] == pytest.approx(math.hypot(C.binomial_se(0.3, 1000),
+                                                           C.binomial_se(4.0, 1000)))
+    assert within[0]["verdict"] == C.REFUTED
+    # restarts / steps sweeps: flat within 5 points, or not
+    flat = {"kind": "flat", "tol": 5, "lhs": {"table": 10, "rows": "all", "column": {"threat": "white"}}}
+    for worst, want in ((51.0, C.REPRODUCED), (48.0, C.UNCLEAR), (40.0, C.REFUTED)):
+        sweep = make_ctx({"10": (10, [PGD40, PGD100], [
+            (None, "lsq", {PGD40["name"]: 52.0, PGD100["name"]: worst}, None)])})
+        assert C.evaluate_check(flat, sweep)[0]["verdict"] == want   # spread ±2.2 on 1,000
+    # Eq. 4 vs FGSM: same order of two models, or a reversed one, or gaps within the noise
+    eq4 = {"name": "Eq. 4", "metric": "predicted_accuracy", "attack_paper": {"attack": "fgsm"}}
+    fgsm = {"name": "FGSM", "threat": "white", "attack_id": "fgsm",
+            "attack_paper": {"attack": "fgsm", "loss": "xent"}}
+    order = {"kind": "same_order",
+             "lhs": {"table": 1, "rows": "all", "column": {"metric": "predicted_accuracy"}},
+             "rhs": {"table": 1, "rows": "all", "column": {"attack": "fgsm", "threat": "white"}}}
+    for (a, b), want in (((60.0, 95.0), C.REPRODUCED), ((60.0, 2.0), C.REFUTED),
+                         ((0.1, 60.0), C.UNCLEAR)):
+        t1 = make_ctx({"1": (1, [eq4, fgsm], [
+            (1, "natural", {"Eq. 4": 0.0, "FGSM": 7.0}, {"Eq. 4": 0.0, "FGSM": 7.05}),
+            (2, "madry", {"Eq. 4": a, "FGSM": b}, {"Eq. 4": 56.73, "FGSM": 95.25})])})
+        (res,) = C.evaluate_check(order, t1)
+        assert res["verdict"] == want and res["paper_holds"] is True
+
+
+def test_strongest_attack_is_the_minimum_over_its_columns():
+    ctx = make_ctx({"strong": (None, [PGD40, PGD100, AA], [
+        (None, "lsq", {PGD40["name"]: 70.0, PGD100["name"]: 66.0, AA["name"]: 5.0}, None),
+        (None, "madry", {PGD40["name"]: 92.0, PGD100["name"]: 91.0, AA["name"]: 89.0}, None)])})
+    claim = next(c for c in C.load_claims(CLAIMS_FILE) if c["id"] == "survives_stronger_attacks")
+    robust, strongest = (C.evaluate_check(chk, ctx) for chk in claim["checks"])
+    assert [r["verdict"] for r in robust] == [C.REPRODUCED, C.REPRODUCED]  # ≥ 10% under PGD-40
+    assert [(r["lhs_value"], r["rhs_value"], r["verdict"]) for r in strongest] == [
+        (5.0, 70.0, C.REFUTED), (89.0, 92.0, C.REPRODUCED)]   # Mosbach-style collapse is caught
+    assert C.claim_verdict([r["verdict"] for r in robust + strongest]) == C.REFUTED
+
+
+# --- the claims file --------------------------------------------------------------------------
+
+def test_claims_file_lists_every_headline_claim():
+    claims = {c["id"]: c for c in C.load_claims(CLAIMS_FILE)}
+    assert set(claims) >= {"white_box_like_adversarial_training",
+                           "black_box_beats_adversarial_training", "gaussian_noise_is_needed",
+                           "linear_model_tracks_fgsm", "sanity_sweeps", "survives_stronger_attacks"}
+    tables = {chk["lhs"]["table"] for c in claims.values() for chk in c["checks"]}
+    assert {1, 2, 3, 4, 5, 9, 10, 11, "strong"} <= tables
+
+
+def test_claims_file_thresholds_hold_on_the_published_numbers():
+    """Every criterion is met by the paper's own numbers (the reference CSV as a 'run')."""
+    ref = pd.read_csv(REPO / "params" / "paper_tables.csv")
+    from lsqueeze.config import build_plan, load_config
+    from lsqueeze.tables import published
+
+    plan = build_plan(load_config(REPO / "params" / "paper.yaml"))
+    compare = {}
+    for t in plan.tables:
+        compare[str(t["id"])] = pd.DataFrame(
+            [{"cell_id": r["cell_id"], "column": c["name"], "measured": p, "sd": None,
+              "n_seeds": 1, "published": p}
+             for r in t["rows"] for c in t["columns"]
+             for p in [published(ref, t, r, c)]]).astype({"measured": "float64", "sd": "float64"})
+    ctx = C.Context({"tables": plan.tables, "cells": plan.cells}, compare, None)
+    res = C.evaluate_claims(C.load_claims(CLAIMS_FILE), ctx)
+    measured = res[res["verdict"] != C.UNMEASURED]
+    assert len(measured) >= 20
+    assert measured["paper_holds"].all(), measured[~measured["paper_holds"].astype(bool)]
+
+
+def test_claims_file_errors_name_the_key(tmp_path):
+    bad = yaml.safe_load(CLAIMS_FILE.read_text())
+    bad["claims"][0]["checks"][0]["kind"] = "roughly"
+    p = tmp_path / "claims.yaml"
+    p.write_text(yaml.safe_dump(bad))
+    with pytest.raises(C.ClaimsError, match=r"claims\[0\]\.checks\[0\]\.kind: 'roughly'"):
+        C.load_claims(p)
+
+
+# --- the stage on a finished run ------------------------------------------------------------
+
+@pytest.mark.slow
+def test_claims_stage_on_the_tiny_run(tiny_run, tmp_path):
+    tables = tiny_run / "results" / "tiny" / "tables"
+    md = (tables / "claims.md").read_text()   # the workflow ran the stage (part of `all`)
+    for c in C.load_claims(CLAIMS_FILE):
+        assert c["statement"].split()[0] in md
+    res = pd.read_parquet(tables / "claims.parquet")
+    assert set(res["claim_verdict"]) <= set(C.VERDICTS)
+    assert (res.loc[res.claim == "black_box_beats_adversarial_training", "verdict"]
+            == C.UNMEASURED).all()                       # no CIFAR-10 in the tiny preset
+    strong = res[res.claim == "survives_stronger_attacks"]
+    assert (strong["verdict"] != C.UNMEASURED).all() and len(strong)
+    assert "not measured in this preset" in md and "train 60 steps" in md
+    # seeds: the row with two seeds shows mean ± sd, the others stay as they were
+    t2 = pd.read_parquet(tables / "table_2.parquet")
+    assert "Test sd" in t2.columns and sorted(t2["seeds"]) == [1, 2]
+    assert "(2 seeds)" in (tables / "tables.md").read_text()
+    # the CLI reproduces the stage's page from the same tables; the HTML is the report's page
+    out = tmp_path / "again"
+    proc = subprocess.run([sys.executable, "-m", "lsqueeze", "claims", "--plan",
+                           str(tiny_run / "results/tiny/plan/tables.json"), "--claims",
+                           str(CLAIMS_FILE), "--tables", str(tables), "--out-dir", str(out),
+                           "--preset", "tiny", "--note", "a test preset"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    again = (out / "claims.md").read_text()
+    assert "a test preset" in again
+    assert again.split("**")[1] == md.split("**")[1]   # the same "k of N claims reproduced"
+    assert "<table>" in (out / "claims.html").read_text()
+
+
+def test_markdown_page_becomes_html():
+    page = to_html("# T\n\nSome **bold** `code`.\n\n| a | b |\n|---|---|\n| 1 | 2 |\n\n- one\n- two\n")
+    assert "<h1>T</h1>" in page and "<b>bold</b>" in page and "<code>code</code>" in page
+    assert "<th>a</th>" in page and "<td>2</td>" in page and page.count("<li>") == 2

@@ -1,0 +1,29 @@
+# Claims: the paper's headline claims (params/claims.yaml) checked against the aggregated tables,
+# one verdict per claim (lsqueeze.claims). Reads only what aggregate wrote; no model is loaded.
+CLAIMS = [f"{RES}/tables/claims.md", f"{RES}/tables/claims.parquet"]
+
+
+rule claims:
+    input:
+        plan=PLAN_FILE,
+        claims=f"{workflow.basedir}/params/claims.yaml",
+        long=f"{RES}/tables/measurements.parquet",
+        masking=f"{RES}/tables/masking.parquet",
+        compare=[f"{RES}/tables/table_{t}_compare.parquet" for t in TABLE_IDS],
+    output:
+        md=f"{RES}/tables/claims.md",
+        parquet=f"{RES}/tables/claims.parquet",
+        html=report(f"{RES}/tables/claims.html", caption="../report/claims.rst", category="Claims",
+                    labels={"table": "claims", "kind": "verdicts"}),
+    params:
+        code=fingerprint("claims_report"),
+        tables=f"{RES}/tables",
+        preset=config.get("preset", ""),
+        note=config.get("claims", {}).get("note", ""),
+    log:
+        f"{RES}/logs/claims.log",
+    localrule: True
+    shell:
+        "{PY:q} -m lsqueeze claims --plan {input.plan:q} --claims {input.claims:q}"
+        " --tables {params.tables:q} --out-dir {params.tables:q} --preset {params.preset:q}"
+        " --note {params.note:q} > {log:q} 2>&1"
