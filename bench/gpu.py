@@ -1,24 +1,36 @@
-"""GPU readiness in one call (a lent device, < 8 minutes): throughput, MFU, projected paper hours.
+"""GPU benchmark in one offline call (< 8 minutes on an H100): `bash bench/gpu.sh OUT_DIR`.
 
-    bash bench/gpu.sh            # on the device machine; writes $OUT/gpu.md and the BENCHMARKS.md section
+Sections, in order of importance, each written to OUT_DIR/gpu.json and OUT_DIR/gpu.md as soon as
+it is done (a run cut off by its time limit still leaves what it finished):
 
-Measures, on synthetic CIFAR-/MNIST-shaped batches (the device has no network), with the real
-training step of lsqueeze.train (loss, optimizer, autocast):
-- WRN-28-10 training images/s and MFU in bf16, eager vs channels_last vs torch.compile;
-- Madry CNN training steps/s;
-- PGD-20 images/s on WRN-28-10, eval mode: fp32 as evaluation runs it, bf16 as the training
-  adversary runs it;
-- projected single-GPU hours for each paper table from params/paper.yaml.
-FLOPs come from torch.utils.flop_counter (forward + backward of one training step).
+1. mnist — the pipeline's MNIST training as it runs: real `python -m lsqueeze train` processes on
+   one GPU (real MNIST if --mnist-raw points at the four .gz files, else a synthetic MNIST-shaped
+   set). Baseline: one process, plain loop (`cuda_graphs: false`). Then the same cell with the
+   CUDA-graph step, and k graph-step jobs sharing the GPU (LSQUEEZE_JOBS_PER_GPU=k, through the
+   pinning layer): aggregate steps/s vs the baseline. The baseline and the graph run train the
+   same seed: their test accuracy and largest weight difference are reported.
+2. wrn — one training step of the CIFAR recipe (SGD, loss, autocast as lsqueeze.train runs it)
+   on WRN-28-10 and on Madry's w28-10 where the package has it, bf16 and fp32 (TF32 convolutions,
+   PyTorch's default), NCHW eager / channels_last / channels_last + CUDA graph; images/s and MFU
+   (FLOPs from torch.utils.flop_counter, dense tensor-core peak of the GPU).
+3. pgd — PGD on the same models as evaluation runs it (eval mode, NHWC, fp32) and as the training
+   adversary runs it (bf16), in images×steps/s, against the training step's images/s; warmed up
+   at the timed batch size, so cuDNN's autotuning is outside the timing.
+4. compile — torch.compile + channels_last, bf16, WRN-28-10 (last: compiling takes a minute).
 
-`--smoke` runs the same code on the CPU with a WRN-10-1, one iteration, no compile: the test
-suite does, so a device session is never spent finding a bug in this script.
+Every number is measured in this one run on one GPU. `--smoke` runs the same code on the CPU at
+toy size (WRN-10-1, a few steps, two MNIST jobs of 20 steps): the test suite does, so a GPU run
+is never spent on a bug in this script.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -26,30 +38,18 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from lsqueeze import attacks
-from lsqueeze.config import RECIPES
+from lsqueeze import config as C
 from lsqueeze.models import build_model
 from lsqueeze.train import make_optimizer, regularized_loss
 
-# Dense bf16 tensor-core peaks (no sparsity), FLOP/s.
-PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12}
+REPO = Path(__file__).resolve().parents[1]
+# Dense (no sparsity) tensor-core peaks, FLOP/s: bf16, and TF32 for fp32 convolutions.
+PEAK = {"H100": {"bf16": 989e12, "fp32": 494.7e12}, "H200": {"bf16": 989e12, "fp32": 494.7e12},
+        "A100": {"bf16": 312e12, "fp32": 156e12}, "L40S": {"bf16": 362e12, "fp32": 183e12}}
 
 
-def peak(name: str) -> float | None:
-    return next((v for k, v in PEAK_BF16.items() if k in name), None)
-
-
-def step_fn(model, opt, recipe, channels_last: bool):
-    def step(x, y):
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(x.device.type, dtype=torch.bfloat16):
-            logits = model(x)
-        loss = regularized_loss(logits, y, 0.0, 10.0, recipe["ce_reduction"])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        return loss
-    return step
+def peak(name: str, precision: str) -> float | None:
+    return next((v[precision] for k, v in PEAK.items() if k in name), None)
 
 
 def sync(dev):
@@ -57,127 +57,320 @@ def sync(dev):
         torch.cuda.synchronize(dev)
 
 
-def time_steps(step, x, y, warmup: int, iters: int) -> float:
-    for _ in range(warmup):
+class Report:
+    """gpu.json + gpu.md in the output directory, rewritten (atomically) after every section."""
+
+    def __init__(self, out_dir: Path, header: dict):
+        self.dir = Path(out_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.res = dict(header)
+
+    def add(self, section: str, value) -> None:
+        self.res[section] = value
+        latest = value[-1] if isinstance(value, list) else value.get("runs", [value])[-1]
+        print(f"[{section}] {json.dumps(latest)}", flush=True)
+        for name, text in (("gpu.json", json.dumps(self.res, indent=1)),
+                           ("gpu.md", markdown(self.res))):
+            tmp = self.dir / f".{name}.tmp"
+            tmp.write_text(text + "\n")
+            tmp.replace(self.dir / name)
+
+
+# ---------------------------------------------------------------- WRN training step
+def wrn_archs(smoke: bool) -> dict:
+    """The standard WRN-28-10 and, where models.py has it, Madry's w28-10 (toy sizes in smoke)."""
+    archs = {"wrn-28-10": {"name": "wrn", "depth": 10 if smoke else 28, "widen": 1 if smoke else 10}}
+    madry = getattr(C, "MADRY_WRN", None)
+    if madry is not None:
+        arch = {**madry, **({"units": 1, "widen": 1} if smoke else {})}
+        try:
+            build_model({**C.RECIPES["cifar10"], "arch": arch}, (3, 32, 32))
+            archs["madry-w28-10"] = arch
+        except ValueError:
+            pass
+    return archs
+
+
+def train_step(model, opt, recipe, precision: str, channels_last: bool):
+    def step(x, y):
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=precision == "bf16",
+                            cache_enabled=False):
+            logits = model(x)
+        loss = regularized_loss(logits, y, 0.0, 10.0, recipe["ce_reduction"])
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=False)  # grads stay allocated: a graph replays into them
+        return loss
+    return step
+
+
+def graphed(step, x, y):
+    """The step as one CUDA graph (warm-up on a side stream, then capture); returns replay()."""
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            step(x, y)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
         step(x, y)
-    sync(x.device)
+    return lambda *_: graph.replay()
+
+
+def time_calls(fn, args, warmup: int, iters: int, dev) -> float:
+    for _ in range(warmup):
+        fn(*args)
+    sync(dev)
     t0 = time.perf_counter()
     for _ in range(iters):
-        step(x, y)
-    sync(x.device)
+        fn(*args)
+    sync(dev)
     return (time.perf_counter() - t0) / iters
 
 
-def train_flops(model, recipe, x, y) -> int:
+def flops_per_step(model, recipe, x, y) -> int:
     opt = make_optimizer(model, recipe)
     with FlopCounterMode(display=False) as counter:
-        step_fn(model, opt, recipe, False)(x, y)
+        train_step(model, opt, recipe, "fp32", False)(x, y)
+    opt.zero_grad(set_to_none=True)
     return counter.get_total_flops()
 
 
-def wrn_recipe(arch=None) -> dict:
-    """The CIFAR recipe, with a smaller WRN for the CPU smoke run."""
-    return {**RECIPES["cifar10"], **({"arch": arch} if arch else {})}
-
-
-def bench_wrn(dev, iters: int, compile_: bool, channels_last: bool, arch=None):
-    recipe = wrn_recipe(arch)
+def bench_wrn(dev, name, arch, precision, variant, iters, batch) -> dict:
+    recipe = {**C.RECIPES["cifar10"], "arch": arch}
     torch.manual_seed(0)
     model = build_model(recipe, (3, 32, 32)).to(dev)
-    if channels_last:
+    cl = variant != "eager"
+    if cl:
         model = model.to(memory_format=torch.channels_last)
-    x = torch.rand(recipe["batch_size"], 3, 32, 32, device=dev)
-    y = torch.randint(0, 10, (recipe["batch_size"],), device=dev)
-    flops = train_flops(model, recipe, x, y)
-    fwd = torch.compile(model) if compile_ else model
-    opt = make_optimizer(model, recipe)
-    sec = time_steps(step_fn(fwd, opt, recipe, channels_last), x, y, 15 if compile_ else 5, iters)
-    return {"images_per_s": recipe["batch_size"] / sec, "step_s": sec, "flops_per_step": flops}
+    x = torch.rand(batch, 3, 32, 32, device=dev)
+    y = torch.randint(0, 10, (batch,), device=dev)
+    flops = flops_per_step(model, recipe, x, y)
+    fwd = torch.compile(model) if variant == "compile+channels_last" else model
+    step = train_step(fwd, make_optimizer(model, recipe), recipe, precision, cl)
+    if variant == "channels_last+cuda_graph":
+        step = graphed(step, x, y)
+    warmup = 15 if variant.startswith("compile") else 5  # at the timed batch: autotune outside
+    sec = time_calls(step, (x, y), warmup, iters, dev)
+    p = peak(torch.cuda.get_device_name(dev) if dev.type == "cuda" else "", precision)
+    return {"arch": name, "precision": precision, "variant": variant, "batch": batch,
+            "images_per_s": batch / sec, "step_ms": sec * 1e3, "flops_per_step": flops,
+            "mfu": flops / sec / p if p else None}
 
 
-def bench_cnn(dev, iters: int):
-    recipe = RECIPES["mnist"]
-    model = build_model(recipe, (1, 28, 28)).to(dev)
-    x = torch.rand(50, 1, 28, 28, device=dev)
-    y = torch.randint(0, 10, (50,), device=dev)
-    sec = time_steps(step_fn(model, make_optimizer(model, recipe), recipe, False), x, y, 20, iters)
-    return {"steps_per_s": 1 / sec, "step_s": sec}
-
-
-def bench_pgd(dev, n: int = 512, arch=None) -> dict:
-    """PGD-20 as evaluation runs it (NHWC model, no autocast: evaluate.load_model) and as the
-    training adversary runs it (bf16)."""
-    model = build_model(wrn_recipe(arch), (3, 32, 32)).to(dev)
-    model = model.to(memory_format=torch.channels_last).eval()
+# ---------------------------------------------------------------- PGD
+def bench_pgd(dev, name, arch, n, steps) -> list[dict]:
+    recipe = {**C.RECIPES["cifar10"], "arch": arch}
+    model = build_model(recipe, (3, 32, 32)).to(dev).to(memory_format=torch.channels_last).eval()
     x = torch.rand(n, 3, 32, 32, device=dev)
     y = torch.randint(0, 10, (n,), device=dev)
-    out = {}
-    for label, bf16 in (("eval_fp32", False), ("train_adversary_bf16", True)):
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
-            attacks.pgd(model, x[:64], y[:64], 8 / 255, 2 / 255, 2)
+    out = []
+    for label, precision in (("eval fp32", "fp32"), ("train adversary bf16", "bf16")):
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            attacks.pgd(model, x, y, 8 / 255, 2 / 255, 2)  # same batch size: autotune done here
             sync(dev)
             t0 = time.perf_counter()
-            attacks.pgd(model, x, y, 8 / 255, 2 / 255, 20)
+            attacks.pgd(model, x, y, 8 / 255, 2 / 255, steps)
             sync(dev)
-        out[label] = {"images_per_s": n / (time.perf_counter() - t0)}
+        sec = time.perf_counter() - t0
+        out.append({"arch": name, "as": label, "precision": precision, "images": n,
+                    "steps": steps, "image_steps_per_s": n * steps / sec})
     return out
 
 
-def projection(step_s: dict) -> dict:
-    """Single-GPU hours per paper table: Σ over its cells of steps × (1 + adversary steps) × step time."""
-    from lsqueeze.config import build_plan, load_config
+# ---------------------------------------------------------------- MNIST: real train processes
+def mnist_data(out: Path, raw: str | None, smoke: bool) -> str:
+    if raw:
+        import shutil
 
-    plan = build_plan(load_config(Path(__file__).resolve().parents[1] / "params" / "paper.yaml"))
-    hours = {}
-    for table in plan.tables:
-        total = 0.0
-        for cid in {r["cell_id"] for r in table["rows"]}:
-            cell = plan.cells[cid]
-            per = step_s["cnn"] if cell["dataset"] == "mnist" else step_s["wrn"]
-            factor = 1 + (cell["adv"]["steps"] if cell["method"] == "adv" else 0)
-            total += cell["steps"] * factor * per
-        hours[table["id"]] = total / 3600
-    return hours
+        from lsqueeze.data import prepare
+
+        copy = out / "raw"  # decompressed files go here, not into the carried folder
+        copy.mkdir()
+        for gz in Path(raw).glob("*.gz"):
+            shutil.copy(gz, copy / gz.name)
+        prepare("mnist", out, raw_dir=copy)
+        return "real MNIST"
+    g = torch.Generator().manual_seed(0)
+    n_train, n_test = (500, 100) if smoke else (60_000, 10_000)
+    for split, n in (("train", n_train), ("test", n_test)):
+        torch.save({"x": torch.randint(0, 256, (n, 1, 28, 28), generator=g, dtype=torch.uint8),
+                    "y": torch.randint(0, 10, (n,), generator=g)}, out / f"{split}.pt")
+    return "synthetic MNIST-shaped data (accuracies are chance)"
 
 
-VARIANTS = (("eager", False, False), ("channels_last", False, True),
-            ("compile+channels_last", True, True))
-SMOKE_ARCH = {"name": "wrn", "depth": 10, "widen": 1}
+def train_jobs(data: Path, work: Path, tag: str, k: int, steps: int, graphs: bool,
+               timeout: float) -> dict:
+    """k concurrent `lsqueeze train` processes (different seeds), as Snakemake would start them."""
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "LSQUEEZE_JOBS_PER_GPU": str(k),
+           "LSQUEEZE_GPU_LOCK_DIR": str(work / f"locks-{tag}"), "OMP_NUM_THREADS": "1"}
+    procs, outs = [], []
+    t0 = time.perf_counter()
+    for seed in range(k):
+        cell = C.resolve_cell({}, {"dataset": "mnist", "alpha": 0.2, "sigma": 0.3,
+                                   "steps": steps, "seed": seed})
+        spec = {"id": C.cell_id(cell), "cell": cell, "recipe": C.RECIPES["mnist"]}
+        out = work / tag / str(seed)
+        opts = {"cuda_graphs": graphs, "checkpoint_every": 10 * steps}
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "lsqueeze", "train", "--spec", json.dumps(spec),
+             "--data-dir", str(data), "--out-dir", str(out), "--no-progress",
+             "--options", json.dumps(opts)], env=env, stdout=subprocess.DEVNULL,
+            stderr=open(work / f"{tag}-{seed}.log", "w")))
+        outs.append(out)
+    for p in procs:
+        try:
+            p.wait(timeout=max(1.0, timeout - (time.perf_counter() - t0)))
+        except subprocess.TimeoutExpired:
+            p.kill()
+    wall = time.perf_counter() - t0
+    metrics = [json.loads((o / "metrics.json").read_text()) for o in outs
+               if (o / "metrics.json").exists()]
+    if len(metrics) < k:
+        raise RuntimeError(f"{tag}: {k - len(metrics)} of {k} jobs did not finish "
+                           f"(logs in {work})")
+    loop_rates = [m["steps_done"] / m["wall_time_s"] for m in metrics]
+    return {"jobs": k, "cuda_graphs": graphs, "steps_per_job": steps, "wall_s": wall,
+            "steps_per_s_per_job": [round(r, 1) for r in loop_rates],
+            "aggregate_steps_per_s": sum(loop_rates),
+            "aggregate_incl_startup": k * steps / wall,
+            "test_accuracy": [m["test_accuracy"] for m in metrics], "out": [str(o) for o in outs]}
 
 
-def main(argv=None):
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--iters", type=int, default=30)
-    ap.add_argument("--out", default="gpu.json")
-    ap.add_argument("--smoke", action="store_true", help="CPU, WRN-10-1, one iteration, no compile")
+def bench_mnist(report: Report, dev, raw, smoke: bool, ks, base_steps: int, budget_s: float):
+    work = Path(tempfile.mkdtemp(prefix="lsqueeze-gpu-mnist-"))
+    data = work / "data"
+    data.mkdir()
+    what = mnist_data(data, raw, smoke)
+    res = {"data": what, "runs": []}
+    base = train_jobs(data, work, "plain-1", 1, base_steps, False, budget_s)
+    res["runs"].append(base)
+    report.add("mnist", res)
+    one = train_jobs(data, work, "graphs-1", 1, base_steps, True, budget_s)
+    res["runs"].append(one)
+    w0 = torch.load(Path(base["out"][0]) / "model.pt", weights_only=True)
+    w1 = torch.load(Path(one["out"][0]) / "model.pt", weights_only=True)
+    res["same_seed"] = {"steps": base_steps,
+                        "test_accuracy_plain": base["test_accuracy"][0],
+                        "test_accuracy_graphs": one["test_accuracy"][0],
+                        "max_abs_weight_diff": max(float((w0[k].float() - w1[k].float()).abs().max())
+                                                   for k in w0)}
+    report.add("mnist", res)
+    rate1 = one["aggregate_steps_per_s"]
+    for k in ks:  # steps per job: each run about budget/6 at the 1-job rate
+        steps = base_steps if smoke else int(min(max(rate1 * budget_s / 6, 2_000), 200_000))
+        res["runs"].append(train_jobs(data, work, f"graphs-{k}", k, steps, True, budget_s))
+        report.add("mnist", res)
+    base_rate = base["aggregate_steps_per_s"]
+    res["speedup_vs_one_plain_process"] = {
+        f"{r['jobs']} job(s), cuda_graphs={r['cuda_graphs']}": r["aggregate_steps_per_s"] / base_rate
+        for r in res["runs"]}
+    report.add("mnist", res)
+
+
+# ---------------------------------------------------------------- Markdown
+def markdown(res: dict) -> str:
+    lines = [f"GPU: {res.get('device')}, torch {res.get('torch')}, {res.get('date')}, "
+             f"commit {res.get('commit')}", ""]
+    m = res.get("mnist")
+    if m:
+        lines += [f"**MNIST training, real `lsqueeze train` processes on one GPU** ({m['data']})", "",
+                  "| jobs on the GPU | step | steps/job | steps/s per job | aggregate steps/s "
+                  "| × one plain process | a 400k-step cell at this per-job rate |",
+                  "|---|---|---|---|---|---|---|"]
+        base = m["runs"][0]["aggregate_steps_per_s"]
+        for r in m["runs"]:
+            lines.append(f"| {r['jobs']} | {'CUDA graph' if r['cuda_graphs'] else 'plain loop'} | "
+                         f"{r['steps_per_job']} | {', '.join(f'{v:.0f}' for v in r['steps_per_s_per_job'])} | "
+                         f"{r['aggregate_steps_per_s']:.0f} | {r['aggregate_steps_per_s'] / base:.2f}× | "
+                         f"{400_000 / min(r['steps_per_s_per_job']) / 60:.0f} min |")
+        if "same_seed" in m:
+            s = m["same_seed"]
+            lines += ["", f"Same seed, {s['steps']} steps: test accuracy {s['test_accuracy_plain']:.4f} "
+                      f"(plain) vs {s['test_accuracy_graphs']:.4f} (CUDA graph); largest weight "
+                      f"difference {s['max_abs_weight_diff']:.3g}.", ""]
+    rows = res.get("wrn", []) + res.get("compile", [])
+    if rows:
+        lines += [f"**WRN training step, batch {rows[0]['batch']}** (SGD step, loss and autocast of "
+                  "lsqueeze.train; MFU against the dense bf16 / TF32 peak)", "",
+                  "| model | precision | variant | images/s | ms/step | MFU |", "|---|---|---|---|---|---|"]
+        for r in rows:
+            mfu = f"{100 * r['mfu']:.1f}%" if r.get("mfu") else "n/a"
+            lines.append(f"| {r['arch']} | {r['precision']} | {r['variant']} | "
+                         f"{r['images_per_s']:,.0f} | {r['step_ms']:.2f} | {mfu} |")
+        lines.append("")
+    if res.get("pgd"):
+        lines += ["**PGD vs the training step** (images×steps/s; ratio = training images/s ÷ PGD "
+                  "images×steps/s, same model and precision, channels_last; goal ≤ 1.5)", "",
+                  "| model | PGD as | images × steps/s | training images/s | ratio |",
+                  "|---|---|---|---|---|"]
+        for r in res["pgd"]:
+            tr = next((w["images_per_s"] for w in res.get("wrn", []) if w["arch"] == r["arch"]
+                       and w["precision"] == r["precision"] and w["variant"] == "channels_last"),
+                      None)
+            ratio = f"{tr / r['image_steps_per_s']:.2f}" if tr else "n/a"
+            lines.append(f"| {r['arch']} | {r['as']} | {r['image_steps_per_s']:,.0f} | "
+                         f"{tr:,.0f} | {ratio} |" if tr else
+                         f"| {r['arch']} | {r['as']} | {r['image_steps_per_s']:,.0f} | n/a | n/a |")
+    return "\n".join(lines)
+
+
+def commit() -> str:
+    try:
+        return subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+                              capture_output=True, text=True, timeout=10).stdout.strip() or "?"
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--out-dir", default="bench/out")
+    ap.add_argument("--iters", type=int, default=20, help="timed WRN steps per variant")
+    ap.add_argument("--mnist-raw", help="directory with MNIST's four .gz files (else synthetic)")
+    ap.add_argument("--mnist-steps", type=int, default=4000, help="steps of the 1-job runs")
+    ap.add_argument("--jobs", default="2,4,8", help="jobs per GPU to try with the graph step")
+    ap.add_argument("--budget", type=float, default=120, help="seconds per MNIST run (limit)")
+    ap.add_argument("--skip", default="", help="comma-separated sections to skip")
+    ap.add_argument("--smoke", action="store_true", help="CPU, toy sizes, no compile")
     args = ap.parse_args(argv)
+    skip = set(filter(None, args.skip.split(",")))
     if args.smoke:
-        dev, name, arch, iters, n_pgd = torch.device("cpu"), "cpu (smoke)", SMOKE_ARCH, 1, 16
-        variants = VARIANTS[:2]
+        dev, name, batch, iters, n_pgd = torch.device("cpu"), "cpu (smoke)", 8, 1, 8
+        args.mnist_steps, ks, skip = 20, [2], skip | {"compile"}
     elif not torch.cuda.is_available():
         raise SystemExit("bench/gpu.py needs a CUDA device (or --smoke for a CPU check)")
     else:
-        dev, arch, iters, n_pgd, variants = torch.device("cuda"), None, args.iters, 512, VARIANTS
-        torch.backends.cudnn.benchmark = True
+        dev, batch, iters, n_pgd = torch.device("cuda"), 128, args.iters, 512
+        ks = [int(k) for k in args.jobs.split(",")]
+        torch.backends.cudnn.benchmark = True  # as cuDNN autotunes in any long run
         name = torch.cuda.get_device_name(dev)
-    res = {"device": name, "torch": torch.__version__, "wrn": {}}
-    for label, comp, cl in variants:
-        r = bench_wrn(dev, iters, comp, cl, arch)
-        p = peak(name)
-        r["mfu"] = r["flops_per_step"] / r["step_s"] / p if p else None
-        res["wrn"][label] = r
-        print(label, json.dumps(r), flush=True)
-    res["cnn"] = bench_cnn(dev, iters * 5)
-    res["pgd20_wrn"] = bench_pgd(dev, n_pgd, arch)
-    best = min(v["step_s"] for v in res["wrn"].values())
-    try:
-        res["projected_hours"] = projection({"wrn": best, "cnn": res["cnn"]["step_s"]})
-    except FileNotFoundError:
-        res["projected_hours"] = None
-    print(json.dumps(res, indent=1))
-    with open(args.out, "w") as fh:
-        json.dump(res, fh, indent=1)
-    return res
+    report = Report(args.out_dir, {"device": name, "torch": torch.__version__, "commit": commit(),
+                                   "date": time.strftime("%Y-%m-%d")})
+    if "mnist" not in skip:
+        bench_mnist(report, dev, args.mnist_raw, args.smoke, ks, args.mnist_steps, args.budget)
+    archs = wrn_archs(args.smoke)
+    if "wrn" not in skip:
+        rows = []
+        variants = ["eager", "channels_last"] + (["channels_last+cuda_graph"] if dev.type == "cuda" else [])
+        for precision in ("bf16", "fp32"):
+            for label, arch in archs.items():
+                for variant in variants:
+                    rows.append(bench_wrn(dev, label, arch, precision, variant, iters, batch))
+                    report.add("wrn", rows)
+    if "pgd" not in skip:
+        rows = []
+        for label, arch in archs.items():
+            rows += bench_pgd(dev, label, arch, n_pgd, 2 if args.smoke else 10)
+            report.add("pgd", rows)
+    if "compile" not in skip:
+        label, arch = next(iter(archs.items()))
+        report.add("compile", [bench_wrn(dev, label, arch, "bf16", "compile+channels_last",
+                                         iters, batch)])
+    return report.res
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 spent finding a bug in them. Speed itself is measured by the scripts, never asserted here."""
 
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -20,18 +22,53 @@ def mnist_dir(tmp_path_factory):
     return common.mnist(tmp_path_factory.mktemp("mnist"))
 
 
-def test_gpu_script_runs_on_cpu_smoke(tmp_path, one_thread):
-    import gpu
+def test_gpu_script_runs_offline_on_cpu_smoke(tmp_path):
+    """bench/gpu.sh as a GPU machine runs it (the interpreter's own torch, PYTHONPATH=src, no
+    install, no network), with --smoke: every section fills gpu.json and gpu.md."""
+    script = (REPO / "bench" / "gpu.sh").read_text()
+    assert "pip install" not in script and "http" not in script
+    env = {**os.environ, "OUT": str(tmp_path), "PYTHON": sys.executable, "OMP_NUM_THREADS": "1"}
+    env.pop("PYTHONPATH", None)
+    run = subprocess.run(["bash", str(REPO / "bench" / "gpu.sh"), "--smoke"], env=env,
+                         capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    res = json.loads((tmp_path / "gpu.json").read_text())
+    mnist = res["mnist"]
+    assert [(r["jobs"], r["cuda_graphs"]) for r in mnist["runs"]] == [(1, False), (1, True), (2, True)]
+    assert all(r["aggregate_steps_per_s"] > 0 for r in mnist["runs"])
+    assert mnist["same_seed"]["max_abs_weight_diff"] == 0  # on a CPU both runs are the plain loop
+    archs = {r["arch"] for r in res["wrn"]}
+    assert "wrn-28-10" in archs
+    for r in res["wrn"]:
+        assert r["images_per_s"] > 0 and r["flops_per_step"] > 0 and r["precision"] in ("bf16", "fp32")
+    assert {(r["arch"], r["precision"]) for r in res["pgd"]} == {(a, p) for a in archs
+                                                                for p in ("fp32", "bf16")}
+    md = (tmp_path / "gpu.md").read_text()
+    assert "aggregate steps/s" in md and "MFU" in md and "images × steps/s" in md
 
-    res = gpu.main(["--smoke", "--out", str(tmp_path / "gpu.json")])
-    assert json.loads((tmp_path / "gpu.json").read_text()) == res
-    for variant in ("eager", "channels_last"):
-        r = res["wrn"][variant]
-        assert r["images_per_s"] > 0 and r["flops_per_step"] > 0
-    assert res["cnn"]["steps_per_s"] > 0
-    assert set(res["pgd20_wrn"]) == {"eval_fp32", "train_adversary_bf16"}
-    hours = res["projected_hours"]
-    assert len(hours) >= 11 and all(h > 0 for h in hours.values())
+
+def test_reproduce_script_runs_a_table_through_the_cli(tmp_path):
+    """bench/gpu_reproduce.sh at toy size: digits28 for MNIST, one row of Table 2 (+ the
+    black-box source), every phase through the package CLI, tables written as it goes."""
+    env = {**os.environ, "OUT": str(tmp_path / "out"), "PYTHON": sys.executable,
+           "OMP_NUM_THREADS": "1"}
+    env.pop("PYTHONPATH", None)
+    run = subprocess.run(["bash", str(REPO / "bench" / "gpu_reproduce.sh"), "--smoke", "--rows", "1",
+                          "--scale", "0.00005", "--jobs", "2", "--work", str(tmp_path / "work")],
+                         env=env, capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    out = tmp_path / "out"
+    record = json.loads((out / "run.json").read_text())
+    assert all(job["rc"] == 0 for job in record["jobs"]), record["jobs"]
+    kinds = {job["job"].split("/")[0] for job in record["jobs"]}
+    assert {"data", "train", "craft", "white", "black"} <= kinds
+    assert set(record["phases"]) == {"data", "train", "white-box and crafting", "black-box"}
+    assert record["gpu"] and record["commit"] and record["wall_s"] > 0
+    import pandas as pd
+
+    table = pd.read_parquet(out / "table_2.parquet")
+    assert len(table) == 1 and table.notna().all().all()
+    assert (out / "measurements.parquet").exists() and "Table 2" in (out / "tables.md").read_text()
 
 
 def test_flop_count_of_a_training_step_is_about_three_forwards(one_thread):
@@ -47,7 +84,7 @@ def test_flop_count_of_a_training_step_is_about_three_forwards(one_thread):
     x, y = torch.rand(50, 1, 28, 28), torch.randint(0, 10, (50,))
     with FlopCounterMode(display=False) as fwd:
         model(x)
-    step = gpu.train_flops(model, recipe, x, y)
+    step = gpu.flops_per_step(model, recipe, x, y)
     assert 2.5 < step / fwd.get_total_flops() < 3.5  # backward ≈ 2× forward
 
 
