@@ -101,6 +101,14 @@ def _parser() -> argparse.ArgumentParser:
                    help='JSON: {"title", "labels": [...], "pixel_scales": [...], "eps"}')
     s.add_argument("--out", required=True)
 
+    s = sub.add_parser("claims", help="the paper's claims checked against the aggregated tables")
+    s.add_argument("--plan", required=True, help="tables plan JSON written by the Snakefile")
+    s.add_argument("--claims", required=True, help="claims file (params/claims.yaml)")
+    s.add_argument("--tables", required=True, help="directory of the aggregated tables")
+    s.add_argument("--out-dir", required=True, help="where claims.md/.html/.parquet go")
+    s.add_argument("--preset", default="", help="preset name, for the page")
+    s.add_argument("--note", default="", help="what limits this preset's verdicts (its scale)")
+
     # DVC versioning (lsqueeze.dvc_metrics, lsqueeze.restore): run by the stage in dvc.yaml
     s = sub.add_parser("metrics", help="summary numbers for `dvc metrics` + comparison CSV")
     s.add_argument("--plan", required=True, help="tables plan JSON written by the Snakefile")
@@ -129,6 +137,10 @@ def _parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("validate", help="validate a preset against the schema")
     s.add_argument("config")
+
+    s = sub.add_parser("plan", help="write the tables plan that aggregate and metrics read")
+    s.add_argument("--plan", type=_json, required=True, help="the plan (JSON), from the workflow")
+    s.add_argument("--out", required=True)
 
     s = sub.add_parser("make-preset", help="write params/paper.yaml + tableN.yaml from the CSV")
     s.add_argument("--csv", default=None, help="published values (default params/paper_tables.csv)")
@@ -209,7 +221,41 @@ def _device(args):
     return pick_device("auto", args.device)
 
 
+# What a job's JSON arguments must hold (the workflow writes them; a hand-run job may not).
+SPEC_KEYS = ("id", "cell", "recipe")
+ATTACK_KEYS = ("id", "paper", "pixel")
+
+
+def _bad_args(args) -> str | None:
+    """One line saying what is wrong with the JSON arguments, checked before any work: a wrong
+    shape would otherwise surface as a KeyError deep inside a job, a bad run option as a
+    ZeroDivisionError, and a misspelled one not at all."""
+    for name, keys in (("spec", SPEC_KEYS), ("attack", ATTACK_KEYS)):
+        value = getattr(args, name, None)
+        if value is None or (name == "spec" and args.command == "figure"):
+            continue
+        if not isinstance(value, dict):
+            return f"--{name}: expected a JSON object with keys {', '.join(keys)}"
+        missing = [k for k in keys if k not in value]
+        if missing:
+            return f"--{name}: missing key {missing[0]!r} (expected keys: {', '.join(keys)})"
+    if args.command == "train":
+        from lsqueeze.schema import ConfigError, validate_options
+
+        try:
+            validate_options(args.options)
+        except ConfigError as exc:
+            return str(exc)
+    if args.command == "figure" and not isinstance(args.spec, dict):
+        return "--spec: expected a JSON object"
+    return None
+
+
 def _run(args) -> int:
+    problem = _bad_args(args)
+    if problem:
+        print(f"lsqueeze {args.command}: error: {problem}", file=sys.stderr)
+        return 2
     _pin_gpu(args.command)
     if args.command == "data":
         from lsqueeze.data import DataError, prepare
@@ -267,6 +313,16 @@ def _run(args) -> int:
             figures.draw(args.kind, args.inputs, spec.get("labels", args.inputs),
                          spec.get("title", args.kind), args.out,
                          pixel_scales=spec.get("pixel_scales"), eps=spec.get("eps"))
+    elif args.command == "claims":
+        from lsqueeze.claims import ClaimsError
+        from lsqueeze.claims_report import run
+
+        try:
+            s = run(args.plan, args.claims, args.tables, args.out_dir, args.note, args.preset)
+        except ClaimsError as exc:
+            print(f"lsqueeze claims: error: {exc}", file=sys.stderr)
+            return 2
+        print(f"{s['reproduced']} of {s['total']} claims reproduced")
     elif args.command == "metrics":
         from lsqueeze.dvc_metrics import write_metrics
 
@@ -274,6 +330,7 @@ def _run(args) -> int:
         print(f"{m['within_tolerance']} of {m['compared']} numbers within ±{m['tolerance_pct']:g}")
     elif args.command in ("snapshot", "restore"):
         from lsqueeze import restore
+        from lsqueeze.schema import ConfigError
 
         try:
             if args.command == "snapshot":
@@ -284,7 +341,7 @@ def _run(args) -> int:
                 print(f"restored Snakemake metadata of {done['records']} outputs and the time "
                       f"order of {done['files']} files; skipped (absent or changed): "
                       f"{len(done['skipped'])}")
-        except restore.RestoreError as exc:
+        except (restore.RestoreError, ConfigError) as exc:
             print(f"lsqueeze {args.command}: error: {exc}", file=sys.stderr)
             return 2
     elif args.command == "cost":
@@ -315,6 +372,11 @@ def _run(args) -> int:
             print(f"lsqueeze validate: {exc}", file=sys.stderr)
             return 2
         print(f"{args.config}: valid")
+    elif args.command == "plan":
+        from lsqueeze.io import atomic_path
+
+        with atomic_path(args.out) as tmp:  # a unique temp name: no two writers share one
+            tmp.write_text(json.dumps(args.plan, indent=1, sort_keys=True) + "\n")
     elif args.command == "make-preset":
         from lsqueeze.presets import PAPER_CSV, write_presets
 

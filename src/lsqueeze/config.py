@@ -12,9 +12,10 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
-import yaml
-
-# The Madry recipes the paper reuses (DESIGN.md, "The science"); a preset may override any key.
+# The Madry recipes the paper reuses (DESIGN.md, "The science"; FIDELITY.md gives each key's
+# source); a preset may override any key. `ce_reduction` sets the CE scale Madry's learning rates
+# were tuned for; β means the same under either (lsqueeze.train.regularized_loss).
+MADRY_WRN = {"name": "madry_wrn", "units": 5, "widen": 10, "base": 16}  # cifar10_challenge "w28-10"
 RECIPES: dict[str, dict] = {
     "mnist": {
         "source": "mnist", "num_classes": 10, "pixel_scale": 1.0,
@@ -24,13 +25,13 @@ RECIPES: dict[str, dict] = {
     },
     "cifar10": {
         "source": "cifar10", "num_classes": 10, "pixel_scale": 255.0,
-        "arch": {"name": "wrn", "depth": 28, "widen": 10},
+        "arch": dict(MADRY_WRN),
         "optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 2e-4, "batch_size": 128,
         "lr_boundaries": [0.5, 0.75], "ce_reduction": "mean", "augment": "crop_flip",
     },
     "cifar100": {
         "source": "cifar100", "num_classes": 100, "pixel_scale": 255.0,
-        "arch": {"name": "wrn", "depth": 28, "widen": 10},
+        "arch": dict(MADRY_WRN),
         "optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 2e-4, "batch_size": 128,
         "lr_boundaries": [0.5, 0.75], "ce_reduction": "mean", "augment": "crop_flip",
     },
@@ -43,7 +44,8 @@ RECIPES: dict[str, dict] = {
     },
     "digits32": {
         "source": "digits32", "num_classes": 10, "pixel_scale": 255.0,
-        "arch": {"name": "wrn", "depth": 10, "widen": 1},
+        # Madry's design at his "non-wide" widths (16/16/32/64), one unit per stage
+        "arch": {"name": "madry_wrn", "units": 1, "widen": 1, "base": 16},
         "optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 2e-4, "batch_size": 64,
         "lr_boundaries": [0.5, 0.75], "ce_reduction": "mean", "augment": "crop_flip",
     },
@@ -65,6 +67,12 @@ CELL_DEFAULTS = {"method": "regularized", "alpha": 0.0, "beta": 0.0, "sigma": 0.
                  "clip_noise": False, "seed": 0}
 ATTACK_DEFAULTS = {"loss": "xent", "steps": 1, "step_size": None, "random_start": False,
                    "restarts": 1, "confidence": 50.0}
+
+
+# The workflow's wildcard patterns (workflow/rules/common.smk) for the path parts built from ids.
+# Every id made here must match them (lsqueeze.schema checks), else Snakemake finds no rule for a
+# file and reports a missing input that names nothing. `+`: num() writes 1e9 as 1e+09.
+WILDCARDS = {"dataset": "[a-z0-9]+", "tag": r"[A-Za-z0-9.+\-]+", "attack": r"[a-z0-9.+\-]+"}
 
 
 def num(x) -> str:
@@ -206,8 +214,10 @@ def _row_name(row: dict) -> str:
 def build_plan(config: dict) -> Plan:
     plan = Plan(config=config)
 
-    def add_cell(ref) -> str:
+    def add_cell(ref, seed=None) -> str:
         c = resolve_cell(config, ref)
+        if seed is not None:  # a row's `seeds:` trains its cell once per seed
+            c["seed"] = int(seed)
         cid = cell_id(c)
         plan.cells[cid] = c
         return cid
@@ -231,7 +241,8 @@ def build_plan(config: dict) -> Plan:
         by_name = {c["name"]: c for c in cols}
         rows = []
         for row in table["rows"]:
-            row = {**row, "cell_id": add_cell(row["cell"])}
+            ids = [add_cell(row["cell"], s) for s in row.get("seeds") or [None]]
+            row = {**row, "cell_id": ids[0], "cell_ids": ids}  # cell_id: the row's first seed
             # A row whose published number came from another attack than its column's names it
             # in `attacks: {column name: attack}`; the row is measured (and crafted) with that one.
             over = {}
@@ -244,7 +255,7 @@ def build_plan(config: dict) -> Plan:
             if over:
                 row["attack_ids"] = over
             rows.append(row)
-        for row in rows:
+        for row in ({**r, "cell_id": c} for r in rows for c in r["cell_ids"]):  # every seed
             ds = plan.cells[row["cell_id"]]["dataset"]
             for col in cols:
                 aid = row.get("attack_ids", {}).get(col["name"], col.get("attack_id"))
@@ -279,8 +290,11 @@ def build_plan(config: dict) -> Plan:
 
 
 def load_config(path) -> dict:
-    with open(path) as fh:
-        return yaml.safe_load(fh)
+    """A preset as data, read strictly: a duplicate key or a syntax error is a ConfigError naming
+    the file and line (lsqueeze.schema.read_yaml)."""
+    from lsqueeze.schema import read_yaml
+
+    return read_yaml(path)[0]
 
 
 def attack_record(plan: Plan, aid: str, dataset: str) -> dict:

@@ -33,6 +33,7 @@ from pathlib import Path
 
 import yaml
 
+from lsqueeze.config import load_config
 from lsqueeze.io import atomic_path
 
 STATE_NAME = "snakemake-state.json"
@@ -81,7 +82,7 @@ def snapshot(configfile, outs: list[str], root=".") -> Path:
     import snakemake
 
     root = Path(root).resolve()
-    config = yaml.safe_load(Path(configfile).read_text())
+    config = load_config(configfile)  # strict: a duplicate key is an error, as in the workflow
     for key, default in (("results", None), ("data_dir", "results/data")):
         path = config.get(key, default).rstrip("/")
         if not _covered(path, outs):
@@ -128,7 +129,7 @@ def restore(root=".", state_file=None, stage: str | None = "pipeline") -> dict:
     root = Path(root).resolve()
     if state_file is None:
         preset = yaml.safe_load((root / "params.yaml").read_text())["preset"]
-        config = yaml.safe_load((root / "params" / f"{preset}.yaml").read_text())
+        config = load_config(root / "params" / f"{preset}.yaml")
         state_file = state_path(config, root)
     state_file = Path(state_file)
     if not state_file.exists():

@@ -1,50 +1,268 @@
-"""Preset validation: JSON schema (params/schema.json) plus the checks a schema cannot express.
+"""Preset validation: strict YAML, the JSON schema (params/schema.json), and the checks a schema
+cannot express.
 
-Runs before any job: a bad preset fails naming the key and the allowed values.
+Runs before any job: a bad preset fails with one line per problem, naming the file, the line and
+the key (`params/x.yaml:12: config error at cells.smooth.sigma: nan is not a finite number`).
 """
 
 from __future__ import annotations
 
 import json
+import math
+import os
+import re
 from pathlib import Path
 
 import jsonschema
 import yaml
+from jsonschema.exceptions import best_match
 
 # The schema lives in params/ beside the presets; the package finds it from an editable install.
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "params" / "schema.json"
+MAX_ERRORS = 10
 
 
 class ConfigError(ValueError):
     pass
 
 
-def _where(error) -> str:
-    parts = [str(p) for p in error.absolute_path]
-    return ".".join(parts) if parts else "(top level)"
+class StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key given twice in one mapping is an error: plain
+    PyYAML keeps the last value silently, so a second `sigma:` would quietly replace the first."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor` may repeat
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.get(key)
+                except TypeError:  # unhashable key: the base class reports it
+                    continue
+                mark = key_node.start_mark
+                if first is not None:
+                    raise ConfigError(f"{self.name}:{mark.line + 1}:{mark.column + 1}: duplicate key "
+                                      f"{key!r} (first given on line {first.line + 1})")
+                seen[key] = mark
+        return super().construct_mapping(node, deep)
 
 
-def validate(config: dict, schema_path=SCHEMA_PATH) -> dict:
-    schema = json.loads(Path(schema_path).read_text())
-    validator = jsonschema.Draft202012Validator(schema)
-    errors = sorted(validator.iter_errors(config), key=lambda e: list(e.absolute_path))
-    if errors:
-        lines = []
-        for e in errors[:10]:
-            msg = e.message
-            if e.validator == "enum":
-                msg = f"{e.instance!r} is not allowed (allowed: {', '.join(map(str, e.validator_value))})"
-            lines.append(f"config error at {_where(e)}: {msg}")
-        raise ConfigError("\n".join(lines))
-    from lsqueeze.config import build_plan
+def read_yaml(path) -> tuple[object, yaml.Node | None]:
+    """(data, node tree) of a YAML (or JSON) file; any problem is a one-line ConfigError."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from None
+    loader = StrictLoader(text)
+    loader.name = str(path)
+    try:
+        node = loader.get_single_node()
+        data = loader.construct_document(node) if node is not None else None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        what = exc.problem or exc.context or "invalid YAML"
+        raise ConfigError(f"{where}: YAML syntax error: {what}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(exc).split())}") from None
+    finally:
+        loader.dispose()
+    return data, node
+
+
+def _locate(node, keys) -> tuple[int, int | None]:
+    """(how many leading keys of `keys` a YAML node tree has, 1-based line of the deepest one)."""
+    depth, line = 0, None
+    for key in keys:
+        if isinstance(node, yaml.MappingNode):
+            match = [(k, v) for k, v in node.value
+                     if isinstance(k, yaml.ScalarNode) and k.value == str(key)]
+            if not match:
+                break
+            line, node = match[-1][0].start_mark.line + 1, match[-1][1]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
+            node = node.value[key]
+            line = node.start_mark.line + 1
+        else:
+            break
+        depth += 1
+    return depth, line
+
+
+class _Where:
+    """`file:line: ` of a key: the file holding most of its path, the later one on a tie (as
+    Snakemake merges several --configfile, later files overriding earlier ones)."""
+
+    def __init__(self, sources):
+        self.sources = list(sources)  # [(path, YAML node tree)]
+
+    def __call__(self, keys) -> str:
+        best = (0, "")
+        for path, node in self.sources:
+            depth, line = _locate(node, keys)
+            if depth and depth >= best[0]:
+                best = (depth, f"{path}:{line}: ")
+        if not best[1] and len(self.sources) == 1:
+            return f"{self.sources[0][0]}: "
+        return best[1]
+
+
+def _dotted(keys) -> str:
+    return ".".join(map(str, keys))
+
+
+def _non_finite(obj, keys=()):
+    """Paths of NaN/inf numbers: JSON-schema bounds compare false with NaN, so `sigma: .nan`
+    would pass `minimum: 0` and train a model that diverges at once."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        yield keys, f"{obj!r} is not a finite number"
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _non_finite(v, (*keys, k))
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            yield from _non_finite(v, (*keys, i))
+
+
+def _schema_problem(error):
+    """(path, message) of a jsonschema error, pointing at the bad key itself where it can."""
+    if error.validator in ("oneOf", "anyOf") and error.context:
+        deepest = best_match(error.context)
+        if len(deepest.absolute_path) > len(error.absolute_path):
+            error = deepest
+    keys = tuple(error.absolute_path)
+    msg = error.message
+    if isinstance(error.schema, dict) and "errorMessage" in error.schema:  # the schema's own words
+        msg = f"{error.instance!r} {error.schema['errorMessage']}"
+    elif error.validator == "enum":
+        allowed = ", ".join(map(str, error.validator_value))
+        msg = f"{error.instance!r} is not allowed (allowed: {allowed})"
+    elif error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        known = set(error.schema.get("properties", {}))
+        extra = sorted(str(k) for k in error.instance if k not in known)
+        if extra:
+            keys = (*keys, extra[0])
+            msg = f"unknown key {extra[0]!r} (known: {', '.join(sorted(known))})"
+    elif error.validator == "type" and isinstance(error.instance, str):
+        try:
+            float(error.instance)
+            # YAML 1.1 reads 1e+09 (no dot) as text; 1.0e+09 is the number.
+            msg += " (YAML reads an exponent without a dot as text: write 1.0e+09, not 1e+09)"
+        except ValueError:
+            pass
+    return keys, msg
+
+
+def _path_problems(config):
+    for key in ("results", "data_dir"):
+        value = config.get(key)
+        if not isinstance(value, str):
+            continue
+        if not value.strip():
+            yield (key,), f"{value!r} names no directory (give e.g. results/<preset>)"
+        elif os.path.normpath(value) in ("/", "//"):
+            yield (key,), f"{value!r} is the filesystem root; give a directory of its own"
+
+
+def _table_problems(config):
+    first = {}
+    for i, table in enumerate(config.get("tables", [])):
+        tid = str(table["id"])
+        if tid in first:
+            yield ("tables", i, "id"), (f"duplicate table id {tid!r} (also tables.{first[tid]}.id): "
+                                        "each table is written to its own file")
+        first.setdefault(tid, i)
+        names = [c["name"] for c in table["columns"]]
+        for j, name in enumerate(names):
+            if name in names[:j]:
+                yield ("tables", i, "columns", j, "name"), f"duplicate column name {name!r}"
+
+
+def _plan_problems(config, schema):
+    """Checks on the resolved plan: every id must match the workflow's wildcard patterns (else
+    Snakemake reports a missing input that names nothing) and every merged recipe must name a
+    known architecture."""
+    from lsqueeze.config import WILDCARDS, build_plan
 
     try:
-        build_plan(config)
-    except (ValueError, KeyError) as exc:
-        raise ConfigError(f"config error: {exc}") from exc
+        plan = build_plan(config)
+    except (ValueError, KeyError, TypeError) as exc:
+        yield (), f"{exc}"
+        return
+    for cid in plan.cells:
+        dataset, tag = cid.split("/", 1)
+        if not re.fullmatch(WILDCARDS["tag"], tag):
+            yield ("cells",), f"cell id {cid!r} has characters a file name pattern cannot match"
+    for aid in plan.attacks:
+        if not re.fullmatch(WILDCARDS["attack"], aid):
+            yield ("attacks",), f"attack id {aid!r} has characters a file name pattern cannot match"
+    known = schema["$defs"]["recipe"]["properties"]["arch"]["properties"]["name"]["enum"]
+    for dataset in sorted({c["dataset"] for c in plan.cells.values()}):
+        name = plan.recipe(dataset).get("arch", {}).get("name")
+        if name not in known:
+            yield ("recipes", dataset, "arch", "name"), (
+                f"the recipe of {dataset!r} names no known architecture (got {name!r}; "
+                f"known: {', '.join(known)})")
+
+
+def _load_schema(schema_path=SCHEMA_PATH) -> dict:
+    return json.loads(Path(schema_path).read_text())
+
+
+def validate(config: dict, schema_path=SCHEMA_PATH, sources=()) -> dict:
+    """Raise ConfigError (one line per problem) unless `config` is a preset that can run.
+
+    `sources`: [(path, YAML node tree)] of the files the config was read from, so that each
+    problem names the file and line that holds the bad key.
+    """
+    where = _Where(sources)
+    if not isinstance(config, dict):
+        raise ConfigError(f"{where(())}a preset is a mapping of keys (preset, results, tables, ...), "
+                          f"not {type(config).__name__}")
+    schema = _load_schema(schema_path)
+    problems = list(_non_finite(config))
+    validator = jsonschema.Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path])
+    problems += [_schema_problem(e) for e in errors]
+    if not problems:  # the checks below rely on the schema's shapes
+        problems += list(_path_problems(config)) + list(_table_problems(config))
+    if not problems:
+        problems += list(_plan_problems(config, schema))
+    if problems:
+        lines = [f"{where(keys)}config error{' at ' + _dotted(keys) if keys else ''}: {msg}"
+                 for keys, msg in problems[:MAX_ERRORS]]
+        if len(problems) > MAX_ERRORS:
+            lines.append(f"... and {len(problems) - MAX_ERRORS} more")
+        raise ConfigError("\n".join(lines))
     return config
 
 
 def validate_file(path) -> dict:
-    with open(path) as fh:
-        return validate(yaml.safe_load(fh))
+    """Read a preset strictly (duplicate keys, syntax errors with line and column) and validate it."""
+    data, node = read_yaml(path)
+    return validate(data, sources=[(str(path), node)])
+
+
+def validate_sources(config: dict, paths, schema_path=SCHEMA_PATH) -> dict:
+    """Validate a config Snakemake has merged from `paths` (its --configfile files): each file is
+    re-read strictly first, since Snakemake's own loader keeps the last of two equal keys."""
+    sources = []
+    for path in paths:
+        _, node = read_yaml(path)
+        sources.append((str(path), node))
+    return validate(config, schema_path, sources)
+
+
+def validate_options(options, schema_path=SCHEMA_PATH) -> dict:
+    """Run options (`--options` of `lsqueeze train`) against the schema of a preset's `train:`."""
+    fragment = _load_schema(schema_path)["properties"]["train"]
+    problems = list(_non_finite(options))
+    problems += [_schema_problem(e) for e in jsonschema.Draft202012Validator(fragment).iter_errors(options)]
+    if problems:
+        keys, msg = problems[0]
+        raise ConfigError(f"--options: {_dotted(keys) + ': ' if keys else ''}{msg}")
+    return options

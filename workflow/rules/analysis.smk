@@ -16,8 +16,8 @@ rule analyze:
     log:
         f"{RES}/logs/analyze/{{dataset}}/{{tag}}.log",
     shell:
-        "OMP_NUM_THREADS={threads} {PY} -m lsqueeze analyze --device {DEVICE} --spec '{params.spec}' --model {input.model}"
-        " --data-dir $(dirname {input.test}) {params.n} --out {output} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} {PY:q} -m lsqueeze analyze --device {DEVICE} --spec {params.spec:q} --model {input.model:q}"
+        " --data-dir \"$(dirname {input.test:q})\" {params.n} --out {output:q} > {log:q} 2>&1"
 
 
 ANALYSIS = config.get("analysis", {})
@@ -42,9 +42,9 @@ rule landscape:
     log:
         f"{RES}/logs/landscape/{{dataset}}/{{tag}}-e{{eps}}.log",
     shell:
-        "OMP_NUM_THREADS={threads} {PY} -m lsqueeze landscape --device {DEVICE} --spec '{params.spec}' --model {input.model}"
-        " --data-dir $(dirname {input.test}) --eps {wildcards.eps} --points {params.points}"
-        " --images {params.images} --out {output} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} {PY:q} -m lsqueeze landscape --device {DEVICE} --spec {params.spec:q} --model {input.model:q}"
+        " --data-dir \"$(dirname {input.test:q})\" --eps {wildcards.eps} --points {params.points}"
+        " --images {params.images} --out {output:q} > {log:q} 2>&1"
 
 
 rule activations:
@@ -64,6 +64,6 @@ rule activations:
     log:
         f"{RES}/logs/activations/{{dataset}}/{{tag}}.log",
     shell:
-        "OMP_NUM_THREADS={threads} {PY} -m lsqueeze activations --device {DEVICE} --spec '{params.spec}' --model {input.model}"
-        " --data-dir $(dirname {input.test}) {params.n} --inactive-tol {params.tol} --out {output}"
-        " > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} {PY:q} -m lsqueeze activations --device {DEVICE} --spec {params.spec:q} --model {input.model:q}"
+        " --data-dir \"$(dirname {input.test:q})\" {params.n} --inactive-tol {params.tol} --out {output:q}"
+        " > {log:q} 2>&1"

@@ -19,6 +19,6 @@ rule craft:
     log:
         f"{RES}/logs/craft/{{dataset}}/{{source}}/{{attack}}.log",
     shell:
-        "OMP_NUM_THREADS={threads} {PY} -m lsqueeze craft --device {DEVICE} --spec '{params.spec}' --model {input.model}"
-        " --data-dir $(dirname {input.test}) --attack '{params.attack}' {params.n}"
-        " --batch-size {params.bs} --out {output} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} {PY:q} -m lsqueeze craft --device {DEVICE} --spec {params.spec:q} --model {input.model:q}"
+        " --data-dir \"$(dirname {input.test:q})\" --attack {params.attack:q} {params.n}"
+        " --batch-size {params.bs} --out {output:q} > {log:q} 2>&1"

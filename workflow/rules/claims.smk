@@ -25,5 +25,5 @@ rule claims:
     localrule: True
     shell:
         "{PY:q} -m lsqueeze claims --plan {input.plan:q} --claims {input.claims:q}"
-        " --tables {params.tables:q} --out-dir {params.tables:q} --preset {params.preset:q}"
-        " --note {params.note:q} > {log:q} 2>&1"
+        " --tables {params.tables:q} --out-dir {params.tables:q} --preset={params.preset:q}"
+        " --note={params.note:q} > {log:q} 2>&1"  # `=`: Snakemake's :q leaves '' unquoted, i.e. gone

@@ -1,14 +1,14 @@
 import json
 import sys
-from pathlib import Path
 
-from lsqueeze.config import attack_record, build_plan
+from lsqueeze.config import WILDCARDS, attack_record, build_plan
 from lsqueeze.fingerprint import fingerprint
-from lsqueeze.schema import ConfigError, validate
+from lsqueeze.schema import ConfigError, validate_sources
 
-# Fail before any job runs: schema + semantic checks, naming the bad key.
+# Fail before any job runs: schema + semantic checks, one line naming file, line and key. The
+# configfiles are re-read strictly (Snakemake's own loader keeps the last of two equal keys).
 try:
-    validate(config, workflow.source_path("../../params/schema.json"))
+    validate_sources(config, workflow.configfiles, workflow.source_path("../../params/schema.json"))
 except ConfigError as exc:
     raise WorkflowError(str(exc)) from None
 
@@ -26,11 +26,12 @@ DEVICE = config.get("device", "cuda")
 CODE = {stage: fingerprint(stage) for stage in ("data", "train", "evaluate", "analysis", "tables", "figures")}
 
 
+# One definition with lsqueeze.config, which checks that every id it makes matches them.
 wildcard_constraints:
-    dataset="[a-z0-9]+",
-    tag="[A-Za-z0-9.\-]+",
-    source="[A-Za-z0-9.\-]+",
-    attack="[a-z0-9.\-]+",
+    dataset=WILDCARDS["dataset"],
+    tag=WILDCARDS["tag"],
+    source=WILDCARDS["tag"],
+    attack=WILDCARDS["attack"],
 
 
 def cid(w):
@@ -59,17 +60,6 @@ ANALYSES = {f"{RES}/analysis/{c}/linear.parquet": c for c in sorted(PLAN.analyse
 METRICS = [metrics_path(c) for c in sorted(PLAN.cells)]
 
 
-def _write_if_changed(path, text):
-    """Parse-time plan file: rewritten only when its content changes, so its mtime tells
-    Snakemake exactly when the tables must be rebuilt."""
-    p = Path(path)
-    if not p.exists() or p.read_text() != text:
-        p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_suffix(".tmp")
-        tmp.write_text(text)
-        tmp.replace(p)
-
-
 def _tables_plan():
     datasets = {c["dataset"] for c in PLAN.cells.values()}
     return {
@@ -84,8 +74,11 @@ def _tables_plan():
     }
 
 
+# The tables plan is the output of rule tables_plan (report.smk), never written while the workflow
+# is read: a dry run writes nothing, and a preview with an edited preset cannot change the plan a
+# running aggregation reads. Its params carry the plan, so it is rewritten exactly when it changes.
 PLAN_FILE = f"{RES}/plan/tables.json"
-_write_if_changed(PLAN_FILE, json.dumps(_tables_plan(), indent=1, sort_keys=True, default=str))
+PLAN_JSON = json.dumps(_tables_plan(), sort_keys=True, default=str)
 
 TABLES = [f"{RES}/tables/measurements.parquet", f"{RES}/tables/tables.md"]
 TABLES += [f"{RES}/tables/table_{t['id']}.parquet" for t in PLAN.tables]

@@ -1,6 +1,9 @@
+import shlex
+
+
 def mirror_arg(w):
     mirror = config.get("mirrors", {}).get(w.dataset)
-    return f"--mirror {mirror}" if mirror else ""
+    return f"--mirror {shlex.quote(mirror)}" if mirror else ""
 
 
 rule data:
@@ -13,5 +16,5 @@ rule data:
     log:
         f"{DATA}/logs/{{dataset}}.log",
     shell:
-        "{PY} -m lsqueeze data --dataset {wildcards.dataset} --out-dir {DATA}/{wildcards.dataset}"
-        " --raw-dir {DATA}/raw/{wildcards.dataset} {params.mirror} > {log} 2>&1"
+        "{PY:q} -m lsqueeze data --dataset {wildcards.dataset} --out-dir \"$(dirname {output.train:q})\""
+        " --raw-dir {DATA:q}/raw/{wildcards.dataset} {params.mirror} > {log:q} 2>&1"

@@ -16,9 +16,9 @@ rule evaluate_white:
     log:
         f"{RES}/logs/white/{{dataset}}/{{tag}}/{{attack}}.log",
     shell:
-        "OMP_NUM_THREADS={threads} {PY} -m lsqueeze evaluate --device {DEVICE} --spec '{params.spec}' --model {input.model}"
-        " --data-dir $(dirname {input.test}) --attack '{params.attack}' {params.n}"
-        " --batch-size {params.bs} --out {output} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} {PY:q} -m lsqueeze evaluate --device {DEVICE} --spec {params.spec:q} --model {input.model:q}"
+        " --data-dir \"$(dirname {input.test:q})\" --attack {params.attack:q} {params.n}"
+        " --batch-size {params.bs} --out {output:q} > {log:q} 2>&1"
 
 
 rule evaluate_black:
@@ -36,5 +36,6 @@ rule evaluate_black:
     log:
         f"{RES}/logs/black/{{dataset}}/{{tag}}/{{source}}/{{attack}}.log",
     shell:
-        "OMP_NUM_THREADS={threads} {PY} -m lsqueeze transfer --spec '{params.spec}' --model {input.model}"
-        " --adv-set {input.adv} --source-metrics {input.source} --attack '{params.attack}' --out {output} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} {PY:q} -m lsqueeze transfer --spec {params.spec:q} --model {input.model:q}"
+        " --adv-set {input.adv:q} --source-metrics {input.source:q} --attack {params.attack:q}"
+        " --out {output:q} > {log:q} 2>&1"

@@ -2,7 +2,6 @@
 # per-model analysis Parquets of its cells in the figure's order.
 import json
 import re
-import shlex
 
 from lsqueeze.config import num
 
@@ -29,7 +28,7 @@ def figure_spec(w):
     scales = [PLAN.recipe(PLAN.cells[c]["dataset"])["pixel_scale"] for c in fig["cells"]]
     spec = {"title": fig["title"], "labels": fig["labels"], "pixel_scales": scales,
             "eps": fig["eps"]}
-    return shlex.quote(json.dumps(spec, sort_keys=True))
+    return json.dumps(spec, sort_keys=True)
 
 
 if FIGS:
@@ -51,5 +50,5 @@ if FIGS:
             f"{RES}/logs/figures/{{figure}}.log",
         localrule: True
         shell:
-            "MPLBACKEND=Agg {PY} -m lsqueeze figure --kind {params.kind} --spec {params.spec}"
-            " --inputs {input} --out {output.png} > {log} 2>&1"
+            "MPLBACKEND=Agg {PY:q} -m lsqueeze figure --kind {params.kind:q} --spec {params.spec:q}"
+            " --inputs {input:q} --out {output.png:q} > {log:q} 2>&1"

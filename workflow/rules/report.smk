@@ -4,6 +4,18 @@
 TABLE_IDS = [t["id"] for t in PLAN.tables]
 
 
+rule tables_plan:
+    output:
+        PLAN_FILE,
+    params:
+        plan=PLAN_JSON,  # the params trigger: rewritten exactly when the plan changes
+    log:
+        f"{RES}/logs/tables_plan.log",
+    localrule: True
+    shell:
+        "{PY:q} -m lsqueeze plan --plan {params.plan:q} --out {output:q} > {log:q} 2>&1"
+
+
 rule aggregate:
     input:
         plan=PLAN_FILE,
@@ -31,8 +43,8 @@ rule aggregate:
         f"{RES}/logs/aggregate.log",
     localrule: True
     shell:
-        "{PY} -m lsqueeze aggregate --plan {input.plan} --reference {input.reference}"
-        " --inputs {input.fragments} --out-dir {params.out} > {log} 2>&1"
+        "{PY:q} -m lsqueeze aggregate --plan {input.plan:q} --reference {input.reference:q}"
+        " --inputs {input.fragments:q} --out-dir {params.out:q} > {log:q} 2>&1"
 
 
 rule figure_summary:
@@ -48,4 +60,4 @@ rule figure_summary:
         f"{RES}/logs/figure_summary.log",
     localrule: True
     shell:
-        "{PY} -m lsqueeze figure --measurements {input} --out {output.png} > {log} 2>&1"
+        "{PY:q} -m lsqueeze figure --measurements {input:q} --out {output.png:q} > {log:q} 2>&1"

@@ -23,6 +23,6 @@ rule train:
     log:
         f"{RES}/logs/train/{{dataset}}/{{tag}}.log",
     shell:
-        "OMP_NUM_THREADS={threads} {PY} -m lsqueeze train --device {DEVICE} --spec '{params.spec}'"
-        " --data-dir $(dirname {input.train}) --out-dir {params.out} --options '{TRAIN_OPTIONS}'"
-        " --no-progress > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} {PY:q} -m lsqueeze train --device {DEVICE} --spec {params.spec:q}"
+        " --data-dir \"$(dirname {input.train:q})\" --out-dir {params.out:q} --options {TRAIN_OPTIONS:q}"
+        " --no-progress > {log:q} 2>&1"
