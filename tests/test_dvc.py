@@ -84,7 +84,7 @@ def test_repro_push_pull_restore_and_one_cell_edit(tmp_path):
     sh(a, "dvc", "repro")
     assert NOTHING in _dry_run(a).stdout, "DVC's commit of the outs disturbed Snakemake's state"
     metrics_a = json.loads((a / "metrics" / "tiny.json").read_text())
-    assert set(metrics_a["tables"]) == {"1", "2"}  # a few scalars per table, not every number
+    assert {"1", "2"} <= set(metrics_a["tables"])  # a few scalars per table, not every number
     assert all(len(t) <= 5 for t in metrics_a["tables"].values()), metrics_a
     csv_a = (a / "metrics" / "tiny_compare.csv").read_text()
     assert csv_a.startswith("table,cell,column,") and "\n2,smooth,Test," in csv_a
