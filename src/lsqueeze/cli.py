@@ -70,7 +70,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True)
 
     s = sub.add_parser("aggregate", help="long-form Parquet, paper tables, Markdown/HTML")
-    s.add_argument("--plan", required=True, help="tables plan JSON written by the Snakefile")
+    s.add_argument("--plan", required=True, help="the tables plan (<results>/plan/tables.json)")
     s.add_argument("--inputs", nargs="*", default=[], help="metrics/eval JSON fragments")
     s.add_argument("--reference", required=True, help="published values (paper_tables.csv)")
     s.add_argument("--out-dir", required=True)
@@ -102,7 +102,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True)
 
     s = sub.add_parser("claims", help="the paper's claims checked against the aggregated tables")
-    s.add_argument("--plan", required=True, help="tables plan JSON written by the Snakefile")
+    s.add_argument("--plan", required=True, help="the tables plan (<results>/plan/tables.json)")
     s.add_argument("--claims", required=True, help="claims file (params/claims.yaml)")
     s.add_argument("--tables", required=True, help="directory of the aggregated tables")
     s.add_argument("--out-dir", required=True, help="where claims.md/.html/.parquet go")
@@ -111,7 +111,7 @@ def _parser() -> argparse.ArgumentParser:
 
     # DVC versioning (lsqueeze.dvc_metrics, lsqueeze.restore): run by the stage in dvc.yaml
     s = sub.add_parser("metrics", help="summary numbers for `dvc metrics` + comparison CSV")
-    s.add_argument("--plan", required=True, help="tables plan JSON written by the Snakefile")
+    s.add_argument("--plan", required=True, help="the tables plan (<results>/plan/tables.json)")
     s.add_argument("--tables", required=True, help="directory of the aggregated tables")
     s.add_argument("--out", required=True, help="metrics JSON")
     s.add_argument("--csv", help="measured vs published CSV (for `dvc plots`)")
