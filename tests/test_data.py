@@ -20,8 +20,13 @@ def test_mnist_from_local_mirror_matches_checksums(tmp_path, http_server):
     url = http_server(SHARED_MNIST)
     paths = data.prepare("mnist", tmp_path / "mnist", mirror=url)
     x, y = data.load_split(paths["train"])
-    assert x.shape == (60000, 1, 28, 28) and x.dtype == torch.uint8
-    assert y.shape == (60000,) and set(y.unique().tolist()) == set(range(10))
+    # mnist_challenge's 55k: the official training file without its first 5,000 images
+    assert x.shape == (55000, 1, 28, 28) and x.dtype == torch.uint8
+    assert y.shape == (55000,) and set(y.unique().tolist()) == set(range(10))
+    from torchvision.datasets.mnist import read_image_file, read_label_file
+    raw = tmp_path / "mnist" / "raw"
+    assert torch.equal(x[:, 0], read_image_file(str(raw / "train-images-idx3-ubyte"))[5000:])
+    assert torch.equal(y, read_label_file(str(raw / "train-labels-idx1-ubyte"))[5000:].long())
     xt, yt = data.load_split(paths["test"])
     assert xt.shape == (10000, 1, 28, 28)
     # the decompressed files match the official MD5 sums

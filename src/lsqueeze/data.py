@@ -27,6 +27,10 @@ MNIST_RAW_MD5 = {
     "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
     "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
 }
+# mnist_challenge trains on `input_data.read_data_sets(...).train`: TensorFlow's reader holds out
+# the first 5,000 of the 60,000 training images as its validation set, so the training split is
+# images 5,000-59,999 (55,000). The 10,000 test images are the official test set.
+MNIST_VALIDATION = 5000
 CIFAR = {"cifar10": tvd.CIFAR10, "cifar100": tvd.CIFAR100}
 DATASETS = ("mnist", "cifar10", "cifar100", "digits28", "digits32")
 SPLITS = ("train", "test")
@@ -86,7 +90,8 @@ def _mnist(raw: Path, mirror: str) -> dict[str, dict]:
     for s, prefix in (("train", "train"), ("test", "t10k")):
         x = read_image_file(str(files[f"{prefix}-images-idx3-ubyte"]))[:, None]
         y = read_label_file(str(files[f"{prefix}-labels-idx1-ubyte"])).long()
-        split[s] = {"x": x.contiguous(), "y": y}
+        keep = slice(MNIST_VALIDATION, None) if s == "train" else slice(None)
+        split[s] = {"x": x[keep].contiguous(), "y": y[keep].contiguous()}
     return split
 
 
