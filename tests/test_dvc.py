@@ -101,8 +101,7 @@ def test_repro_push_pull_restore_and_one_cell_edit(tmp_path):
     assert "smooth" in (b / "plots-out" / "index.html").read_text()
     shown = json.loads(sh(b, "dvc", "metrics", "show", "--json").stdout)
     assert shown and "values" not in json.dumps(shown)
-    sh(b, "dvc", "pull")
-    out = sh(b, sys.executable, "-m", "lsqueeze", "restore").stdout
+    out = sh(b, sys.executable, "-m", "lsqueeze", "pull").stdout  # = make pull: dvc pull + restore
     assert "restored Snakemake metadata" in out
     dry = _dry_run(b)
     assert NOTHING in dry.stdout, dry.stdout[-3000:]
