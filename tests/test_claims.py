@@ -216,6 +216,12 @@ def test_claims_stage_on_the_tiny_run(tiny_run, tmp_path):
     t2 = pd.read_parquet(tables / "table_2.parquet")
     assert "Test sd" in t2.columns and sorted(t2["seeds"]) == [1, 2]
     assert "(2 seeds)" in (tables / "tables.md").read_text()
+    # the DVC metric: claims per verdict
+    from lsqueeze.dvc_metrics import summarize
+
+    metrics, _ = summarize(tiny_run / "results/tiny/plan/tables.json", tables)
+    assert metrics["claims"]["total"] == len(C.load_claims(CLAIMS_FILE))
+    assert metrics["claims"] == C.summary(res)
     # the CLI reproduces the stage's page from the same tables; the HTML is the report's page
     out = tmp_path / "again"
     proc = subprocess.run([sys.executable, "-m", "lsqueeze", "claims", "--plan",

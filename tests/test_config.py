@@ -28,7 +28,20 @@ def test_shared_cells_are_planned_once():
     cfg = yaml.safe_load((REPO / "tests/config/tiny.yaml").read_text())
     cfg["tables"][0]["rows"].append({"cell": {"dataset": "digits28", "method": "natural", "steps": 60}})
     plan = build_plan(cfg)
-    assert len(plan.cells) == 3
+    assert len(plan.cells) == 4  # natural, smooth, and squeeze with its two seeds
+
+
+def test_row_seeds_are_one_cell_each():
+    cfg = yaml.safe_load((REPO / "tests/config/tiny.yaml").read_text())
+    plan = build_plan(cfg)
+    row = plan.tables[1]["rows"][0]
+    assert row["cell_ids"] == ["digits28/ls0-sq0.5-gn0.5-k60-s0", "digits28/ls0-sq0.5-gn0.5-k60-s1"]
+    assert row["cell_id"] == row["cell_ids"][0]
+    assert {c for c, _ in plan.white} >= set(row["cell_ids"])   # every seed is attacked
+    assert {t for t, _, _ in plan.black} >= set(row["cell_ids"])
+    cfg["tables"][1]["rows"][0]["seeds"] = [0, 0]
+    with pytest.raises(ConfigError, match="seeds"):
+        validate(cfg)
 
 
 @pytest.fixture
@@ -59,7 +72,8 @@ def test_unknown_dataset_lists_allowed(demo):
 
 
 def test_presets_validate():
-    presets = [p for p in sorted((REPO / "params").glob("*.yaml")) if p.name != "paper_figures.yaml"]
+    presets = [p for p in sorted((REPO / "params").glob("*.yaml"))
+               if p.name not in ("paper_figures.yaml", "claims.yaml")]
     assert len(presets) >= 14  # paper, demo, mnist_cpu, table1..11
     for path in presets + [REPO / "tests/config/tiny.yaml"]:
         validate(yaml.safe_load(path.read_text()))

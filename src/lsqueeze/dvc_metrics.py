@@ -53,6 +53,11 @@ def summarize(plan_path, tables_dir) -> tuple[dict, list[dict]]:
     metrics.update({"compared": c["compared"], "within_tolerance": c["within"],
                     **{k: c[k] for k in ("uninformative", "measurements", "measurements_within",
                                          "measurements_uninformative", "replicate_spread")}})
+    claims = Path(tables_dir) / "claims.parquet"
+    if claims.exists():  # the claims stage's verdicts: claims reproduced / total, and the rest
+        from lsqueeze.claims import summary as claims_summary
+
+        metrics["claims"] = claims_summary(pd.read_parquet(claims))
     return metrics, rows
 
 

@@ -123,33 +123,53 @@ def _params(cell: dict) -> dict:
             "σ": None if adv else cell["sigma"], "k": int(cell["steps"])}
 
 
+def _over_seeds(long, row: dict, col: dict, analyses: dict, scale: float):
+    """(mean, sd, seeds measured) of one table entry over the row's seeds (`seeds:` in a preset
+    row: one cell per seed). The sample sd needs two seeds: with one it is None."""
+    vals = [v for v in (_measured(long, {**row, "cell_id": c}, col, analyses, scale)
+                        for c in row.get("cell_ids") or [row["cell_id"]]) if v is not None]
+    if not vals:
+        return None, None, 0
+    mean = sum(vals) / len(vals)
+    sd = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else None
+    return mean, sd, len(vals)
+
+
 def build_tables(plan: dict, long: pd.DataFrame, reference: pd.DataFrame, analyses: dict,
                  tolerance: float = 5.0) -> dict:
     """{table id: (paper-layout frame, comparison frame)}."""
     out = {}
     for table in plan["tables"]:
         layout, compare = [], []
+        seeded = any(len(r.get("cell_ids") or ()) > 1 for r in table["rows"])
         for row in table["rows"]:
             cell = plan["cells"][row["cell_id"]]
             scale = plan["pixel_scale"][cell["dataset"]]
             rec = {"cell_id": row["cell_id"], "model": row.get("label", ""), **_params(cell)}
             for col in table["columns"]:
-                m = _measured(long, row, col, analyses, scale)
+                m, sd, n_seeds = _over_seeds(long, row, col, analyses, scale)
                 p = published(reference, table, row, col)
                 d = None if m is None or p is None else m - p
                 rec[col["name"]] = m
+                if seeded:  # mean and sd columns where a row of the table has several seeds
+                    rec[f"{col['name']} sd"] = sd
+                    rec["seeds"] = len(row["cell_ids"])
                 compare.append({"table": table["id"], "paper_table": table.get("paper_table"),
                                 "row": row.get("paper_row"), "cell_id": row["cell_id"],
                                 "model": row.get("label", ""), "column": col["name"],
-                                "measured": m, "published": p, "delta": d,
-                                "within": None if d is None else abs(d) <= tolerance})
+                                "measured": m, "sd": sd, "n_seeds": n_seeds, "published": p,
+                                "delta": d, "within": None if d is None else abs(d) <= tolerance})
             layout.append(rec)
         names = [c["name"] for c in table["columns"]]
-        frame = pd.DataFrame(layout, columns=["cell_id", "model", *PAPER_PARAMS, *names])
-        frame = frame.astype({n: "float64" for n in names}).set_index(["cell_id", "model"])
+        sds = [f"{n} sd" for n in names] + ["seeds"] if seeded else []
+        frame = pd.DataFrame(layout, columns=["cell_id", "model", *PAPER_PARAMS, *names, *sds])
+        frame = frame.astype({n: "float64" for n in names + sds[:-1]})
+        frame = frame.set_index(["cell_id", "model"])
         cmp = pd.DataFrame(compare, columns=["table", "paper_table", "row", "cell_id", "model",
-                                             "column", "measured", "published", "delta", "within"])
-        cmp = cmp.astype({"measured": "float64", "published": "float64", "delta": "float64"})
+                                             "column", "measured", "sd", "n_seeds", "published",
+                                             "delta", "within"])
+        cmp = cmp.astype({"measured": "float64", "sd": "float64", "published": "float64",
+                          "delta": "float64"})
         # + measurement key, within/outside/uninformative, the paper's replicate spread
         out[table["id"]] = (frame, judge(cmp, table, plan, long, tolerance))
     return out
@@ -174,11 +194,15 @@ def _grid(table: dict, layout: pd.DataFrame, compare: pd.DataFrame, tolerance: f
     by = {(r.cell_id, r.column): r for r in compare.itertuples()}
     rows = []
     for (cid, model), rec in layout.iterrows():
-        cells = [(model or cid, False)] + [(_param(rec[k]), False) for k in PAPER_PARAMS[:3]]
+        seeds = int(rec["seeds"]) if "seeds" in rec and rec["seeds"] > 1 else 0
+        name = (model or cid) + (f" ({seeds} seeds)" if seeds else "")
+        cells = [(name, False)] + [(_param(rec[k]), False) for k in PAPER_PARAMS[:3]]
         cells.append((steps_tag(rec["k"]), False))
         for col in table["columns"]:
             c = by[(cid, col["name"])]
             text = _fmt(c.measured)
+            if c.n_seeds > 1:  # mean ± sd over the row's seeds
+                text += f" ± {_fmt(c.sd)}"
             if not _missing(c.published):
                 text += f" ({_fmt(c.published)}, Δ {_fmt(c.delta)})"
             cells.append((text, not _missing(c.delta) and abs(c.delta) > tolerance))
@@ -255,8 +279,8 @@ def _eq4_rows(plan: dict, analyses: dict) -> list[dict]:
     rows = []
     for table in plan["tables"]:
         for col in (c for c in table["columns"] if c.get("metric") == "predicted_accuracy"):
-            for row in table["rows"]:
-                cid = row["cell_id"]
+            ids = (c for row in table["rows"] for c in row.get("cell_ids") or [row["cell_id"]])
+            for cid in ids:  # every seed of a row
                 if cid not in analyses:
                     continue
                 cell = plan["cells"][cid]
