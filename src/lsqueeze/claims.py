@@ -145,9 +145,11 @@ class Context:
         return min(found) if found else self.default_n
 
     def tables(self, key) -> list[dict]:
-        """Preset tables for a selector's `table`: a paper table number, or a preset table id."""
+        """Preset tables for a selector's `table`: a paper table number, or a preset table id
+        (`strong` also selects `strong-mnist`, `strong-cifar10`, ...: one table per dataset)."""
         return [t for t in self.plan["tables"]
-                if (isinstance(key, int) and t.get("paper_table") == key) or str(t["id"]) == str(key)]
+                if (isinstance(key, int) and t.get("paper_table") == key)
+                or str(t["id"]) == str(key) or str(t["id"]).startswith(f"{key}-")]
 
     def select(self, sel: dict) -> list[tuple[tuple, str, list[dict]]]:
         """[(row key, row text, entries)] for a selector; a requested row that is absent comes
