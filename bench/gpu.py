@@ -205,7 +205,8 @@ def mnist_data(out: Path, raw: str | None, smoke: bool) -> str:
 def train_jobs(data: Path, work: Path, tag: str, k: int, steps: int, graphs: bool,
                timeout: float) -> dict:
     """k concurrent `lsqueeze train` processes (different seeds), as Snakemake would start them."""
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "LSQUEEZE_JOBS_PER_GPU": str(k),
+    path = os.pathsep.join(filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": path, "LSQUEEZE_JOBS_PER_GPU": str(k),
            "LSQUEEZE_GPU_LOCK_DIR": str(work / f"locks-{tag}"), "OMP_NUM_THREADS": "1"}
     procs, outs = [], []
     t0 = time.perf_counter()
@@ -292,12 +293,20 @@ def markdown(res: dict) -> str:
             lines += ["", f"Same seed, {s['steps']} steps: test accuracy {s['test_accuracy_plain']:.4f} "
                       f"(plain) vs {s['test_accuracy_graphs']:.4f} (CUDA graph); largest weight "
                       f"difference {s['max_abs_weight_diff']:.3g}.", ""]
+    for key in ("mnist_error", "pgd_error"):
+        if res.get(key):
+            lines += [f"**{key.split('_')[0]} failed:** {res[key]['error']}", ""]
     rows = res.get("wrn", []) + res.get("compile", [])
     if rows:
-        lines += [f"**WRN training step, batch {rows[0]['batch']}** (SGD step, loss and autocast of "
+        batch = next((r["batch"] for r in rows if "batch" in r), "?")
+        lines += [f"**WRN training step, batch {batch}** (SGD step, loss and autocast of "
                   "lsqueeze.train; MFU against the dense bf16 / TF32 peak)", "",
                   "| model | precision | variant | images/s | ms/step | MFU |", "|---|---|---|---|---|---|"]
         for r in rows:
+            if "error" in r:
+                lines.append(f"| {r['model']} | {r['precision']} | {r['variant']} | "
+                             f"failed: {r['error'][:80]} | | |")
+                continue
             mfu = f"{100 * r['mfu']:.1f}%" if r.get("mfu") else "n/a"
             lines.append(f"| {r['arch']} | {r['precision']} | {r['variant']} | "
                          f"{r['images_per_s']:,.0f} | {r['step_ms']:.2f} | {mfu} |")
@@ -308,7 +317,7 @@ def markdown(res: dict) -> str:
                   "| model | PGD as | images × steps/s | training images/s | ratio |",
                   "|---|---|---|---|---|"]
         for r in res["pgd"]:
-            tr = next((w["images_per_s"] for w in res.get("wrn", []) if w["arch"] == r["arch"]
+            tr = next((w["images_per_s"] for w in res.get("wrn", []) if w.get("arch") == r["arch"]
                        and w["precision"] == r["precision"] and w["variant"] == "channels_last"),
                       None)
             ratio = f"{tr / r['image_steps_per_s']:.2f}" if tr else "n/a"
@@ -316,6 +325,16 @@ def markdown(res: dict) -> str:
                          f"{tr:,.0f} | {ratio} |" if tr else
                          f"| {r['arch']} | {r['as']} | {r['image_steps_per_s']:,.0f} | n/a | n/a |")
     return "\n".join(lines)
+
+
+def safely(fn, *args, **what):
+    """One measurement; an error (a capture that fails, a job that times out) is recorded in its
+    row and the run goes on to the next one."""
+    try:
+        return fn(*args)
+    except Exception as exc:  # noqa: BLE001 - a one-shot GPU run must keep its other sections
+        print(f"error in {what}: {exc!r}", file=sys.stderr, flush=True)
+        return {**what, "error": f"{type(exc).__name__}: {exc}"[:500]}
 
 
 def commit() -> str:
@@ -341,6 +360,7 @@ def main(argv=None) -> dict:
     if args.smoke:
         dev, name, batch, iters, n_pgd = torch.device("cpu"), "cpu (smoke)", 8, 1, 8
         args.mnist_steps, ks, skip = 20, [2], skip | {"compile"}
+        args.budget = max(args.budget, 600)  # a busy CPU starts processes slowly
     elif not torch.cuda.is_available():
         raise SystemExit("bench/gpu.py needs a CUDA device (or --smoke for a CPU check)")
     else:
@@ -351,7 +371,10 @@ def main(argv=None) -> dict:
     report = Report(args.out_dir, {"device": name, "torch": torch.__version__, "commit": commit(),
                                    "date": time.strftime("%Y-%m-%d")})
     if "mnist" not in skip:
-        bench_mnist(report, dev, args.mnist_raw, args.smoke, ks, args.mnist_steps, args.budget)
+        failed = safely(bench_mnist, report, dev, args.mnist_raw, args.smoke, ks, args.mnist_steps,
+                        args.budget, section="mnist")
+        if failed:
+            report.add("mnist_error", failed)
     archs = wrn_archs(args.smoke)
     if "wrn" not in skip:
         rows = []
@@ -359,17 +382,22 @@ def main(argv=None) -> dict:
         for precision in ("bf16", "fp32"):
             for label, arch in archs.items():
                 for variant in variants:
-                    rows.append(bench_wrn(dev, label, arch, precision, variant, iters, batch))
+                    rows.append(safely(bench_wrn, dev, label, arch, precision, variant, iters,
+                                       batch, model=label, precision=precision, variant=variant))
                     report.add("wrn", rows)
     if "pgd" not in skip:
         rows = []
         for label, arch in archs.items():
-            rows += bench_pgd(dev, label, arch, n_pgd, 2 if args.smoke else 10)
+            got = safely(bench_pgd, dev, label, arch, n_pgd, 2 if args.smoke else 10, pgd=label)
+            rows += got if isinstance(got, list) else []
+            if not isinstance(got, list):
+                report.add("pgd_error", got)
             report.add("pgd", rows)
     if "compile" not in skip:
         label, arch = next(iter(archs.items()))
-        report.add("compile", [bench_wrn(dev, label, arch, "bf16", "compile+channels_last",
-                                         iters, batch)])
+        report.add("compile", [safely(bench_wrn, dev, label, arch, "bf16", "compile+channels_last",
+                                      iters, batch, model=label, precision="bf16",
+                                      variant="compile+channels_last")])
     return report.res
 
 

@@ -72,7 +72,8 @@ class Runner:
     def __init__(self, out: Path, work: Path, jobs: int):
         self.out, self.work, self.jobs = out, work, jobs
         self.log = []
-        self.env = {**os.environ, "PYTHONPATH": str(REPO / "src"),
+        path = os.pathsep.join(filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")]))
+        self.env = {**os.environ, "PYTHONPATH": path,
                     "LSQUEEZE_JOBS_PER_GPU": str(jobs), "OMP_NUM_THREADS": "1",
                     "LSQUEEZE_GPU_LOCK_DIR": str(work / "gpu-locks")}
 

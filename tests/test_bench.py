@@ -103,3 +103,17 @@ def test_train_bench_compares_four_loops(mnist_dir, one_thread):
                              "--data", str(mnist_dir), "--no-write"])
     assert len(best) == 4
     assert all(rate > 0 and 0 <= acc <= 1 for rate, acc in best.values())
+
+
+def test_a_failed_measurement_is_recorded_and_the_run_goes_on(tmp_path):
+    import gpu
+
+    def broken(*_):
+        raise RuntimeError("capture failed")
+
+    row = gpu.safely(broken, model="wrn-28-10", precision="bf16", variant="channels_last+cuda_graph")
+    assert row["error"] == "RuntimeError: capture failed" and row["variant"].endswith("graph")
+    report = gpu.Report(tmp_path, {"device": "x", "torch": "y"})
+    report.add("wrn", [row])
+    assert "failed: RuntimeError: capture failed" in (tmp_path / "gpu.md").read_text()
+    assert json.loads((tmp_path / "gpu.json").read_text())["wrn"] == [row]
