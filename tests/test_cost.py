@@ -44,7 +44,7 @@ def test_paper_tables_cost_what_their_cells_cost():
 
     sources = {plan.cells[s]["dataset"]: s for _, s, _ in plan.black}
     for table in plan.tables:
-        cells = {r["cell_id"] for r in table["rows"]}
+        cells = {c for r in table["rows"] for c in r["cell_ids"]}  # every seed of a row
         if any(col.get("threat") == "black" for col in table["columns"]):
             cells |= {sources[plan.cells[c]["dataset"]] for c in cells}
         got = est["tables"][str(table["id"])]

@@ -188,13 +188,17 @@ def job_costs(plan: Plan, times: StepTimes) -> Costs:
 
 def table_jobs(plan: Plan, table: dict) -> tuple[set[str], set[tuple]]:
     """The trainings and attack jobs one table needs on its own (black-box sources included)."""
-    rows = {r["cell_id"] for r in table["rows"]}
-    white = {("white", c, a) for c, a in plan.white if c in rows
-             and any(col.get("attack_id") == a and col.get("threat") == "white"
-                     for col in table["columns"])}
-    black = {("black", t, s, a) for t, s, a in plan.black if t in rows
-             and any(col.get("attack_id") == a and col.get("threat") == "black"
-                     for col in table["columns"])}
+    rows = {c for r in table["rows"] for c in r.get("cell_ids", [r["cell_id"]])}  # every seed
+
+    def attack_ids(threat):  # the columns' attacks and the rows' per-column overrides
+        ids = {col.get("attack_id") for col in table["columns"] if col.get("threat") == threat}
+        names = {col["name"] for col in table["columns"] if col.get("threat") == threat}
+        return ids | {a for r in table["rows"] for n, a in (r.get("attack_ids") or {}).items()
+                      if n in names}
+
+    white_ids, black_ids = attack_ids("white"), attack_ids("black")
+    white = {("white", c, a) for c, a in plan.white if c in rows and a in white_ids}
+    black = {("black", t, s, a) for t, s, a in plan.black if t in rows and a in black_ids}
     crafts = {("craft", s, a) for _, _, s, a in black}
     cells = rows | {s for _, s, _ in crafts}
     return cells, white | black | crafts
