@@ -27,7 +27,7 @@ from lsqueeze.io import code_version, device_name, load_torch, save_json, save_t
 from lsqueeze.models import build_model
 from lsqueeze.progress import DEFAULT_EVERY_S, Ticker
 
-TRAIN_DEFAULTS = {"checkpoint_every": 1000, "compile": False, "cuda_graphs": True, "device": "auto",
+TRAIN_DEFAULTS = {"checkpoint_every": 1000, "compile": False, "cuda_graphs": False, "device": "auto",
                   "eval_batch": 1000, "precision": "auto", "sync_every": 50}
 
 
@@ -256,10 +256,10 @@ def train(spec: dict, data_dir, out_dir, progress: bool = True, options: dict | 
           log_every: float | None = DEFAULT_EVERY_S, device_policy: str = "auto") -> dict:
     """Train one cell; write model.pt and metrics.json into out_dir (state.pt while running).
 
-    `options` (checkpoint_every, device, compile, eval_batch, precision, sync_every) say how to
-    run, not what to compute; `device_policy` is the preset's `device` (pick_device). Without the
-    bar (`progress=False`: a log file) a line with step, images/s, loss and ETA goes to stderr
-    every `log_every` seconds.
+    `options` (checkpoint_every, device, compile, cuda_graphs, eval_batch, precision,
+    sync_every) say how to run, not what to compute; `device_policy` is the preset's `device`
+    (pick_device). Without the bar (`progress=False`: a log file) a line with step, images/s,
+    loss and ETA goes to stderr every `log_every` seconds.
     """
     cell, recipe = spec["cell"], spec["recipe"]
     opts = {**TRAIN_DEFAULTS, **spec.get("train", {}), **(options or {})}
