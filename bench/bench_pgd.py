@@ -79,7 +79,7 @@ def main(argv=None):
     x, y = load_split(data / "test.pt")
     x, y = to_float(x[:args.n]), y[:args.n]
 
-    # The pipeline's evaluation jobs load models NHWC (lsqueeze.evaluate.load_model).
+    # The pipeline's evaluation jobs load models NHWC (lsqueeze.inputs.load_model).
     nhwc = copy.deepcopy(model).to(memory_format=torch.channels_last)
     ours(model, x[:8], y[:8], 1, 0), theirs(model, x[:8], y[:8], 1, 0)  # warm-up
     ours(nhwc, x[:8], y[:8], 1, 0)

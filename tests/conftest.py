@@ -34,9 +34,11 @@ def http_server():
         srv.server_close()
 
 
-def run_snakemake(workdir, *args, configfile=None, check=True, env=None):
-    """Run the repository's Snakefile with `workdir` as working directory (outputs land there)."""
-    cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--cores", "2"]
+def run_snakemake(workdir, *args, configfile=None, check=True, env=None, snakefile=None):
+    """Run the repository's Snakefile (or `snakefile`, e.g. a copied checkout's) with `workdir` as
+    working directory (outputs land there)."""
+    snakefile = snakefile or REPO / "Snakefile"
+    cmd = [SNAKEMAKE, "-s", str(snakefile), "--directory", str(workdir), "--cores", "2"]
     if configfile:
         cmd += ["--configfile", str(configfile)]
     proc = subprocess.run(cmd + list(args), capture_output=True, text=True,
@@ -44,6 +46,18 @@ def run_snakemake(workdir, *args, configfile=None, check=True, env=None):
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
     return proc
+
+
+def copy_checkout(dest) -> Path:
+    """The files a workflow run reads from its checkout (Snakefile, workflow/, params/, src/),
+    copied to `dest`: its code can be edited without touching the repository."""
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO / "Snakefile", dest / "Snakefile")
+    for name in ("workflow", "params", "src"):
+        shutil.copytree(REPO / name, dest / name,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    return dest
 
 
 @pytest.fixture(scope="module")

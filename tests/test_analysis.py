@@ -7,8 +7,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lsqueeze.activations import activation_magnitudes, cumulative_curve, inactive
-from lsqueeze.analysis import linear_model, predicted_accuracy
+from lsqueeze.activations import activation_magnitudes, inactive
+from lsqueeze.analysis import linear_model
+from lsqueeze.figures import cumulative_curve
+from lsqueeze.tables import predicted_accuracy
 from lsqueeze.landscape import grid, loss_landscape
 
 

@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from lsqueeze import attacks
+from lsqueeze import attacks, pgd
 from lsqueeze.data import digits, to_float
 from lsqueeze.evaluate import run_attack
 
@@ -194,14 +194,14 @@ def test_cw_margin_with_all_negative_logits():
     logits = torch.tensor([[-5.0, -1.0, -3.0], [-0.5, -4.0, -2.0], [-7.0, -6.0, -9.0]],
                           requires_grad=True)
     y = torch.tensor([0, 0, 2])
-    margin = attacks.cw_margin(logits, y)
+    margin = pgd.cw_margin(logits, y)
     assert torch.allclose(margin, torch.tensor([-4.0, 1.5, -3.0]))
     # Masking wrong classes by multiplying with zero would report max(0, ...) = 0 as the best
     # wrong logit here; the margin above must differ from that.
     onehot = nn.functional.one_hot(y, 3).float()
     buggy = (logits * onehot).sum(1) - ((1 - onehot) * logits).amax(1)
     assert not torch.allclose(margin, buggy)
-    loss = attacks.cw_loss(logits, y, confidence=50.0)
+    loss = pgd.cw_loss(logits, y, confidence=50.0)
     assert torch.allclose(loss, -(margin + 50.0))
     (grad,) = torch.autograd.grad(loss.sum(), logits)
     assert torch.equal(grad, torch.tensor([[-1.0, 1.0, 0.0], [-1.0, 0.0, 1.0], [0.0, 1.0, -1.0]]))

@@ -11,6 +11,7 @@ from lsqueeze import evaluate
 from lsqueeze.attacks import predict
 from lsqueeze.config import RECIPES, attack_id, build_plan, load_config, resolve_attack
 from lsqueeze.data import prepare, to_float
+from lsqueeze.inputs import load_model
 from lsqueeze.integrity import model_record
 from lsqueeze.io import load_torch, save_json, save_torch
 from lsqueeze.models import build_model
@@ -86,7 +87,7 @@ def test_craft_once_transfer_to_two_targets(world):
         assert rec["adv_set_hash"] == digest and rec["source_hash"] == blob["source_hash"]
         assert rec["kind"] == "black" and rec["n"] == n and rec["source_id"] == spec["id"]
         assert json.loads((root / "eval" / f"{name}.json").read_text())["correct"] == rec["correct"]
-        model = evaluate._model(tspec, tpath, blob["x_adv"], "cpu")
+        model = load_model(tspec, tpath, tuple(blob["x_adv"].shape[1:]), "cpu")
         assert rec["correct"] == int((predict(model, blob["x_adv"]) == blob["y"]).sum())
     # The set fools its own source more than it fools the other models (it was crafted there).
     assert blob["source_accuracy"] < min(r["accuracy"] for r in records.values())

@@ -5,7 +5,8 @@ run: one cell's σ -> that cell's training, its evaluations and the aggregation 
 attack -> re-evaluation without retraining; a table title -> the aggregation only; no edit ->
 nothing. Rules carry the full resolved spec as params, so Snakemake's params rerun-trigger is what
 makes this precise; the tables plan, a rule output whose params are the plan, is rewritten only
-when the tables' content changes.
+when the tables' content changes. Code edits are made in a copy of the checkout, whose Snakefile
+the whole module runs: the workflow fingerprints and runs its own checkout's code.
 """
 
 import re
@@ -15,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import run_snakemake
+from conftest import copy_checkout, run_snakemake
 
 pytestmark = pytest.mark.slow
 SMOOTH_OLD = "digits28/ls0.2-sq0-gn0.3-k60-s0"
@@ -24,19 +25,29 @@ SMOOTH_NEW = "digits28/ls0.2-sq0-gn0.4-k60-s0"
 DOWNSTREAM = {"tables_plan", "aggregate", "claims", "figure_summary", "all"}
 
 
-def planned(workdir, configfile, env=None) -> dict[str, list[str]]:
-    """{rule: [outputs of each job]} from a dry run."""
-    out = run_snakemake(workdir, "-n", configfile=configfile, env=env).stdout
-    jobs: dict[str, list[str]] = {}
-    rule = None
+def dry_run(workdir, configfile) -> list[dict]:
+    """The jobs of a dry run of the copied checkout: [{rule, output, reason}]."""
+    out = run_snakemake(workdir, "-n", configfile=configfile, snakefile=CHECKOUT["snakefile"]).stdout
+    jobs = []
     for line in out.splitlines():
         m = re.match(r"^(?:local)?rule (\w+):", line)
         if m:
-            rule = m.group(1)
-            jobs.setdefault(rule, [])
-        elif rule and line.strip().startswith("output:"):
-            jobs[rule].append(line.split("output:", 1)[1].strip())
+            jobs.append({"rule": m.group(1), "output": "", "reason": ""})
+        elif jobs and line.strip().startswith(("output:", "reason:")):
+            key, value = line.strip().split(":", 1)
+            jobs[-1][key] = value.strip()
     return jobs
+
+
+def planned(workdir, configfile) -> dict[str, list[str]]:
+    """{rule: [outputs of each job]} from a dry run."""
+    jobs: dict[str, list[str]] = {}
+    for job in dry_run(workdir, configfile):
+        jobs.setdefault(job["rule"], []).append(job["output"])
+    return jobs
+
+
+CHECKOUT: dict = {}
 
 
 def edit(path, fn):
@@ -47,10 +58,12 @@ def edit(path, fn):
 
 @pytest.fixture(scope="module")
 def work(tmp_path_factory, tiny_config):
+    checkout = copy_checkout(tmp_path_factory.mktemp("checkout"))
+    CHECKOUT.update(snakefile=checkout / "Snakefile", package=checkout / "src" / "lsqueeze")
     work = tmp_path_factory.mktemp("incremental")
     cfg = work / "preset.yaml"
     shutil.copy(tiny_config, cfg)
-    run_snakemake(work, configfile=cfg)
+    run_snakemake(work, configfile=cfg, snakefile=CHECKOUT["snakefile"])
     return work, cfg
 
 
@@ -59,7 +72,7 @@ def test_noop_rerun_does_nothing(work):
     assert planned(workdir, cfg) == {}
     plan_file = workdir / "results/tiny/plan/tables.json"
     before = plan_file.stat().st_mtime_ns
-    run_snakemake(workdir, "-n", configfile=cfg)  # parsing again must not touch the plan file
+    run_snakemake(workdir, "-n", configfile=cfg, snakefile=CHECKOUT["snakefile"])  # parsing again must not touch the plan file
     assert plan_file.stat().st_mtime_ns == before
 
 
@@ -84,33 +97,71 @@ def test_attack_edit_reevaluates_without_retraining(work):
     finally:
         cfg.write_text(original)
     assert set(jobs) == {"evaluate_white"} | DOWNSTREAM
-    # Table 2's two rows, each under the new 7-step attack
-    assert len(jobs["evaluate_white"]) == 2
+    # Table 2's rows (the squeeze row with seeds 0 and 1), each under the new 7-step attack
+    assert len(jobs["evaluate_white"]) == 3
     assert all("/white/pgd-xent-n7-" in o for o in jobs["evaluate_white"])
 
 
-def test_code_edits_rerun_their_stage_only(work, tmp_path):
-    """The package imported from an edited copy: a comment reruns nothing, a change to the
-    aggregation code re-aggregates only, a change to an attack re-evaluates without retraining."""
-    import lsqueeze
+@pytest.fixture
+def code_edit(work):
+    """Edit a module of the copied checkout's package; every edit is undone after the test."""
+    originals = {}
 
+    def apply(module, old, new):
+        path = CHECKOUT["package"] / module
+        text = originals.setdefault(path, path.read_text())
+        assert old in text, f"{old!r} not in {module}"
+        path.write_text(text.replace(old, new, 1))
+
+    yield apply
+    for path, text in originals.items():
+        path.write_text(text)
+
+
+def test_code_edits_rerun_their_stage_only(work, code_edit):
+    """A comment reruns nothing; the aggregation code re-aggregates only; the evaluation code
+    re-evaluates without retraining. The repository's own package (installed in the venv) is
+    unchanged: the workflow hashes the code of the checkout its Snakefile sits in."""
     workdir, cfg = work
-    pkg = tmp_path / "lsqueeze"
-    shutil.copytree(Path(lsqueeze.__file__).parent, pkg,
-                    ignore=shutil.ignore_patterns("__pycache__"))
-    env = {"PYTHONPATH": str(tmp_path)}
-
-    def jobs_after(path, old, new):
-        text = (pkg / path).read_text()
-        assert old in text
-        (pkg / path).write_text(text.replace(old, new, 1))
-        return planned(workdir, cfg, env)
-
-    assert jobs_after("train.py", "def regularized_loss(", "# a comment\ndef regularized_loss(") == {}
-    jobs = jobs_after("tables.py", "def ", "def _unused():\n    return 1\n\n\ndef ")
+    code_edit("step.py", "def regularized_loss(", "# a comment\ndef regularized_loss(")
+    assert planned(workdir, cfg) == {}
+    code_edit("tables.py", "def ", "def _unused():\n    return 1\n\n\ndef ")
+    jobs = planned(workdir, cfg)
     assert "aggregate" in jobs and set(jobs) <= DOWNSTREAM
-    jobs = jobs_after("evaluate.py", "def ", "def _unused():\n    return 1\n\n\ndef ")
+    code_edit("evaluate.py", "def ", "def _unused():\n    return 1\n\n\ndef ")
+    jobs = planned(workdir, cfg)
     assert {"evaluate_white", "evaluate_black"} <= set(jobs) and "train" not in jobs
+
+
+@pytest.mark.parametrize("module, old, new", [
+    ("attacks.py", 'if kind == "fgsm":', 'if kind == "fgsm" and True:'),  # the dispatcher
+    ("autoattack.py", "x, y = x.detach().clone()", "x, y = x.detach().clone() + 0"),
+])
+def test_evaluation_attack_edit_retrains_nothing(work, code_edit, module, old, new):
+    workdir, cfg = work
+    code_edit(module, old, new)
+    jobs = planned(workdir, cfg)
+    assert "train" not in jobs and "analyze" not in jobs
+    assert {"evaluate_white", "evaluate_black"} <= set(jobs)
+    # every evaluation and black-box set reruns, because every one ran the edited code
+    assert set(jobs) <= {"evaluate_white", "evaluate_black", "craft"} | DOWNSTREAM
+
+
+def test_training_loss_edit_reevaluates_only_through_the_retrained_models(work, code_edit):
+    """The loss is training code: every model retrains, and the evaluations rerun because their
+    model changed, never because the evaluation code did."""
+    workdir, cfg = work
+    code_edit("step.py", "total = total + beta", "total = total + 1.0 * beta")
+    jobs = dry_run(workdir, cfg)
+    rules = {j["rule"] for j in jobs}
+    assert "train" in rules and {"evaluate_white", "evaluate_black"} <= rules
+    n_cells = len(list((workdir / "results/tiny/models").glob("*/*/model.pt")))
+    assert len([j for j in jobs if j["rule"] == "train"]) == n_cells
+    for job in jobs:
+        if job["rule"] in {"evaluate_white", "evaluate_black", "craft", "analyze"}:
+            assert job["reason"].startswith("Input files updated by another job"), job
+            assert "Params have changed" not in job["reason"], job
+            assert "Code has changed" not in job["reason"], job
 
 
 def test_sigma_edit_reruns_only_that_cell(work):
@@ -121,7 +172,7 @@ def test_sigma_edit_reruns_only_that_cell(work):
     assert len(jobs["train"]) == 1 and f"models/{SMOOTH_NEW}/model.pt" in jobs["train"][0]
     for rule in ("evaluate_white", "evaluate_black"):
         assert len(jobs[rule]) == 1 and f"eval/{SMOOTH_NEW}/" in jobs[rule][0]
-    run_snakemake(workdir, configfile=cfg)
+    run_snakemake(workdir, configfile=cfg, snakefile=CHECKOUT["snakefile"])
     assert planned(workdir, cfg) == {}
     untouched = workdir / f"results/tiny/models/{SMOOTH_OLD}/model.pt"
     assert untouched.exists()  # the old cell's model is kept, not retrained or deleted

@@ -23,7 +23,8 @@ from lsqueeze.data import prepare
 from lsqueeze.integrity import DeviceError, checkpoint_key
 from lsqueeze.io import load_torch, save_torch
 from lsqueeze.schema import ConfigError, validate
-from lsqueeze.train import _resumable, pick_device, train
+from lsqueeze.device import pick_device
+from lsqueeze.train import _resumable, train
 
 from conftest import REPO, run_snakemake
 

@@ -13,9 +13,8 @@ from lsqueeze import config as C
 from lsqueeze.data import prepare
 from lsqueeze.io import load_torch
 from lsqueeze.models import MadryCNN, WideResNet
-from lsqueeze.train import (adv_spec, crop_flip, gaussian_noise, regularized_loss,
-                            resolve_precision, smoothed_targets, train, train_autocast,
-                            training_batch)
+from lsqueeze.step import crop_flip, gaussian_noise, regularized_loss, smoothed_targets, training_batch
+from lsqueeze.train import adv_spec, resolve_precision, train, train_autocast
 
 
 def spec(dataset="digits28", steps=300, recipe=None, train_opts=None, **cell):

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from lsqueeze.attacks import eval_mode
+from lsqueeze.device import eval_mode
 
 LAYERS = ("penultimate", "logits")
 
@@ -56,10 +56,3 @@ def activation_magnitudes(model, x, batch_size: int = 500, rel_tol: float = 0.0)
     frame["n_images"] = len(x)
     frame["rel_tol"] = rel_tol
     return frame
-
-
-def cumulative_curve(sum_abs) -> tuple[np.ndarray, np.ndarray]:
-    """Neurons sorted by summed |activation| (ascending) and the running total: the flat start of
-    the curve is the inactive neurons, its height the layer's total activation."""
-    s = np.sort(np.asarray(sum_abs, dtype=np.float64))
-    return np.arange(1, len(s) + 1), np.cumsum(s)

@@ -11,7 +11,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from lsqueeze.attacks import eval_mode
+from lsqueeze.activations import activation_magnitudes
+from lsqueeze.device import eval_mode, pick_device
+from lsqueeze.inputs import load_model, test_subset
+from lsqueeze.io import save_parquet
+from lsqueeze.landscape import loss_landscape
 from lsqueeze.progress import Ticker
 
 
@@ -56,14 +60,18 @@ def linear_model(model, x, y, batch_size: int = 256, label: str = "analyze") -> 
     return pd.concat(rows, ignore_index=True)
 
 
-def predicted_accuracy(frame: pd.DataFrame, eps: float) -> float:
-    """Eq. 4: share of images whose ε_L exceeds ε (misclassified images have ε_L < 0)."""
-    return float((frame["eps_L"] > eps).mean())
+def model_frame(spec, model_path, data_dir, out, compute, n=None, device="auto"):
+    """Run `compute(model, x, y) -> DataFrame` on the first n test images; save it as Parquet."""
+    device = pick_device(device)
+    x, y = test_subset(data_dir, n, device)
+    frame = compute(load_model(spec, model_path, tuple(x.shape[1:]), device), x, y)
+    frame.insert(0, "cell_id", spec["id"])
+    save_parquet(frame, out)
+    return frame
 
 
 def run_analyze(spec, model_path, data_dir, out, n=None, device="auto"):
     """Per-image linear-model quantities (linear_model) of the first n test images as Parquet."""
-    from lsqueeze.evaluate import model_frame
 
     def compute(model, x, y):
         return linear_model(model, x, y, label=f"analyze {spec['id']}")
@@ -77,8 +85,6 @@ def run_landscape(spec, model_path, data_dir, out, eps_max: float, points: int =
 
     eps_max is in the paper's units; the dataset's pixel scale (from the spec's recipe) converts.
     """
-    from lsqueeze.evaluate import model_frame
-    from lsqueeze.landscape import loss_landscape
 
     def compute(model, x, y):
         return loss_landscape(model, x, y, eps_max, points,
@@ -90,8 +96,6 @@ def run_landscape(spec, model_path, data_dir, out, eps_max: float, points: int =
 def run_activations(spec, model_path, data_dir, out, n=None, rel_tol: float = 0.0,
                     device="auto"):
     """Per-neuron activation magnitudes of the penultimate and logit layers (Figures 10, 11)."""
-    from lsqueeze.activations import activation_magnitudes
-    from lsqueeze.evaluate import model_frame
 
     def compute(model, x, y):
         return activation_magnitudes(model, x, rel_tol=rel_tol)

@@ -1,140 +1,28 @@
-"""L∞ attacks as small functions with explicit parameters, in [0,1] pixel units.
+"""Evaluation attacks: FGSM, PGD with nested random restarts, AutoAttack, and the dispatcher
+that runs an attack record; in [0,1] pixel units.
 
-Every function returns inputs within ε of `x` and inside [0,1], leaves the caller's tensors and the
-model's train/eval mode as they were, and takes gradients w.r.t. the input only.
-
-PGD follows Madry et al. and performs the same floating-point operations, in the same order, as
-torchattacks.PGD (uniform start, signed step, clamp δ to [-ε, ε], clamp x+δ to [0,1]), so the two
-agree to the last bit on CPU; tests/test_attacks.py checks that.
+Only evaluation and black-box crafting use this module, so editing it re-evaluates without
+retraining; the PGD step that training shares lives in lsqueeze/pgd.py. Every attack returns inputs
+within ε of `x` and inside [0,1], leaves the caller's tensors and the model's train/eval mode as
+they were, and takes gradients w.r.t. the input only.
 """
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-
-def xent_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Per-example cross-entropy."""
-    return F.cross_entropy(logits, y, reduction="none")
-
-
-def cw_margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Correct logit minus the best wrong logit.
-
-    The wrong classes are masked with -inf rather than multiplied by zero: squeezed models have
-    all-negative logits, and a zeroed correct entry would then win the max and hide the true margin.
-    """
-    correct = logits.gather(1, y[:, None]).squeeze(1)
-    wrong = logits.masked_fill(F.one_hot(y, logits.shape[1]).bool(), float("-inf")).amax(1)
-    return correct - wrong
-
-
-def cw_loss(logits, y, confidence: float = 50.0):
-    """Madry's CW loss, maximised by the attacker: -relu(margin + confidence)."""
-    return -F.relu(cw_margin(logits, y) + confidence)
-
-
-LOSSES = {"xent": xent_loss, "cw": cw_loss}
-
-
-def effective_eps(eps) -> float:
-    """ε as a finite number: None/inf mean unbounded (Table 9).
-
-    Images live in [0,1], so an L∞ ball of radius ≥ 1 around any image contains the whole box:
-    capping ε at 1 changes no projection, and it keeps ε·sign(0) and the random start finite
-    (∞·0 would be NaN).
-    """
-    eps = float("inf") if eps is None else float(eps)
-    if eps < 0:
-        raise ValueError(f"eps must be >= 0, got {eps}")
-    return min(eps, 1.0)
-
-
-@contextmanager
-def eval_mode(model, enabled: bool = True):
-    was_training = model.training
-    if enabled:
-        model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
-
-
-@contextmanager
-def frozen(model):
-    """Weights need no gradient during an attack: skip their bookkeeping, restore flags after."""
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    for p, _ in flags:
-        p.requires_grad_(False)
-    try:
-        yield model
-    finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
-
-
-def _input_grad(model, x, y, loss: str, confidence, reduction="sum"):
-    x = x.detach().requires_grad_(True)
-    logits = model(x).float()  # under autocast (the training adversary) the margin stays fp32
-    value = xent_loss(logits, y) if loss == "xent" else cw_loss(logits, y, confidence)
-    # Summed per-example losses (Madry's reduce_sum): each example's gradient is its own and does
-    # not depend on the batch size. "mean" (torchattacks) rescales by 1/N, which the sign step
-    # ignores except where float rounding flips the sign of a near-zero component.
-    if reduction not in ("sum", "mean"):
-        raise ValueError(f"reduction: unknown {reduction!r} (known: sum, mean)")
-    total = value.sum() if reduction == "sum" else value.mean()
-    (grad,) = torch.autograd.grad(total, x)
-    return grad
-
-
-def _project(x_adv, x, eps):
-    delta = torch.clamp(x_adv - x, min=-eps, max=eps)
-    return torch.clamp(x + delta, 0.0, 1.0).detach()
-
-
-def _check_loss(loss):
-    if loss not in LOSSES:
-        raise ValueError(f"loss: unknown {loss!r} (known: {', '.join(LOSSES)})")
+from lsqueeze.device import eval_mode
+from lsqueeze.pgd import check_loss, effective_eps, frozen, input_grad, pgd, project
 
 
 def fgsm(model, x, y, eps, loss="xent", confidence=50.0, in_eval=True, reduction="sum"):
     """One signed-gradient step of size ε from the clean image (no random start)."""
-    _check_loss(loss)
+    check_loss(loss)
     eps = effective_eps(eps)
     with eval_mode(model, in_eval), frozen(model):
-        grad = _input_grad(model, x, y, loss, confidence, reduction)
-    return _project(x.detach() + eps * grad.sign(), x.detach(), eps)
-
-
-def pgd(model, x, y, eps, step_size, steps, loss="xent", random_start=True, confidence=50.0,
-        in_eval=True, generator=None, reduction="sum", unit_start=None):
-    """Madry's PGD: optional uniform start in the ε-ball, then signed steps projected back.
-
-    reduction: how per-example losses combine before the input gradient ("sum", Madry's and the
-    default; "mean" reproduces torchattacks.PGD bit for bit).
-    unit_start: the random start as given draws in [-1, 1] (scaled by ε here) instead of a draw
-    from `generator`; the evaluation passes starts fixed per example and restart (random_starts).
-    """
-    _check_loss(loss)
-    eps = effective_eps(eps)
-    x = x.detach()
-    with eval_mode(model, in_eval), frozen(model):
-        x_adv = x.clone()
-        if random_start:
-            if unit_start is None:
-                noise = torch.empty_like(x).uniform_(-eps, eps, generator=generator)
-            else:
-                noise = eps * unit_start.to(device=x.device, dtype=x.dtype)
-            x_adv = torch.clamp(x_adv + noise, 0.0, 1.0)
-        for _ in range(int(steps)):
-            grad = _input_grad(model, x_adv, y, loss, confidence, reduction)
-            x_adv = _project(x_adv + step_size * grad.sign(), x, eps)
-    return x_adv
+        grad = input_grad(model, x, y, loss, confidence, reduction)
+    return project(x.detach() + eps * grad.sign(), x.detach(), eps)
 
 
 def random_starts(shape, seed: int, restart: int, index) -> torch.Tensor:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from lsqueeze.attacks import _project, effective_eps, eval_mode
+from lsqueeze.device import eval_mode
+from lsqueeze.pgd import effective_eps, project
 
 VERSIONS = ("standard", "plus", "rand")
 
@@ -37,4 +38,4 @@ def autoattack(model, x, y, eps, version: str = "standard", seed: int = 0):
                                           n_classes=n_classes, seed=int(seed))
             x_adv = atk(x, y)
     # The library's sub-attacks stay inside the ball up to rounding; make it exact.
-    return _project(x_adv.to(x.dtype), x, eps)
+    return project(x_adv.to(x.dtype), x, eps)

@@ -12,9 +12,11 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
+from lsqueeze.yamlfile import read_yaml
+
 # The Madry recipes the paper reuses (DESIGN.md, "The science"; FIDELITY.md gives each key's
 # source); a preset may override any key. `ce_reduction` sets the CE scale Madry's learning rates
-# were tuned for; β means the same under either (lsqueeze.train.regularized_loss).
+# were tuned for; β means the same under either (lsqueeze.step.regularized_loss).
 MADRY_WRN = {"name": "madry_wrn", "units": 5, "widen": 10, "base": 16}  # cifar10_challenge "w28-10"
 RECIPES: dict[str, dict] = {
     "mnist": {
@@ -291,9 +293,7 @@ def build_plan(config: dict) -> Plan:
 
 def load_config(path) -> dict:
     """A preset as data, read strictly: a duplicate key or a syntax error is a ConfigError naming
-    the file and line (lsqueeze.schema.read_yaml)."""
-    from lsqueeze.schema import read_yaml
-
+    the file and line (lsqueeze.yamlfile.read_yaml)."""
     return read_yaml(path)[0]
 
 

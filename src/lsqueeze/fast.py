@@ -33,7 +33,7 @@ import sys
 
 import torch
 
-from lsqueeze.train import regularized_loss, training_batch
+from lsqueeze.step import regularized_loss, training_batch
 
 WARMUP = 3  # eager steps before capture: lazy optimizer state, cuDNN/cuBLAS handles, allocator
 ON_DEVICES = ("cuda",)  # where `train` uses it (tests add "cpu": the same step, run eagerly)

@@ -17,12 +17,18 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from lsqueeze.activations import cumulative_curve  # noqa: E402
 from lsqueeze.io import atomic_path  # noqa: E402
 
 STYLE = {"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "legend.fontsize": 8,
          "axes.grid": True, "grid.alpha": 0.3, "figure.titlesize": 12}
 COLORS = plt.get_cmap("tab10").colors
+
+
+def cumulative_curve(sum_abs) -> tuple[np.ndarray, np.ndarray]:
+    """Neurons sorted by summed |activation| (ascending) and the running total: the flat start of
+    the curve is the inactive neurons, its height the layer's total activation."""
+    s = np.sort(np.asarray(sum_abs, dtype=np.float64))
+    return np.arange(1, len(s) + 1), np.cumsum(s)
 
 
 def vector_path(out) -> Path:
@@ -92,7 +98,8 @@ def figure_linear(frames, labels, title, out, pixel_scales, eps=None) -> None:
     ax[1, 0].set_title("denominator of Eq. 4")
     legend = list(labels)
     if eps is not None:
-        # the share with ε_L > ε, as analysis.predicted_accuracy (not imported: it loads torch)
+        # the share with ε_L > ε, as tables.predicted_accuracy (not imported: figures must not
+        # rerun when the table code changes)
         legend = [f"{lab}: Eq. 4 predicted accuracy at ε = {eps:g}: "
                   f"{100 * np.mean(f['eps_L'] > eps / s):.1f}%"
                   for lab, f, s in zip(labels, frames, pixel_scales)]

@@ -10,6 +10,10 @@ tree with docstrings removed and written back as normalized source, so comments,
 formatting never retrain a model; any change to the code itself does. (The normalized source is
 Python's `ast.unparse`, which a new Python minor version may spell differently: after such an
 upgrade, check `snakemake -n` and use `--touch` if you trust the old results.)
+
+`root` is the package directory whose code the jobs run: the workflow passes its own checkout's
+src/lsqueeze and runs its jobs from there, so two checkouts sharing one virtual environment each
+fingerprint, and run, their own code.
 """
 
 from __future__ import annotations
@@ -26,10 +30,19 @@ PLUMBING = frozenset({"__init__", "__main__", "cli", "dvc_metrics", "fingerprint
                       "integrity", "io", "presets", "restore", "schema"})
 
 
+def _is_main_block(node) -> bool:
+    return (isinstance(node, ast.If) and isinstance(node.test, ast.Compare)
+            and isinstance(node.test.left, ast.Name) and node.test.left.id == "__name__"
+            and len(node.test.comparators) == 1 and isinstance(node.test.comparators[0], ast.Constant)
+            and node.test.comparators[0].value == "__main__")
+
+
 def _normalized(path: Path) -> tuple[str, set[str]]:
     """The module's code without comments, docstrings or formatting, and the lsqueeze modules
     it imports."""
     tree = ast.parse(path.read_text(), filename=str(path))
+    # `python -m lsqueeze.<module>` code: a job imports the module and never runs it.
+    tree.body = [node for node in tree.body if not _is_main_block(node)] or [ast.Pass()]
     imports = set()
     for node in ast.walk(tree):
         body = getattr(node, "body", None)

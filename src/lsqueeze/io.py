@@ -1,4 +1,8 @@
-"""Atomic file output and provenance: a killed job never leaves a file that looks done."""
+"""Atomic file output and provenance: a killed job never leaves a file that looks done.
+
+torch is imported where a tensor is read or written, not here: the aggregation (tables, figures,
+claims) writes through this module and must not pay torch's import time.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +13,6 @@ import subprocess
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-
-import torch
 
 
 def _umask() -> int:
@@ -53,11 +55,15 @@ def save_torch(obj, path) -> None:
     # Through a file handle: torch.save(obj, <path>) records the (random) temp file name in the
     # archive, so identical tensors would hash differently and provenance hashes would lie.
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        import torch
+
         torch.save(obj, fh)
 
 
 def load_torch(path, map_location="cpu"):
     """Load a tensor file written by this package; never unpickles arbitrary objects."""
+    import torch
+
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
@@ -93,7 +99,9 @@ def code_version() -> str:
     return __version__
 
 
-def device_name(device: torch.device) -> str:
+def device_name(device) -> str:
+    import torch
+
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"cpu ({torch.get_num_threads()} threads)"

@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from lsqueeze.attacks import eval_mode
+from lsqueeze.device import eval_mode
 
 PLANES = ("random", "adversarial")
 

@@ -20,7 +20,6 @@ from pathlib import Path
 import pandas as pd
 
 from lsqueeze.agreement import counts, headline, judge
-from lsqueeze.analysis import predicted_accuracy
 from lsqueeze.config import cell_id, config_hash, steps_tag
 from lsqueeze.io import atomic_path, save_parquet
 from lsqueeze.tablemeta import (caption, masking_html, measurements_html, provenance,
@@ -30,6 +29,11 @@ CELL_COLS = ["cell_id", "dataset", "method", "alpha", "beta", "sigma", "steps", 
 ATTACK_COLS = ["threat", "attack_id", "attack", "loss", "attack_steps", "eps", "step_size",
                "restarts", "random_start", "source_id"]
 PAPER_PARAMS = ["α", "β", "σ", "k"]  # the paper's "defense params" columns
+
+
+def predicted_accuracy(frame: pd.DataFrame, eps: float) -> float:
+    """Eq. 4: share of images whose ε_L exceeds ε (misclassified images have ε_L < 0)."""
+    return float((frame["eps_L"] > eps).mean())
 
 
 def _cell_cols(cell: dict) -> dict:

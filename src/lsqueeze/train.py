@@ -11,48 +11,23 @@ import math
 import signal
 import sys
 import time
-from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
-from lsqueeze import attacks
 from lsqueeze.data import load_split, to_float
+from lsqueeze.device import eval_mode, pick_device
+from lsqueeze.fast import graphed_step
 from lsqueeze.fingerprint import fingerprint
-from lsqueeze.integrity import (DEVICE_POLICIES, DeviceError, checkpoint_key, model_record,
-                                no_gpu_message, stale_reason)
+from lsqueeze.integrity import checkpoint_key, model_record, stale_reason
 from lsqueeze.io import code_version, device_name, load_torch, save_json, save_torch
 from lsqueeze.models import build_model
 from lsqueeze.progress import DEFAULT_EVERY_S, Ticker
+from lsqueeze.step import regularized_loss, training_batch
 
 TRAIN_DEFAULTS = {"checkpoint_every": 1000, "compile": False, "cuda_graphs": False, "device": "auto",
                   "eval_batch": 1000, "precision": "auto", "sync_every": 50}
-
-
-def pick_device(name="auto", need: str = "auto") -> torch.device:
-    """The job's device, checked before any work starts.
-
-    `name` is a device the user chose (the `train.device` run option; a torch.device), or "auto".
-    `need` is the preset's `device`: "cuda" (GPU presets) refuses to fall back to the CPU, "auto"
-    falls back with a warning, "cpu" runs on the CPU. A GPU job on a CPU would run for days and
-    look like a success, so it is an error unless the preset says the CPU is fine."""
-    if need not in DEVICE_POLICIES:
-        raise DeviceError(f"device: unknown {need!r} (known: {', '.join(DEVICE_POLICIES)})")
-    if str(name) != "auto":
-        if str(name).startswith("cuda") and not torch.cuda.is_available():
-            raise DeviceError(f"device {str(name)!r}: " + no_gpu_message(need))
-        return torch.device(name)
-    if need == "cpu":
-        return torch.device("cpu")
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if need == "cuda":
-        raise DeviceError(no_gpu_message(need))
-    print("lsqueeze: warning: no CUDA GPU is visible: running on the CPU (`device: auto`)",
-          file=sys.stderr, flush=True)
-    return torch.device("cpu")
 
 
 def native_bf16(device: torch.device) -> bool:
@@ -81,52 +56,6 @@ def resolve_precision(device: torch.device, precision: str = "auto") -> str:
 def train_autocast(device: torch.device, precision: str = "auto"):
     enabled = resolve_precision(device, precision) == "bf16"
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
-
-
-def regularized_loss(logits, y, alpha: float, beta: float, reduction: str = "sum"):
-    """(summed CE against smoothed labels (α) + β·‖Z‖_F) / R, Z the mini-batch logit matrix
-    (Frobenius norm, not squared); R = 1 for `reduction` "sum", the batch size N for "mean".
-
-    `reduction` follows Madry's code (summed CE for MNIST, mean CE for CIFAR) so that his learning
-    rates apply; it must not change what β means. β‖Z‖_F beside summed CE is the form the paper's β
-    fit: Z = 0 (chance accuracy) minimises CE + β‖Z‖_F once β ≥ ‖∇_Z CE(0)‖_F, √(0.9·N) for summed
-    CE but √(0.9/N) for mean CE, so mean CE + β‖Z‖_F collapses every CIFAR squeeze cell. Hence
-    mean CE + (β/N)‖Z‖_F: the minimiser of summed CE + β‖Z‖_F at mean-CE step scale.
-    """
-    if reduction not in ("sum", "mean"):
-        raise ValueError(f"recipe ce_reduction: unknown {reduction!r} (known: sum, mean)")
-    z = logits.float()
-    total = F.cross_entropy(z, y, label_smoothing=alpha, reduction="sum")
-    total = total + beta * torch.linalg.matrix_norm(z, ord="fro")
-    return total / len(y) if reduction == "mean" else total
-
-
-def smoothed_targets(y, num_classes: int, alpha: float):
-    """y_warm = y_hot − α (y_hot − 1/N_c), the paper's Eq. for label smoothing."""
-    hot = F.one_hot(y, num_classes).float()
-    return hot - alpha * (hot - 1.0 / num_classes)
-
-
-def gaussian_noise(x, sigma: float, pixel_scale: float, clip: bool, generator):
-    """x + N(0, σ²) with σ in the paper's units (MNIST [0,1]; CIFAR 0–255)."""
-    if sigma <= 0:
-        return x
-    noisy = x + torch.randn(x.shape, generator=generator, device=x.device) * (sigma / pixel_scale)
-    return noisy.clamp(0, 1) if clip else noisy
-
-
-def crop_flip(x, generator, pad: int = 4):
-    """Random 32×32 crop of the zero-padded image and a horizontal flip, batched on the device."""
-    n, _, h, w = x.shape
-    padded = F.pad(x, (pad,) * 4)
-    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=x.device)
-    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=x.device)
-    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
-    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
-    out = padded[torch.arange(n, device=x.device)[:, None, None, None],
-                 torch.arange(x.shape[1], device=x.device)[None, :, None, None], rows, cols]
-    flip = torch.rand(n, generator=generator, device=x.device) < 0.5
-    return torch.where(flip[:, None, None, None], out.flip(3), out)
 
 
 class Batches:
@@ -160,38 +89,6 @@ def adv_spec(cell: dict, pixel_scale: float) -> dict | None:
     return adv
 
 
-@contextmanager
-def frozen_norm_stats(model):
-    """Batch-norm layers keep normalising with batch statistics, but their running averages are
-    put back afterwards: the attack's forward passes must not count as training batches."""
-    saved = {k: v.clone() for k, v in model.state_dict().items()
-             if k.endswith(("running_mean", "running_var", "num_batches_tracked"))}
-    try:
-        yield model
-    finally:
-        if saved:
-            model.load_state_dict(saved, strict=False)
-
-
-def training_batch(x_u8, y, cell, recipe, model, adv, generator):
-    """What the model trains on: augmented, then adversarial (Madry) or Gaussian-noised images.
-
-    Madry's code crafts the training adversary on the training graph, i.e. with batch-norm batch
-    statistics, and updates the running averages only in the training step; `adv_in_eval: false`
-    (the default) does the same. `adv_in_eval: true` crafts in eval mode (running statistics).
-    """
-    x = to_float(x_u8)
-    if recipe.get("augment") == "crop_flip":
-        x = crop_flip(x, generator)
-    if adv is not None:
-        in_eval = recipe.get("adv_in_eval", False)
-        with (nullcontext() if in_eval else frozen_norm_stats(model)):
-            x = attacks.pgd(model, x, y, adv["eps"], adv["step_size"], adv["steps"], adv["loss"],
-                            adv["random_start"], in_eval=in_eval, generator=generator)
-    return gaussian_noise(x, cell["sigma"], recipe["pixel_scale"], cell.get("clip_noise", False),
-                          generator)
-
-
 def make_optimizer(model, recipe):
     decay = [p for p in model.parameters() if p.ndim > 1]  # Madry decays weights, not biases/BN
     rest = [p for p in model.parameters() if p.ndim <= 1]
@@ -213,7 +110,7 @@ def make_scheduler(opt, recipe, steps: int):
 def clean_stats(model, x_u8, y, batch_size=1000):
     """Clean accuracy and mean per-example logit norm (eval mode)."""
     correct, norm = 0, 0.0
-    with attacks.eval_mode(model):
+    with eval_mode(model):
         for i in range(0, len(y), batch_size):
             z = model(to_float(x_u8[i:i + batch_size])).float()
             correct += (z.argmax(1) == y[i:i + batch_size]).sum().item()
@@ -311,8 +208,6 @@ def train(spec: dict, data_dir, out_dir, progress: bool = True, options: dict | 
                desc=spec.get("id", "train"), dynamic_ncols=True)
     ticker = Ticker(spec.get("id", "train"), steps, step, None if progress else log_every)
     model.train()
-    from lsqueeze.fast import graphed_step  # lsqueeze.fast imports this module
-
     graphed = graphed_step(opts, device, model, fwd, opt, cell, recipe, adv, gen, x_tr, y_tr,
                            precision)  # None: every step runs the body below
     while step < steps:

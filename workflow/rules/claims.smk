@@ -16,7 +16,7 @@ rule claims:
         html=report(f"{RES}/tables/claims.html", caption="../report/claims.rst", category="Claims",
                     labels={"table": "claims", "kind": "verdicts"}),
     params:
-        code=fingerprint("claims_report"),
+        code=CODE["claims_report"],
         tables=f"{RES}/tables",
         preset=config.get("preset", ""),
         note=config.get("claims", {}).get("note", ""),

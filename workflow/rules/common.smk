@@ -1,5 +1,16 @@
 import json
+import os
 import sys
+from pathlib import Path
+
+# The package the jobs run, and this file imports, is the one in this checkout, whatever the
+# virtual environment installed (two checkouts may share one): its code is what the fingerprints
+# below hash. Jobs inherit the environment, so PYTHONPATH carries it to them.
+SRC = str(Path(workflow.basedir) / "src")
+if sys.path[0] != SRC:
+    sys.path.insert(0, SRC)
+if os.environ.get("PYTHONPATH", "").split(os.pathsep)[0] != SRC:
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [SRC, os.environ.get("PYTHONPATH")]))
 
 from lsqueeze.config import WILDCARDS, attack_record, build_plan
 from lsqueeze.fingerprint import fingerprint
@@ -23,7 +34,8 @@ EVAL = config.get("eval", {})
 DEVICE = config.get("device", "cuda")
 # The package code behind each stage's numbers (lsqueeze/fingerprint.py), a param of its rules:
 # editing a loss or an attack reruns exactly the jobs it can change; comments and docstrings don't.
-CODE = {stage: fingerprint(stage) for stage in ("data", "train", "evaluate", "analysis", "tables", "figures")}
+STAGES = ("data", "train", "evaluate", "analysis", "tables", "figures", "claims_report")
+CODE = {stage: fingerprint(stage, Path(SRC) / "lsqueeze") for stage in STAGES}
 
 
 # One definition with lsqueeze.config, which checks that every id it makes matches them.

@@ -1,0 +1,94 @@
+"""What one training step computes: the batch the model sees (augmentation, Madry's adversary,
+Gaussian noise) and the regularized loss (label smoothing α, logit squeezing β).
+
+Shared by the plain training loop (lsqueeze/train.py) and its CUDA-graph replay
+(lsqueeze/fast.py), which must compute the same step.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager, nullcontext
+
+import torch
+import torch.nn.functional as F
+
+from lsqueeze.data import to_float
+from lsqueeze.pgd import pgd
+
+
+def regularized_loss(logits, y, alpha: float, beta: float, reduction: str = "sum"):
+    """(summed CE against smoothed labels (α) + β·‖Z‖_F) / R, Z the mini-batch logit matrix
+    (Frobenius norm, not squared); R = 1 for `reduction` "sum", the batch size N for "mean".
+
+    `reduction` follows Madry's code (summed CE for MNIST, mean CE for CIFAR) so that his learning
+    rates apply; it must not change what β means. β‖Z‖_F beside summed CE is the form the paper's β
+    fit: Z = 0 (chance accuracy) minimises CE + β‖Z‖_F once β ≥ ‖∇_Z CE(0)‖_F, √(0.9·N) for summed
+    CE but √(0.9/N) for mean CE, so mean CE + β‖Z‖_F collapses every CIFAR squeeze cell. Hence
+    mean CE + (β/N)‖Z‖_F: the minimiser of summed CE + β‖Z‖_F at mean-CE step scale.
+    """
+    if reduction not in ("sum", "mean"):
+        raise ValueError(f"recipe ce_reduction: unknown {reduction!r} (known: sum, mean)")
+    z = logits.float()
+    total = F.cross_entropy(z, y, label_smoothing=alpha, reduction="sum")
+    total = total + beta * torch.linalg.matrix_norm(z, ord="fro")
+    return total / len(y) if reduction == "mean" else total
+
+
+def smoothed_targets(y, num_classes: int, alpha: float):
+    """y_warm = y_hot − α (y_hot − 1/N_c), the paper's Eq. for label smoothing."""
+    hot = F.one_hot(y, num_classes).float()
+    return hot - alpha * (hot - 1.0 / num_classes)
+
+
+def gaussian_noise(x, sigma: float, pixel_scale: float, clip: bool, generator):
+    """x + N(0, σ²) with σ in the paper's units (MNIST [0,1]; CIFAR 0–255)."""
+    if sigma <= 0:
+        return x
+    noisy = x + torch.randn(x.shape, generator=generator, device=x.device) * (sigma / pixel_scale)
+    return noisy.clamp(0, 1) if clip else noisy
+
+
+def crop_flip(x, generator, pad: int = 4):
+    """Random 32×32 crop of the zero-padded image and a horizontal flip, batched on the device."""
+    n, _, h, w = x.shape
+    padded = F.pad(x, (pad,) * 4)
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=x.device)
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=x.device)
+    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
+    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
+    out = padded[torch.arange(n, device=x.device)[:, None, None, None],
+                 torch.arange(x.shape[1], device=x.device)[None, :, None, None], rows, cols]
+    flip = torch.rand(n, generator=generator, device=x.device) < 0.5
+    return torch.where(flip[:, None, None, None], out.flip(3), out)
+
+
+@contextmanager
+def frozen_norm_stats(model):
+    """Batch-norm layers keep normalising with batch statistics, but their running averages are
+    put back afterwards: the attack's forward passes must not count as training batches."""
+    saved = {k: v.clone() for k, v in model.state_dict().items()
+             if k.endswith(("running_mean", "running_var", "num_batches_tracked"))}
+    try:
+        yield model
+    finally:
+        if saved:
+            model.load_state_dict(saved, strict=False)
+
+
+def training_batch(x_u8, y, cell, recipe, model, adv, generator):
+    """What the model trains on: augmented, then adversarial (Madry) or Gaussian-noised images.
+
+    Madry's code crafts the training adversary on the training graph, i.e. with batch-norm batch
+    statistics, and updates the running averages only in the training step; `adv_in_eval: false`
+    (the default) does the same. `adv_in_eval: true` crafts in eval mode (running statistics).
+    """
+    x = to_float(x_u8)
+    if recipe.get("augment") == "crop_flip":
+        x = crop_flip(x, generator)
+    if adv is not None:
+        in_eval = recipe.get("adv_in_eval", False)
+        with (nullcontext() if in_eval else frozen_norm_stats(model)):
+            x = pgd(model, x, y, adv["eps"], adv["step_size"], adv["steps"], adv["loss"],
+                    adv["random_start"], in_eval=in_eval, generator=generator)
+    return gaussian_noise(x, cell["sigma"], recipe["pixel_scale"], cell.get("clip_noise", False),
+                          generator)
