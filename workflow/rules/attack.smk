@@ -3,22 +3,26 @@
 
 rule craft:
     input:
-        model=f"{RES}/models/{{dataset}}/{{source}}/model.pt",
-        test=f"{DATA}/{{dataset}}/test.pt",
+        model=SOURCE_MODEL,
+        test=TEST_SET,
     output:
         f"{RES}/adv/{{dataset}}/{{source}}/{{attack}}.pt",
+    log:
+        f"{RES}/logs/craft/{{dataset}}/{{source}}/{{attack}}.log",
+    conda:
+        ENV
+    threads: 1
+    resources:
+        gpu=1,
     params:
         code=CODE["evaluate"],
         spec=lambda w: spec_json(f"{w.dataset}/{w.source}"),
         attack=attack_json,
-        n=f"--n {EVAL['n_test']}" if EVAL.get("n_test") else "",
+        n=N_EVAL,
         bs=EVAL.get("batch_size", 500),
-    threads: 1
-    resources:
-        gpu=1,
-    log:
-        f"{RES}/logs/craft/{{dataset}}/{{source}}/{{attack}}.log",
+        data=data_dir,
     shell:
-        "OMP_NUM_THREADS={threads} {PY:q} -m lsqueeze craft --device {DEVICE} --spec {params.spec:q} --model {input.model:q}"
-        " --data-dir \"$(dirname {input.test:q})\" --attack {params.attack:q} {params.n}"
-        " --batch-size {params.bs} --out {output:q} > {log:q} 2>&1"
+        'OMP_NUM_THREADS={threads} python -m lsqueeze craft --device "${{LSQUEEZE_DEVICE:-cuda}}"'
+        " --spec {params.spec:q} --model {input.model:q} --data-dir {params.data:q}"
+        " --attack {params.attack:q} {params.n} --batch-size {params.bs} --out {output:q}"
+        " > {log:q} 2>&1"

@@ -1,6 +1,5 @@
 # Claims: the paper's headline claims (params/claims.yaml) checked against the aggregated tables,
 # one verdict per claim (lsqueeze.claims). Reads only what aggregate wrote; no model is loaded.
-CLAIMS = [f"{RES}/tables/claims.md", f"{RES}/tables/claims.parquet"]
 
 
 rule claims:
@@ -13,17 +12,24 @@ rule claims:
     output:
         md=f"{RES}/tables/claims.md",
         parquet=f"{RES}/tables/claims.parquet",
-        html=report(f"{RES}/tables/claims.html", caption="../report/claims.rst", category="Claims",
-                    labels={"table": "claims", "kind": "verdicts"}),
-    params:
-        code=CODE["claims_report"],
-        tables=f"{RES}/tables",
-        preset=config.get("preset", ""),
-        note=config.get("claims", {}).get("note", ""),
+        html=report(
+            f"{RES}/tables/claims.html",
+            caption="../report/claims.rst",
+            category="Claims",
+            labels={"table": "claims", "kind": "verdicts"},
+        ),
     log:
         f"{RES}/logs/claims.log",
     localrule: True
+    conda:
+        ENV
+    params:
+        code=CODE["claims_report"],
+        tables=lambda w, input: str(Path(input.long).parent),
+        preset=config.get("preset", ""),
+        note=config.get("claims", {}).get("note", ""),
+    # --preset=, --note=: Snakemake's :q leaves '' unquoted, i.e. gone, after a space
     shell:
-        "{PY:q} -m lsqueeze claims --plan {input.plan:q} --claims {input.claims:q}"
+        "python -m lsqueeze claims --plan {input.plan:q} --claims {input.claims:q}"
         " --tables {params.tables:q} --out-dir {params.tables:q} --preset={params.preset:q}"
-        " --note={params.note:q} > {log:q} 2>&1"  # `=`: Snakemake's :q leaves '' unquoted, i.e. gone
+        " --note={params.note:q} > {log:q} 2>&1"

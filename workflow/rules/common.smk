@@ -1,18 +1,20 @@
+# Globals, paths and input functions of the workflow; the other .smk files hold rules only.
 import json
-import os
+import re
+import shlex
 import sys
 from pathlib import Path
 
+from snakemake.settings.types import DeploymentMethod
+
 # The package the jobs run, and this file imports, is the one in this checkout, whatever the
 # virtual environment installed (two checkouts may share one): its code is what the fingerprints
-# below hash. Jobs inherit the environment, so PYTHONPATH carries it to them.
+# below hash.
 SRC = str(Path(workflow.basedir) / "src")
 if sys.path[0] != SRC:
     sys.path.insert(0, SRC)
-if os.environ.get("PYTHONPATH", "").split(os.pathsep)[0] != SRC:
-    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [SRC, os.environ.get("PYTHONPATH")]))
 
-from lsqueeze.config import WILDCARDS, attack_record, build_plan
+from lsqueeze.config import WILDCARDS, attack_record, build_plan, num
 from lsqueeze.fingerprint import fingerprint
 from lsqueeze.schema import ConfigError, validate_sources
 
@@ -26,12 +28,31 @@ except ConfigError as exc:
 PLAN = build_plan(config)
 RES = config["results"].rstrip("/")
 DATA = config.get("data_dir", "results/data").rstrip("/")
-PY = sys.executable  # the interpreter that runs Snakemake has the package installed
 EVAL = config.get("eval", {})
-# Whether GPU jobs may run on a CPU (`device:`, lsqueeze.integrity): checked by each job, where the
-# GPU is (a login node has none). On the command line, not a param: `--config device=auto` runs a
-# GPU preset on a CPU without rerunning anything.
-DEVICE = config.get("device", "cuda")
+ANALYSIS = config.get("analysis", {})
+
+
+def _shell_literal(value: str) -> str:
+    """A shell word for shell.prefix, which Snakemake formats like a rule's command."""
+    return shlex.quote(value).replace("{", "{{").replace("}", "}}")
+
+
+# Every job's shell starts here: `python` is the interpreter that runs Snakemake (with
+# `--sdm conda`, that of workflow/envs/lsqueeze.yaml) and imports this checkout's src/. Two run
+# options reach the jobs as environment variables rather than rule params, so that changing them
+# reruns nothing: whether a GPU job may run on a CPU (`device:`, lsqueeze.integrity; checked by
+# each job, where the GPU is: `--config device=auto` runs a GPU preset on a CPU) and the `train:`
+# options (checkpoint interval, precision, ...: how to train, not what).
+_ENV = {
+    "LSQUEEZE_DEVICE": config.get("device", "cuda"),
+    "LSQUEEZE_TRAIN_OPTIONS": json.dumps(config.get("train", {}), sort_keys=True),
+}
+_PREFIX = f"export PYTHONPATH={_shell_literal(SRC)}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "
+if DeploymentMethod.CONDA not in workflow.deployment_settings.deployment_method:
+    _PREFIX += f'export PATH={_shell_literal(str(Path(sys.executable).parent))}:"$PATH"; '
+_PREFIX += "".join(f"export {k}={_shell_literal(v)}; " for k, v in _ENV.items())
+shell.prefix(_PREFIX)
+ENV = "../envs/lsqueeze.yaml"  # every rule's `conda:`: the environment its job needs
 # The package code behind each stage's numbers (lsqueeze/fingerprint.py), a param of its rules:
 # editing a loss or an attack reruns exactly the jobs it can change; comments and docstrings don't.
 STAGES = ("data", "train", "evaluate", "analysis", "tables", "figures", "claims_report")
@@ -46,12 +67,31 @@ wildcard_constraints:
     attack=WILDCARDS["attack"],
 
 
+def n_flag(section: dict) -> str:
+    """`--n N` (the first N test images) where the preset section sets n_test; the whole set else."""
+    return f"--n {section['n_test']}" if section.get("n_test") else ""
+
+
+N_EVAL, N_ANALYSIS = n_flag(EVAL), n_flag(ANALYSIS)
+
+# Path patterns the rules share.
+MODEL = f"{RES}/models/{{dataset}}/{{tag}}/model.pt"
+SOURCE_MODEL = f"{RES}/models/{{dataset}}/{{source}}/model.pt"
+SOURCE_METRICS = f"{RES}/models/{{dataset}}/{{source}}/metrics.json"
+TEST_SET = f"{DATA}/{{dataset}}/test.pt"
+
+
 def cid(w):
     return f"{w.dataset}/{w.tag}"
 
 
 def spec_json(cell_id):
     return json.dumps(PLAN.train_spec(cell_id), sort_keys=True)
+
+
+def cell_spec(w):
+    """The training spec of the wildcards' cell, as JSON: the param of every job on one model."""
+    return spec_json(cid(w))
 
 
 def attack_json(w):
@@ -96,3 +136,64 @@ TABLES = [f"{RES}/tables/measurements.parquet", f"{RES}/tables/tables.md"]
 TABLES += [f"{RES}/tables/table_{t['id']}.parquet" for t in PLAN.tables]
 FIGURES = [f"{RES}/figures/summary.png"]
 FIGURES += [f"{RES}/figures/{f['name']}.png" for f in PLAN.figures]  # `figures:` in the preset
+
+
+def data_dir(w, input):
+    """The directory of a job's dataset split (train.pt, test.pt)."""
+    return str(Path(input.test).parent)
+
+
+def raw_dir(w, output):
+    """Where `lsqueeze data` keeps the downloaded archives: raw/<dataset> beside the splits."""
+    return str(Path(output.train).parent.parent / "raw" / w.dataset)
+
+
+def mirror_arg(w):
+    mirror = config.get("mirrors", {}).get(w.dataset)
+    return f"--mirror {shlex.quote(mirror)}" if mirror else ""
+
+
+def train_data(w):
+    ds = PLAN.cells[cid(w)]["dataset"]
+    return {"train": f"{DATA}/{ds}/train.pt", "test": f"{DATA}/{ds}/test.pt"}
+
+
+def parent_dir(w, output):
+    return str(Path(output[0]).parent)
+
+
+# Aggregation: one page per table for the report (report.smk), the claims (claims.smk).
+TABLE_IDS = [t["id"] for t in PLAN.tables]
+CLAIMS = [f"{RES}/tables/claims.md", f"{RES}/tables/claims.parquet"]
+
+# The paper's figures (figures.smk): one job per configured figure (`figures:` in the preset),
+# reading the per-model analysis Parquets of its cells in the figure's order.
+FIGS = {f["name"]: f for f in PLAN.figures}
+FIGURE_NAMES = "|".join(map(re.escape, FIGS)) or "(?!)"  # (?!): no figure configured
+LANDSCAPE_EPS = 10.0  # the paper's −10 ≤ ε1, ε2 ≤ 10 (Figures 5, 9)
+
+
+def figure_inputs(w):
+    """landscape_* kinds read landscape-e<eps>.parquet, activations_* activations.parquet, the
+    rest the linear-model analysis (lsqueeze.figures.KINDS says the same; not imported here so
+    that parsing the workflow does not load matplotlib)."""
+    fig = FIGS[w.figure]
+    if fig["kind"].startswith("landscape"):
+        name = f"landscape-e{num(fig['eps'] or LANDSCAPE_EPS)}.parquet"
+    elif fig["kind"].startswith("activations"):
+        name = "activations.parquet"
+    else:
+        name = "linear.parquet"
+    return [f"{RES}/analysis/{c}/{name}" for c in fig["cells"]]
+
+
+def figure_spec(w):
+    fig = FIGS[w.figure]
+    scales = [PLAN.recipe(PLAN.cells[c]["dataset"])["pixel_scale"] for c in fig["cells"]]
+    spec = {
+        "title": fig["title"],
+        "labels": fig["labels"],
+        "pixel_scales": scales,
+        "eps": fig["eps"],
+    }
+    return json.dumps(spec, sort_keys=True)

@@ -1,41 +1,47 @@
 rule evaluate_white:
     input:
-        model=f"{RES}/models/{{dataset}}/{{tag}}/model.pt",
-        test=f"{DATA}/{{dataset}}/test.pt",
+        model=MODEL,
+        test=TEST_SET,
     output:
         f"{RES}/eval/{{dataset}}/{{tag}}/white/{{attack}}.json",
-    params:
-        code=CODE["evaluate"],
-        spec=lambda w: spec_json(cid(w)),
-        attack=attack_json,
-        n=f"--n {EVAL['n_test']}" if EVAL.get("n_test") else "",
-        bs=EVAL.get("batch_size", 500),
+    log:
+        f"{RES}/logs/white/{{dataset}}/{{tag}}/{{attack}}.log",
+    conda:
+        ENV
     threads: 1
     resources:
         gpu=1,
-    log:
-        f"{RES}/logs/white/{{dataset}}/{{tag}}/{{attack}}.log",
+    params:
+        code=CODE["evaluate"],
+        spec=cell_spec,
+        attack=attack_json,
+        n=N_EVAL,
+        bs=EVAL.get("batch_size", 500),
+        data=data_dir,
     shell:
-        "OMP_NUM_THREADS={threads} {PY:q} -m lsqueeze evaluate --device {DEVICE} --spec {params.spec:q} --model {input.model:q}"
-        " --data-dir \"$(dirname {input.test:q})\" --attack {params.attack:q} {params.n}"
-        " --batch-size {params.bs} --out {output:q} > {log:q} 2>&1"
+        'OMP_NUM_THREADS={threads} python -m lsqueeze evaluate --device "${{LSQUEEZE_DEVICE:-cuda}}"'
+        " --spec {params.spec:q} --model {input.model:q} --data-dir {params.data:q}"
+        " --attack {params.attack:q} {params.n} --batch-size {params.bs} --out {output:q}"
+        " > {log:q} 2>&1"
 
 
 rule evaluate_black:
     input:
-        model=f"{RES}/models/{{dataset}}/{{tag}}/model.pt",
+        model=MODEL,
         adv=f"{RES}/adv/{{dataset}}/{{source}}/{{attack}}.pt",
-        source=f"{RES}/models/{{dataset}}/{{source}}/metrics.json",  # the set must match it
+        source=SOURCE_METRICS,  # the set must match it
     output:
         f"{RES}/eval/{{dataset}}/{{tag}}/black/{{source}}/{{attack}}.json",
-    params:
-        code=CODE["evaluate"],
-        spec=lambda w: spec_json(cid(w)),
-        attack=attack_json,
-    threads: 1
     log:
         f"{RES}/logs/black/{{dataset}}/{{tag}}/{{source}}/{{attack}}.log",
+    conda:
+        ENV
+    threads: 1
+    params:
+        code=CODE["evaluate"],
+        spec=cell_spec,
+        attack=attack_json,
     shell:
-        "OMP_NUM_THREADS={threads} {PY:q} -m lsqueeze transfer --spec {params.spec:q} --model {input.model:q}"
-        " --adv-set {input.adv:q} --source-metrics {input.source:q} --attack {params.attack:q}"
-        " --out {output:q} > {log:q} 2>&1"
+        "OMP_NUM_THREADS={threads} python -m lsqueeze transfer --spec {params.spec:q}"
+        " --model {input.model:q} --adv-set {input.adv:q} --source-metrics {input.source:q}"
+        " --attack {params.attack:q} --out {output:q} > {log:q} 2>&1"

@@ -1,19 +1,20 @@
 # Aggregation: every fragment -> long-form Parquet, the paper's tables, Markdown/HTML (and one
 # HTML page per table for the report).
 # Outputs flagged with report() land in `snakemake --report` with the captions in workflow/report/.
-TABLE_IDS = [t["id"] for t in PLAN.tables]
 
 
 rule tables_plan:
     output:
         PLAN_FILE,
-    params:
-        plan=PLAN_JSON,  # the params trigger: rewritten exactly when the plan changes
     log:
         f"{RES}/logs/tables_plan.log",
     localrule: True
+    conda:
+        ENV
+    params:
+        plan=PLAN_JSON,  # the params trigger: rewritten exactly when the plan changes
     shell:
-        "{PY:q} -m lsqueeze plan --plan {params.plan:q} --out {output:q} > {log:q} 2>&1"
+        "python -m lsqueeze plan --plan {params.plan:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule aggregate:
@@ -25,25 +26,41 @@ rule aggregate:
         # The report shows HTML as a page but Parquet only as base64 text: the Parquet files are
         # plain outputs, and their content reaches the report as HTML tables.
         long=f"{RES}/tables/measurements.parquet",
-        long_html=report(f"{RES}/tables/measurements.html", caption="../report/measurements.rst",
-                         category="Tables", labels={"table": "all measurements", "kind": "long form"}),
+        long_html=report(
+            f"{RES}/tables/measurements.html",
+            caption="../report/measurements.rst",
+            category="Tables",
+            labels={"table": "all measurements", "kind": "long form"},
+        ),
         md=f"{RES}/tables/tables.md",
         masking=f"{RES}/tables/masking.parquet",
-        html=report(f"{RES}/tables/tables.html", caption="../report/tables.rst", category="Tables",
-                    labels={"table": "all tables", "kind": "measured vs published"}),
+        html=report(
+            f"{RES}/tables/tables.html",
+            caption="../report/tables.rst",
+            category="Tables",
+            labels={"table": "all tables", "kind": "measured vs published"},
+        ),
         layout=[f"{RES}/tables/table_{t}.parquet" for t in TABLE_IDS],
         compare=[f"{RES}/tables/table_{t}_compare.parquet" for t in TABLE_IDS],
-        pages=[report(f"{RES}/tables/table_{t}.html", caption="../report/table.rst",
-                      category="Tables", labels={"table": t, "kind": "measured vs published"})
-               for t in TABLE_IDS],
-    params:
-        code=CODE["tables"],
-        out=f"{RES}/tables",
+        pages=[
+            report(
+                f"{RES}/tables/table_{t}.html",
+                caption="../report/table.rst",
+                category="Tables",
+                labels={"table": t, "kind": "measured vs published"},
+            )
+            for t in TABLE_IDS
+        ],
     log:
         f"{RES}/logs/aggregate.log",
     localrule: True
+    conda:
+        ENV
+    params:
+        code=CODE["tables"],
+        out=lambda w, output: str(Path(output.long).parent),
     shell:
-        "{PY:q} -m lsqueeze aggregate --plan {input.plan:q} --reference {input.reference:q}"
+        "python -m lsqueeze aggregate --plan {input.plan:q} --reference {input.reference:q}"
         " --inputs {input.fragments:q} --out-dir {params.out:q} > {log:q} 2>&1"
 
 
@@ -51,13 +68,19 @@ rule figure_summary:
     input:
         f"{RES}/tables/measurements.parquet",
     output:
-        png=report(f"{RES}/figures/summary.png", caption="../report/summary.rst",
-                   category="Figures", subcategory="summary"),
+        png=report(
+            f"{RES}/figures/summary.png",
+            caption="../report/summary.rst",
+            category="Figures",
+            subcategory="summary",
+        ),
         pdf=f"{RES}/figures/summary.pdf",
-    params:
-        code=CODE["figures"],
     log:
         f"{RES}/logs/figure_summary.log",
     localrule: True
+    conda:
+        ENV
+    params:
+        code=CODE["figures"],
     shell:
-        "{PY:q} -m lsqueeze figure --measurements {input:q} --out {output.png:q} > {log:q} 2>&1"
+        "python -m lsqueeze figure --measurements {input:q} --out {output.png:q} > {log:q} 2>&1"

@@ -1,28 +1,26 @@
-# Run options are not a rule parameter on purpose: changing them must not retrain anything.
-TRAIN_OPTIONS = json.dumps(config.get("train", {}), sort_keys=True)
-
-
-def train_data(w):
-    ds = PLAN.cells[cid(w)]["dataset"]
-    return {"train": f"{DATA}/{ds}/train.pt", "test": f"{DATA}/{ds}/test.pt"}
+# Run options (`train:` in the preset) reach the job as LSQUEEZE_TRAIN_OPTIONS (common.smk), not
+# as a rule parameter: changing them must not retrain anything.
 
 
 rule train:
     input:
         unpack(train_data),
     output:
-        model=f"{RES}/models/{{dataset}}/{{tag}}/model.pt",
+        model=MODEL,
         metrics=f"{RES}/models/{{dataset}}/{{tag}}/metrics.json",
-    params:
-        code=CODE["train"],
-        spec=lambda w: spec_json(cid(w)),
-        out=lambda w: f"{RES}/models/{cid(w)}",
+    log:
+        f"{RES}/logs/train/{{dataset}}/{{tag}}.log",
+    conda:
+        ENV
     threads: 2
     resources:
         gpu=1,
-    log:
-        f"{RES}/logs/train/{{dataset}}/{{tag}}.log",
+    params:
+        code=CODE["train"],
+        spec=cell_spec,
+        out=lambda w, output: str(Path(output.model).parent),
+        data=data_dir,
     shell:
-        "OMP_NUM_THREADS={threads} {PY:q} -m lsqueeze train --device {DEVICE} --spec {params.spec:q}"
-        " --data-dir \"$(dirname {input.train:q})\" --out-dir {params.out:q} --options {TRAIN_OPTIONS:q}"
-        " --no-progress > {log:q} 2>&1"
+        'OMP_NUM_THREADS={threads} python -m lsqueeze train --device "${{LSQUEEZE_DEVICE:-cuda}}"'
+        " --spec {params.spec:q} --data-dir {params.data:q} --out-dir {params.out:q}"
+        ' --options "${{LSQUEEZE_TRAIN_OPTIONS:-{{}}}}" --no-progress > {log:q} 2>&1'

@@ -1,0 +1,63 @@
+"""The workflow's own code: Snakemake's linter and snakefmt are clean, stage files hold rules only,
+and the job environment (workflow/envs/lsqueeze.yaml) pins what pyproject.toml pins."""
+
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import REPO, run_snakemake
+
+BIN = Path(sys.executable).parent
+RULES = REPO / "workflow" / "rules"
+
+
+@pytest.mark.parametrize("preset", ["demo", "paper"])
+def test_snakemake_lint_is_clean(tmp_path, preset):
+    proc = run_snakemake(tmp_path, "--lint", configfile=REPO / "params" / f"{preset}.yaml",
+                         check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0 and "Lints for" not in out, out[-4000:]
+
+
+def test_snakefmt_is_clean():
+    snakefmt = BIN / "snakefmt"
+    assert snakefmt.exists(), "snakefmt is part of the test extra: pip install -e '.[test]'"
+    proc = subprocess.run([str(snakefmt), "--check", "Snakefile", "workflow/"], cwd=REPO,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_stage_files_hold_rules_only():
+    """Globals, paths and input functions live in common.smk: a stage file reads as its rules."""
+    for path in sorted(RULES.glob("*.smk")):
+        if path.name == "common.smk":
+            continue
+        top = [line for line in path.read_text().splitlines()
+               if line and not line.startswith((" ", "#", ")"))]
+        assert all(re.match(r"(rule \w+:|if \w+:)$", line) for line in top), (path.name, top)
+
+
+def test_every_rule_declares_the_job_environment():
+    rules = [m for p in RULES.glob("*.smk") for m in re.findall(r"^\s*rule (\w+):", p.read_text(), re.M)]
+    conda = sum(p.read_text().count("conda:\n") for p in RULES.glob("*.smk"))
+    assert len(rules) >= 10 and conda == len(rules)
+
+
+def test_job_environment_pins_what_pyproject_pins():
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    env = yaml.safe_load((REPO / "workflow" / "envs" / "lsqueeze.yaml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    declared = set(project["dependencies"]) | set(project["optional-dependencies"]["crosscheck"])
+    assert set(pip) <= declared, set(pip) - declared
+    # every library a job imports; the orchestration tools (Snakemake, DVC) run no job
+    tools = {"snakemake", "snakemake-executor-plugin-slurm", "dvc"}
+    name = re.compile(r"[A-Za-z0-9_.\-]+")
+    assert {name.match(d).group() for d in project["dependencies"]} - tools == \
+        {name.match(d).group() for d in pip} - {"torchattacks"}
+    python = re.search(r"python=(\S+)", (REPO / "environment.yml").read_text()).group(1)
+    assert f"python={python}" in env["dependencies"]
