@@ -48,8 +48,12 @@ def gaussian_noise(x, sigma: float, pixel_scale: float, clip: bool, generator):
     return noisy.clamp(0, 1) if clip else noisy
 
 
-def crop_flip(x, generator, pad: int = 4):
-    """Random 32×32 crop of the zero-padded image and a horizontal flip, batched on the device."""
+def crop_flip(x, generator, pad: int = 2):
+    """Random 32×32 crop of the zero-padded image and a horizontal flip, batched on the device.
+
+    Madry's cifar10_challenge (cifar10_input.py), which the authors' code reuses, pads to 36×36
+    (`resize_image_with_crop_or_pad(img, 32 + 4, 32 + 4)`: 2 pixels a side), not the 4 a side of
+    the WRN paper's recipe."""
     n, _, h, w = x.shape
     padded = F.pad(x, (pad,) * 4)
     dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator, device=x.device)
