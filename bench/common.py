@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import http.server
 import os
@@ -18,6 +19,21 @@ REPO = Path(__file__).resolve().parents[1]
 MIRROR = Path(os.environ.get("LSQUEEZE_MNIST_MIRROR", REPO.parent / "shared" / "mnist"))
 
 
+@contextlib.contextmanager
+def serve_directory(directory):
+    """Serve a directory on 127.0.0.1 (a local dataset mirror) while the block runs; yields its
+    base URL. The tests' `http_server` fixture uses it too."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(directory))
+    handler.log_message = lambda *a, **k: None
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{srv.server_address[1]}/"
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
 def mnist(out_dir: Path) -> Path:
     """Real MNIST converted by `lsqueeze data` from the local copy (MIRROR), which is served on
     127.0.0.1 so that the same download-and-verify code runs as for the official mirror."""
@@ -26,14 +42,8 @@ def mnist(out_dir: Path) -> Path:
     out_dir = Path(out_dir)
     if (out_dir / "train.pt").exists():
         return out_dir
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(MIRROR))
-    handler.log_message = lambda *a, **k: None
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    try:
-        prepare("mnist", out_dir, mirror=f"http://127.0.0.1:{srv.server_address[1]}/")
-    finally:
-        srv.shutdown()
+    with serve_directory(MIRROR) as url:
+        prepare("mnist", out_dir, mirror=url)
     return out_dir
 
 

@@ -10,20 +10,8 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-bench/out}"
 mkdir -p "$OUT"
-export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
-# Pure-Python dependencies the machine may lack (jsonschema), unpacked from wheels for its Python:
-#   pip download --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 -d w jsonschema
-#   for f in w/*.whl; do python3 -m zipfile -e "$f" bench/pydeps/; done
-PY="${PYTHON:-python3}"
-if ! "$PY" -c "import jsonschema" 2>/dev/null && [ -d bench/pydeps ]; then
-  export PYTHONPATH="$PYTHONPATH:$PWD/bench/pydeps"
-fi
-# Fail in seconds, not after minutes on the GPU, when a job's imports are missing.
-if ! "$PY" -c "import torch, lsqueeze.cli, lsqueeze.train, lsqueeze.evaluate, lsqueeze.tables, lsqueeze.schema" 2>"$OUT/import-error.txt"; then
-  echo "bench: $PY cannot import what the jobs need: $(tail -1 "$OUT/import-error.txt") (see bench/gpu.sh for bench/pydeps)" >&2
-  exit 2
-fi
-rm -f "$OUT/import-error.txt"
+# PYTHONPATH=src, $PY, bench/pydeps where jsonschema is missing, and the import check
+source bench/gpu_env.sh
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >"$OUT/nvidia-smi.csv" 2>&1 || true
 RAW=()
 if ls bench/mnist/*.gz >/dev/null 2>&1; then RAW=(--mnist-raw bench/mnist); fi

@@ -1,37 +1,26 @@
-import functools
-import http.server
+import contextlib
 import os
 import shutil
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-# The workplace's offline MNIST mirror sits beside the repository (../shared/mnist).
-SHARED_MNIST = Path(os.environ.get("LSQUEEZE_MNIST_MIRROR", REPO.parent / "shared" / "mnist"))
+sys.path.insert(0, str(REPO / "bench"))
+# MNIST's four .gz files (LSQUEEZE_MNIST_MIRROR, else ../shared/mnist beside the checkout), served
+# on 127.0.0.1 by the benchmarks' helper.
+from common import MIRROR as SHARED_MNIST, serve_directory  # noqa: E402
+
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 
 
 @pytest.fixture
 def http_server():
-    """Serve a directory on 127.0.0.1 (a local dataset mirror); yields (base_url, directory)."""
-    servers = []
-
-    def start(directory):
-        handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(directory))
-        handler.log_message = lambda *a, **k: None
-        srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        threading.Thread(target=srv.serve_forever, daemon=True).start()
-        servers.append(srv)
-        return f"http://127.0.0.1:{srv.server_address[1]}/"
-
-    yield start
-    for srv in servers:
-        srv.shutdown()
-        srv.server_close()
+    """Serve a directory on 127.0.0.1 (a local dataset mirror); yields start(directory) -> URL."""
+    with contextlib.ExitStack() as stack:
+        yield lambda directory: stack.enter_context(serve_directory(directory))
 
 
 def run_snakemake(workdir, *args, configfile=None, check=True, env=None, snakefile=None):
@@ -69,6 +58,16 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    """scikit-learn's digits as the digits28 splits (train.pt, test.pt), prepared by the package."""
+    from lsqueeze.data import prepare
+
+    out = tmp_path_factory.mktemp("digits28")
+    prepare("digits28", out)
+    return out
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,6 @@ import torch
 import yaml
 
 from lsqueeze import config as C
-from lsqueeze.data import prepare
 from lsqueeze.integrity import DeviceError, checkpoint_key
 from lsqueeze.io import load_torch, save_torch
 from lsqueeze.schema import ConfigError, validate
@@ -51,13 +50,6 @@ def cli_train(spec, data, out, **options):
 def weights_equal(a, b):
     a, b = load_torch(a), load_torch(b)
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-
-
-@pytest.fixture(scope="module")
-def digits(tmp_path_factory):
-    out = tmp_path_factory.mktemp("digits28")
-    prepare("digits28", out)
-    return out
 
 
 # --- a killed training job, rerun after an edit --------------------------------------------------

@@ -23,13 +23,6 @@ def spec(dataset="digits28", steps=300, recipe=None, train_opts=None, **cell):
     return {"id": C.cell_id(c), "cell": c, "recipe": r, "train": train_opts or {}}
 
 
-@pytest.fixture(scope="module")
-def digits(tmp_path_factory):
-    out = tmp_path_factory.mktemp("digits28")
-    prepare("digits28", out)
-    return out
-
-
 def test_label_smoothing_matches_torch():
     z = torch.randn(7, 10)
     y = torch.randint(0, 10, (7,))
@@ -127,6 +120,17 @@ def test_crop_flip_keeps_pixels():
     assert not torch.equal(out, x)
     # every output is a shifted (and maybe flipped) copy: its pixel multiset is a subset of x plus zeros
     assert (out.abs().sum() <= x.abs().sum() + 1e-3)
+
+
+def test_crop_flip_pads_two_pixels_like_madry():
+    """cifar10_challenge pads to 36×36 before the 32×32 crop: shifts of at most 2 pixels."""
+    x = torch.zeros(512, 1, 32, 32)
+    x[:, :, 16, 16] = 1.0
+    out = crop_flip(x, torch.Generator().manual_seed(0))
+    n, _, r, c = out.nonzero(as_tuple=True)
+    assert len(n) == 512  # the pixel is never cropped away
+    dc = torch.minimum((c - 16).abs(), (31 - c - 16).abs())  # undo a flip
+    assert (r - 16).abs().max() == 2 and dc.max() <= 2
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])

@@ -18,6 +18,16 @@ from lsqueeze.yamlfile import read_yaml
 # source); a preset may override any key. `ce_reduction` sets the CE scale Madry's learning rates
 # were tuned for; β means the same under either (lsqueeze.step.regularized_loss).
 MADRY_WRN = {"name": "madry_wrn", "units": 5, "widen": 10, "base": 16}  # cifar10_challenge "w28-10"
+
+
+def _madry_cifar(**over) -> dict:
+    """cifar10_challenge's recipe (w28-10, SGD with its lr steps, crop + flip), `over` replacing
+    keys: one definition for CIFAR-10, CIFAR-100 and their offline stand-in."""
+    return {"pixel_scale": 255.0, "arch": dict(MADRY_WRN), "optimizer": "sgd", "lr": 0.1,
+            "momentum": 0.9, "weight_decay": 2e-4, "batch_size": 128, "lr_boundaries": [0.5, 0.75],
+            "ce_reduction": "mean", "augment": "crop_flip", **over}
+
+
 RECIPES: dict[str, dict] = {
     "mnist": {
         "source": "mnist", "num_classes": 10, "pixel_scale": 1.0,
@@ -25,18 +35,8 @@ RECIPES: dict[str, dict] = {
         "optimizer": "adam", "lr": 1e-4, "batch_size": 50, "weight_decay": 0.0,
         "lr_boundaries": [], "ce_reduction": "sum", "augment": "none",
     },
-    "cifar10": {
-        "source": "cifar10", "num_classes": 10, "pixel_scale": 255.0,
-        "arch": dict(MADRY_WRN),
-        "optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 2e-4, "batch_size": 128,
-        "lr_boundaries": [0.5, 0.75], "ce_reduction": "mean", "augment": "crop_flip",
-    },
-    "cifar100": {
-        "source": "cifar100", "num_classes": 100, "pixel_scale": 255.0,
-        "arch": dict(MADRY_WRN),
-        "optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 2e-4, "batch_size": 128,
-        "lr_boundaries": [0.5, 0.75], "ce_reduction": "mean", "augment": "crop_flip",
-    },
+    "cifar10": {"source": "cifar10", **_madry_cifar(num_classes=10)},
+    "cifar100": {"source": "cifar100", **_madry_cifar(num_classes=100)},
     # Real handwritten digits shipped with scikit-learn: the offline stand-ins for MNIST and CIFAR.
     "digits28": {
         "source": "digits28", "num_classes": 10, "pixel_scale": 1.0,
@@ -45,11 +45,10 @@ RECIPES: dict[str, dict] = {
         "lr_boundaries": [], "ce_reduction": "sum", "augment": "none",
     },
     "digits32": {
-        "source": "digits32", "num_classes": 10, "pixel_scale": 255.0,
+        "source": "digits32",
         # Madry's design at his "non-wide" widths (16/16/32/64), one unit per stage
-        "arch": {"name": "madry_wrn", "units": 1, "widen": 1, "base": 16},
-        "optimizer": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 2e-4, "batch_size": 64,
-        "lr_boundaries": [0.5, 0.75], "ce_reduction": "mean", "augment": "crop_flip",
+        **_madry_cifar(num_classes=10, batch_size=64,
+                       arch={"name": "madry_wrn", "units": 1, "widen": 1, "base": 16}),
     },
 }
 

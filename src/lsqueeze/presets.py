@@ -25,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from lsqueeze.config import num, steps_tag
+from lsqueeze.config import attack_id, num, steps_tag
 from lsqueeze.io import atomic_path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -158,11 +158,8 @@ def attack_spec(ds: str, c: dict) -> dict | None:
 
 
 def attack_name(ds: str, a: dict) -> str:
-    if a["attack"] == "fgsm":
-        return f"{ds}-fgsm-{a['loss']}-e{num(a['eps'])}"
-    name = f"{ds}-pgd{a['steps']}{'-rand' if a['random_start'] else ''}-{a['loss']}"
-    name += f"-e{num(a['eps'])}-a{num(a['step_size'])}"
-    return name + (f"-r{a['restarts']}" if a.get("restarts", 1) > 1 else "")
+    """The preset's key of an attack: the dataset and the attack's id (one formatter for both)."""
+    return f"{ds}-{attack_id(a)}"
 
 
 def column_name(c: dict, by: str | None = None) -> str:

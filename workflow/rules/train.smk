@@ -23,4 +23,4 @@ rule train:
     shell:
         'OMP_NUM_THREADS={threads} python -m lsqueeze train --device "${{LSQUEEZE_DEVICE:-cuda}}"'
         " --spec {params.spec:q} --data-dir {params.data:q} --out-dir {params.out:q}"
-        ' --options "${{LSQUEEZE_TRAIN_OPTIONS:-{{}}}}" --no-progress > {log:q} 2>&1'
+        ' --options "${{LSQUEEZE_TRAIN_OPTIONS:-}}" --no-progress > {log:q} 2>&1'
