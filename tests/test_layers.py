@@ -25,7 +25,7 @@ LAYERS = {
     # tables, figures and claims from the jobs' files; import primitives and each other, no torch
     "aggregation": {"agreement", "claims", "claims_report", "dvc_metrics", "figures", "masking",
                     "tablemeta", "tables"},
-    "entry": {"__init__", "__main__", "cli"},
+    "entry": {"__init__", "__main__", "cli", "commands"},
 }
 MAY_IMPORT = {
     "primitives": {"primitives"},

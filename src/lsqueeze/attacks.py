@@ -15,6 +15,8 @@ import torch
 from lsqueeze.device import eval_mode
 from lsqueeze.pgd import check_loss, effective_eps, frozen, input_grad, pgd, project
 
+KINDS = ("fgsm", "pgd", "autoattack")  # what `attack` runs; params/schema.json lists the same
+
 
 def fgsm(model, x, y, eps, loss="xent", confidence=50.0, in_eval=True, reduction="sum"):
     """One signed-gradient step of size ε from the clean image (no random start)."""
@@ -113,4 +115,4 @@ def attack(model, x, y, spec: dict, seed: int = 0, index=None, batched_restarts:
         batch_seed = int(np.random.SeedSequence([int(seed), first]).generate_state(1)[0] >> 1)
         x_adv = autoattack(model, x, y, spec.get("eps"), spec.get("version", "standard"), batch_seed)
         return x_adv, predict(model, x_adv) == y
-    raise ValueError(f"attack: unknown attack {kind!r} (known: fgsm, pgd, autoattack)")
+    raise ValueError(f"attack: unknown attack {kind!r} (known: {', '.join(KINDS)})")

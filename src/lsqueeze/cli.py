@@ -17,6 +17,20 @@ def _json(text: str):
         raise argparse.ArgumentTypeError(f"not valid JSON: {exc}") from exc
 
 
+def _model_command(sub, name: str, hlp: str, data: bool = True, n: bool = False):
+    """A command that reads one trained model: --spec, --model, --out, and the test set's
+    --data-dir (and its first --n images) where it reads the test set."""
+    s = sub.add_parser(name, help=hlp)
+    s.add_argument("--spec", type=_json, required=True, help="resolved training spec (JSON)")
+    s.add_argument("--model", required=True, help="its model.pt")
+    if data:
+        s.add_argument("--data-dir", required=True)
+    if n:
+        s.add_argument("--n", type=int, default=None, help="first n test images (default: all)")
+    s.add_argument("--out", required=True)
+    return s
+
+
 def _parser() -> argparse.ArgumentParser:
     from lsqueeze import __version__
 
@@ -38,36 +52,25 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--log-every", type=float, default=30.0, metavar="SECONDS",
                    help="without the bar (--no-progress): a progress line (step, images/s, loss, "
                         "ETA) every SECONDS on stderr (default: 30)")
-    s.add_argument("--options", type=_json, default={},
+    # "" is none: the workflow passes "$LSQUEEZE_TRAIN_OPTIONS", empty when run by hand
+    s.add_argument("--options", type=lambda text: _json(text) if text.strip() else {}, default={},
                    help="run options (JSON): checkpoint_every, compile, cuda_graphs, device, "
                         "eval_batch, precision, sync_every")
 
     for name, hlp in (("evaluate", "white-box accuracy of a model under one attack"),
                       ("craft", "craft a black-box adversarial set on a source model")):
-        s = sub.add_parser(name, help=hlp)
-        s.add_argument("--spec", type=_json, required=True)
-        s.add_argument("--model", required=True)
-        s.add_argument("--data-dir", required=True)
+        s = _model_command(sub, name, hlp, n=True)
         s.add_argument("--attack", type=_json, required=True)
-        s.add_argument("--n", type=int, default=None, help="first n test images (default: all)")
         s.add_argument("--batch-size", type=int, default=500)
-        s.add_argument("--out", required=True)
 
-    s = sub.add_parser("analyze", help="linear-model analysis (ε_L) of one model, per image")
-    s.add_argument("--spec", type=_json, required=True)
-    s.add_argument("--model", required=True)
-    s.add_argument("--data-dir", required=True)
-    s.add_argument("--n", type=int, default=None)
-    s.add_argument("--out", required=True)
+    _model_command(sub, "analyze", "linear-model analysis (ε_L) of one model, per image", n=True)
 
-    s = sub.add_parser("transfer", help="accuracy of a target model on a stored black-box set")
-    s.add_argument("--spec", type=_json, required=True)
-    s.add_argument("--model", required=True)
+    s = _model_command(sub, "transfer", "accuracy of a target model on a stored black-box set",
+                       data=False)
     s.add_argument("--adv-set", required=True)
     s.add_argument("--source-metrics", help="the source model's metrics.json: the set must have "
                                             "been crafted on that model")
     s.add_argument("--attack", type=_json)
-    s.add_argument("--out", required=True)
 
     s = sub.add_parser("aggregate", help="long-form Parquet, paper tables, Markdown/HTML")
     s.add_argument("--plan", required=True, help="the tables plan (<results>/plan/tables.json)")
@@ -75,22 +78,13 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--reference", required=True, help="published values (paper_tables.csv)")
     s.add_argument("--out-dir", required=True)
 
-    s = sub.add_parser("landscape", help="loss landscape around the first test images (Figs 5, 9)")
-    s.add_argument("--spec", type=_json, required=True)
-    s.add_argument("--model", required=True)
-    s.add_argument("--data-dir", required=True)
+    s = _model_command(sub, "landscape", "loss landscape around the first test images (Figs 5, 9)")
     s.add_argument("--eps", type=float, default=10.0, help="grid half-width, paper units")
     s.add_argument("--points", type=int, default=21, help="grid points per axis (odd)")
     s.add_argument("--images", type=int, default=8)
-    s.add_argument("--out", required=True)
 
-    s = sub.add_parser("activations", help="per-neuron activation magnitudes (Figs 10, 11)")
-    s.add_argument("--spec", type=_json, required=True)
-    s.add_argument("--model", required=True)
-    s.add_argument("--data-dir", required=True)
-    s.add_argument("--n", type=int, default=None)
+    s = _model_command(sub, "activations", "per-neuron activation magnitudes (Figs 10, 11)", n=True)
     s.add_argument("--inactive-tol", type=float, default=0.0)
-    s.add_argument("--out", required=True)
 
     s = sub.add_parser("figure", help="one figure: the summary, or a paper figure of some kind")
     s.add_argument("--kind", default="summary", choices=("summary", *FIGURE_KINDS),
@@ -214,13 +208,6 @@ def main(argv=None) -> int:
         return 2
 
 
-def _device(args):
-    """The device of a GPU command, checked before it reads anything (train: its own options)."""
-    from lsqueeze.train import pick_device
-
-    return pick_device("auto", args.device)
-
-
 # What a job's JSON arguments must hold (the workflow writes them; a hand-run job may not).
 SPEC_KEYS = ("id", "cell", "recipe")
 ATTACK_KEYS = ("id", "paper", "pixel")
@@ -257,132 +244,9 @@ def _run(args) -> int:
         print(f"lsqueeze {args.command}: error: {problem}", file=sys.stderr)
         return 2
     _pin_gpu(args.command)
-    if args.command == "data":
-        from lsqueeze.data import DataError, prepare
+    from lsqueeze.commands import COMMANDS
 
-        try:
-            paths = prepare(args.dataset, args.out_dir, args.raw_dir, args.mirror)
-        except DataError as exc:
-            print(f"lsqueeze data: error: {exc}", file=sys.stderr)
-            return 2
-        print(json.dumps({k: str(v) for k, v in paths.items()}))
-    elif args.command == "train":
-        from lsqueeze.train import train
-
-        m = train(args.spec, args.data_dir, args.out_dir, progress=not args.no_progress,
-                  options=args.options, device_policy=args.device,
-                  log_every=args.log_every)
-        print(f"{m['id']}: test accuracy {m['test_accuracy']:.4f}, diverged={m['diverged']}")
-    elif args.command in ("evaluate", "craft"):
-        from lsqueeze import evaluate
-
-        fn = evaluate.white_box if args.command == "evaluate" else evaluate.craft
-        fn(args.spec, args.model, args.data_dir, args.attack, args.out, n=args.n,
-           batch_size=args.batch_size, device=_device(args))
-    elif args.command == "transfer":
-        from lsqueeze.evaluate import transfer
-
-        transfer(args.spec, args.model, args.adv_set, args.out, attack=args.attack,
-                 source_metrics=args.source_metrics)
-    elif args.command == "analyze":
-        from lsqueeze.analysis import run_analyze
-
-        run_analyze(args.spec, args.model, args.data_dir, args.out, n=args.n,
-                    device=_device(args))
-    elif args.command == "aggregate":
-        from lsqueeze.tables import aggregate
-
-        aggregate(args.plan, args.inputs, args.reference, args.out_dir)
-    elif args.command == "landscape":
-        from lsqueeze.analysis import run_landscape
-
-        run_landscape(args.spec, args.model, args.data_dir, args.out, args.eps, args.points,
-                      args.images, device=_device(args))
-    elif args.command == "activations":
-        from lsqueeze.analysis import run_activations
-
-        run_activations(args.spec, args.model, args.data_dir, args.out, n=args.n,
-                        rel_tol=args.inactive_tol, device=_device(args))
-    elif args.command == "figure":
-        from lsqueeze import figures
-
-        if args.kind == "summary":
-            figures.summary_figure(args.measurements, args.out)
-        else:
-            spec = args.spec
-            figures.draw(args.kind, args.inputs, spec.get("labels", args.inputs),
-                         spec.get("title", args.kind), args.out,
-                         pixel_scales=spec.get("pixel_scales"), eps=spec.get("eps"))
-    elif args.command == "claims":
-        from lsqueeze.claims import ClaimsError
-        from lsqueeze.claims_report import run
-
-        try:
-            s = run(args.plan, args.claims, args.tables, args.out_dir, args.note, args.preset)
-        except ClaimsError as exc:
-            print(f"lsqueeze claims: error: {exc}", file=sys.stderr)
-            return 2
-        print(f"{s['reproduced']} of {s['total']} claims reproduced")
-    elif args.command == "metrics":
-        from lsqueeze.dvc_metrics import write_metrics
-
-        m = write_metrics(args.plan, args.tables, args.out, args.csv)
-        print(f"{m['within_tolerance']} of {m['compared']} numbers within ±{m['tolerance_pct']:g}")
-    elif args.command in ("snapshot", "restore"):
-        from lsqueeze import restore
-        from lsqueeze.schema import ConfigError
-
-        try:
-            if args.command == "snapshot":
-                print(restore.snapshot(args.configfile, args.outs))
-            else:
-                done = restore.restore(state_file=args.state,
-                                       stage=None if args.no_check else args.stage)
-                print(f"restored Snakemake metadata of {done['records']} outputs and the time "
-                      f"order of {done['files']} files; skipped (absent or changed): "
-                      f"{len(done['skipped'])}")
-        except (restore.RestoreError, ConfigError) as exc:
-            print(f"lsqueeze {args.command}: error: {exc}", file=sys.stderr)
-            return 2
-    elif args.command == "cost":
-        from lsqueeze.config import load_config
-        from lsqueeze.cost import estimate, report
-
-        try:
-            est = estimate(load_config(args.configfile), args.gpu)
-        except (OSError, ValueError) as exc:
-            print(f"lsqueeze cost: error: {exc}", file=sys.stderr)
-            return 2
-        print(report(est, args.configfile))
-    elif args.command == "pull":
-        from lsqueeze import remote
-        from lsqueeze.restore import RestoreError
-
-        try:
-            return remote.pull(name=args.remote, restore=not args.no_restore)
-        except (remote.RemoteError, RestoreError) as exc:
-            print(f"lsqueeze pull: error: {exc}", file=sys.stderr)
-            return 2
-    elif args.command == "validate":
-        from lsqueeze.schema import ConfigError, validate_file
-
-        try:
-            validate_file(args.config)
-        except ConfigError as exc:
-            print(f"lsqueeze validate: {exc}", file=sys.stderr)
-            return 2
-        print(f"{args.config}: valid")
-    elif args.command == "plan":
-        from lsqueeze.io import atomic_path
-
-        with atomic_path(args.out) as tmp:  # a unique temp name: no two writers share one
-            tmp.write_text(json.dumps(args.plan, indent=1, sort_keys=True) + "\n")
-    elif args.command == "make-preset":
-        from lsqueeze.presets import PAPER_CSV, write_presets
-
-        for path in write_presets(args.out_dir, args.csv or PAPER_CSV):
-            print(path)
-    return 0
+    return COMMANDS[args.command](args) or 0
 
 
 if __name__ == "__main__":

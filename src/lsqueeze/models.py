@@ -194,6 +194,9 @@ class WideResNet(nn.Module):
         return self.fc(self.features(x))
 
 
+ARCHS = ("madry_cnn", "madry_wrn", "wrn")  # what build_model builds; params/schema.json lists the same
+
+
 def build_model(recipe: dict, image_shape) -> nn.Module:
     arch = dict(recipe["arch"])
     name = arch.pop("name")
@@ -204,8 +207,7 @@ def build_model(recipe: dict, image_shape) -> nn.Module:
         return MadryWRN(num_classes=recipe["num_classes"], in_channels=c, **arch)
     if name == "wrn":
         return WideResNet(num_classes=recipe["num_classes"], in_channels=c, **arch)
-    raise ValueError(f"recipe arch.name: unknown architecture {name!r} "
-                     "(known: madry_cnn, madry_wrn, wrn)")
+    raise ValueError(f"recipe arch.name: unknown architecture {name!r} (known: {', '.join(ARCHS)})")
 
 
 def n_params(model: nn.Module) -> int:

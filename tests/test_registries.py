@@ -1,0 +1,50 @@
+"""The preset schema's enums (params/schema.json) are the package's registries: a new dataset,
+architecture, attack, loss or figure kind is added in its module, and this test names the schema
+line to extend with it."""
+
+import json
+
+import pytest
+
+from conftest import REPO
+from lsqueeze import attacks, autoattack, cli, config, data, figures, integrity, models, pgd
+
+SCHEMA = json.loads((REPO / "params" / "schema.json").read_text())
+
+
+def enums(node, path=()):
+    """{json path: enum values} of every enum in the schema."""
+    if isinstance(node, dict):
+        if "enum" in node:
+            yield "/".join(path), node["enum"]
+        for key, value in node.items():
+            yield from enums(value, (*path, key))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from enums(value, (*path, str(i)))
+
+
+ENUMS = dict(enums(SCHEMA))
+
+
+def enum_at(suffix: str) -> list:
+    (values,) = [v for path, v in ENUMS.items() if path.endswith(suffix)]
+    return values
+
+
+@pytest.mark.parametrize("suffix, registry", [
+    ("$defs/dataset", data.DATASETS),
+    ("arch/properties/name", models.ARCHS),
+    ("properties/attack", attacks.KINDS),
+    ("properties/version", autoattack.VERSIONS),
+    ("properties/loss", tuple(pgd.LOSSES)),
+    ("properties/kind", tuple(figures.KINDS)),
+])
+def test_schema_enum_is_the_registry(suffix, registry):
+    assert sorted(enum_at(suffix)) == sorted(registry), f"params/schema.json {suffix}"
+
+
+def test_registries_agree_with_each_other():
+    assert set(config.RECIPES) == set(data.DATASETS)  # every dataset has its recipe
+    assert set(cli.FIGURE_KINDS) == set(figures.KINDS)  # the CLI lists them without matplotlib
+    assert sorted(ENUMS["properties/device"]) == sorted(integrity.DEVICE_POLICIES)
