@@ -33,7 +33,6 @@ def enum_at(suffix: str) -> list:
 
 
 @pytest.mark.parametrize("suffix, registry", [
-    ("$defs/dataset", data.DATASETS),
     ("arch/properties/name", models.ARCHS),
     ("properties/attack", attacks.KINDS),
     ("properties/version", autoattack.VERSIONS),
@@ -42,6 +41,17 @@ def enum_at(suffix: str) -> list:
 ])
 def test_schema_enum_is_the_registry(suffix, registry):
     assert sorted(enum_at(suffix)) == sorted(registry), f"params/schema.json {suffix}"
+
+
+def test_datasets_are_the_recipes():
+    """The schema's dataset enum is filled in from the recipes when a preset is validated."""
+    from lsqueeze.schema import ConfigError, _load_schema, validate
+
+    assert "enum" not in SCHEMA["$defs"]["dataset"]
+    assert _load_schema()["$defs"]["dataset"]["enum"] == list(config.RECIPES)
+    bad = {"results": "results/x", "cells": {"c": {"dataset": "svhn", "steps": 1}}}
+    with pytest.raises(ConfigError, match="svhn"):
+        validate(bad)
 
 
 def test_registries_agree_with_each_other():

@@ -17,6 +17,7 @@ import jsonschema
 import yaml
 from jsonschema.exceptions import best_match
 
+from lsqueeze.config import RECIPES, WILDCARDS, build_plan
 from lsqueeze.yamlfile import ConfigError, read_yaml
 
 # The schema lives in params/ beside the presets; the package finds it from an editable install.
@@ -136,8 +137,6 @@ def _plan_problems(config, schema):
     """Checks on the resolved plan: every id must match the workflow's wildcard patterns (else
     Snakemake reports a missing input that names nothing) and every merged recipe must name a
     known architecture."""
-    from lsqueeze.config import WILDCARDS, build_plan
-
     try:
         plan = build_plan(config)
     except (ValueError, KeyError, TypeError) as exc:
@@ -160,7 +159,11 @@ def _plan_problems(config, schema):
 
 
 def _load_schema(schema_path=SCHEMA_PATH) -> dict:
-    return json.loads(Path(schema_path).read_text())
+    """The schema, with the registries it names filled in: the datasets are the recipes' keys
+    (one place to add a dataset's name)."""
+    schema = json.loads(Path(schema_path).read_text())
+    schema["$defs"]["dataset"]["enum"] = list(RECIPES)
+    return schema
 
 
 def validate(config: dict, schema_path=SCHEMA_PATH, sources=()) -> dict:
