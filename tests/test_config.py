@@ -3,7 +3,7 @@ import copy
 import pytest
 import yaml
 
-from lsqueeze.config import build_plan, cell_id, num, resolve_cell, steps_tag
+from lsqueeze.config import attack_id, build_plan, cell_id, num, resolve_cell, steps_tag
 from lsqueeze.schema import ConfigError, validate
 from conftest import REPO
 
@@ -88,3 +88,13 @@ def test_environment_yml_matches_pyproject():
     assert sorted(d for d in pip if not d.startswith("-e")) == sorted(deps)
     assert "python=3.11" in env["dependencies"]
     assert any(d.startswith("-e .") for d in pip)
+
+
+def test_attack_ids_of_a_new_kind_name_each_changed_setting():
+    """A new attack kind needs no id format of its own (README, Extending)."""
+    assert attack_id({"attack": "square", "eps": 0.3, "queries": 5000}) == "square-eps0.3-queries5000"
+    # eps null (unbounded) is the default: the same attack as no eps, the same id
+    assert attack_id({"attack": "square", "eps": None, "random_start": True}) == \
+        "square-randomstarttrue"
+    assert attack_id({"attack": "pgd", "loss": "cw", "steps": 40, "eps": 0.3, "step_size": 0.01,
+                        "random_start": True}) == "pgd-cw-n40-e0.3-a0.01-r1-rand"

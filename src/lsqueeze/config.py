@@ -89,6 +89,12 @@ def steps_tag(k: int) -> str:
     return str(k)
 
 
+def _id_part(v) -> str:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return str(v).lower()
+    return num(v)
+
+
 def attack_id(a: dict) -> str:
     a = {**ATTACK_DEFAULTS, **a}
     eps = "inf" if a.get("eps") is None else num(a["eps"])  # eps: null = unbounded (Table 9)
@@ -96,6 +102,10 @@ def attack_id(a: dict) -> str:
         return f"aa-{a.get('version', 'standard')}-e{eps}"
     if a["attack"] == "fgsm":
         return f"fgsm-{a['loss']}-e{eps}"
+    if a["attack"] != "pgd":  # a kind without a format of its own: each setting it changes
+        changed = [(k, v) for k, v in sorted(a.items())
+                   if k != "attack" and ATTACK_DEFAULTS.get(k) != v]
+        return "-".join([a["attack"], *(f"{k.replace('_', '')}{_id_part(v)}" for k, v in changed)])
     rid = f"pgd-{a['loss']}-n{int(a['steps'])}-e{eps}-a{num(a['step_size'])}"
     rid += f"-r{int(a['restarts'])}"
     return rid + ("-rand" if a["random_start"] else "")
