@@ -30,26 +30,23 @@ def _madry_cifar(**over) -> dict:
 
 RECIPES: dict[str, dict] = {
     "mnist": {
-        "source": "mnist", "num_classes": 10, "pixel_scale": 1.0,
+        "num_classes": 10, "pixel_scale": 1.0,
         "arch": {"name": "madry_cnn", "conv1": 32, "conv2": 64, "fc": 1024},
         "optimizer": "adam", "lr": 1e-4, "batch_size": 50, "weight_decay": 0.0,
         "lr_boundaries": [], "ce_reduction": "sum", "augment": "none",
     },
-    "cifar10": {"source": "cifar10", **_madry_cifar(num_classes=10)},
-    "cifar100": {"source": "cifar100", **_madry_cifar(num_classes=100)},
+    "cifar10": _madry_cifar(num_classes=10),
+    "cifar100": _madry_cifar(num_classes=100),
     # Real handwritten digits shipped with scikit-learn: the offline stand-ins for MNIST and CIFAR.
     "digits28": {
-        "source": "digits28", "num_classes": 10, "pixel_scale": 1.0,
+        "num_classes": 10, "pixel_scale": 1.0,
         "arch": {"name": "madry_cnn", "conv1": 8, "conv2": 16, "fc": 64},
         "optimizer": "adam", "lr": 1e-3, "batch_size": 50, "weight_decay": 0.0,
         "lr_boundaries": [], "ce_reduction": "sum", "augment": "none",
     },
-    "digits32": {
-        "source": "digits32",
-        # Madry's design at his "non-wide" widths (16/16/32/64), one unit per stage
-        **_madry_cifar(num_classes=10, batch_size=64,
-                       arch={"name": "madry_wrn", "units": 1, "widen": 1, "base": 16}),
-    },
+    # Madry's design at his "non-wide" widths (16/16/32/64), one unit per stage
+    "digits32": _madry_cifar(num_classes=10, batch_size=64,
+                             arch={"name": "madry_wrn", "units": 1, "widen": 1, "base": 16}),
 }
 
 # Madry's adversarial-training attacks, in the dataset's config units.
@@ -157,7 +154,7 @@ class Plan:
 
     def recipe(self, dataset: str) -> dict:
         over = self.config.get("recipes", {}).get(dataset, {})
-        if dataset not in RECIPES and "source" not in over:
+        if dataset not in RECIPES:
             raise ValueError(f"dataset {dataset!r}: no recipe (known: {sorted(RECIPES)})")
         return _deep_merge(RECIPES.get(dataset, {}), over)
 

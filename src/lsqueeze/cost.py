@@ -157,7 +157,7 @@ def job_costs(plan: Plan, times: StepTimes) -> Costs:
 
     def shape(ds):
         recipe = plan.recipe(ds)
-        return recipe, IMAGE_SHAPE.get(recipe.get("source", ds), IMAGE_SHAPE.get(ds))
+        return recipe, IMAGE_SHAPE.get(ds)
 
     for cid, cell in plan.cells.items():
         recipe, img = shape(cell["dataset"])
@@ -171,7 +171,7 @@ def job_costs(plan: Plan, times: StepTimes) -> Costs:
         recipe, img = shape(ds)
         rate = times.rate("attack", recipe, img, "fp32")  # evaluation runs without autocast
         basis[f"attack {recipe['arch']['name']}"] = f"{rate.seconds * 1e6:.3g} µs/image-step, {rate.basis}"
-        n = n_test or TEST_SIZE.get(recipe.get("source", ds), 10_000)
+        n = n_test or TEST_SIZE.get(ds, 10_000)
         return n, rate.seconds
 
     for cid, aid in plan.white:
