@@ -54,6 +54,23 @@ def test_datasets_are_the_recipes():
         validate(bad)
 
 
+def test_a_new_cell_value_with_a_default_is_a_valid_preset_key(monkeypatch):
+    """A defense's parameter is added in lsqueeze/config.py (CELL_DEFAULTS, cell_tag) only."""
+    from lsqueeze.schema import ConfigError, validate
+
+    def tiny_with(gamma):
+        preset = config.load_config(REPO / "tests" / "config" / "tiny.yaml")
+        preset["cells"]["smooth"]["gamma"] = gamma
+        return preset
+
+    with pytest.raises(ConfigError, match="gamma"):
+        validate(tiny_with(0.5))
+    monkeypatch.setitem(config.CELL_DEFAULTS, "gamma", 0.0)
+    validate(tiny_with(0.5))
+    with pytest.raises(ConfigError, match="gamma"):
+        validate(tiny_with(-1))
+
+
 def test_registries_agree_with_each_other():
     assert set(config.RECIPES) == set(data.DATASETS)  # every dataset has its recipe
     assert set(cli.FIGURE_KINDS) == set(figures.KINDS)  # the CLI lists them without matplotlib

@@ -17,7 +17,7 @@ import jsonschema
 import yaml
 from jsonschema.exceptions import best_match
 
-from lsqueeze.config import RECIPES, WILDCARDS, build_plan
+from lsqueeze.config import CELL_DEFAULTS, RECIPES, WILDCARDS, build_plan
 from lsqueeze.yamlfile import ConfigError, read_yaml
 
 # The schema lives in params/ beside the presets; the package finds it from an editable install.
@@ -159,10 +159,16 @@ def _plan_problems(config, schema):
 
 
 def _load_schema(schema_path=SCHEMA_PATH) -> dict:
-    """The schema, with the registries it names filled in: the datasets are the recipes' keys
-    (one place to add a dataset's name)."""
+    """The schema, with the registries it names filled in, so that each has one place: the
+    datasets are the recipes' keys, and a cell value with a default (config.CELL_DEFAULTS) that
+    the schema does not describe, a new defense's, is a boolean or a number >= 0 like its
+    default."""
     schema = json.loads(Path(schema_path).read_text())
     schema["$defs"]["dataset"]["enum"] = list(RECIPES)
+    cell = schema["$defs"]["cell"]["properties"]
+    for key, default in CELL_DEFAULTS.items():
+        if key not in cell:
+            cell[key] = {"type": "boolean"} if isinstance(default, bool) else {"$ref": "#/$defs/nonneg"}
     return schema
 
 
