@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import lsqueeze
+from lsqueeze.fingerprint import lsqueeze_imports
 
 PACKAGE = Path(lsqueeze.__file__).resolve().parent
 
@@ -36,16 +37,9 @@ MAY_IMPORT = {
 
 
 def imports(path: Path) -> set[str]:
-    """The lsqueeze modules a file imports, wherever the import statement sits."""
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
-        if isinstance(node, ast.ImportFrom) and node.module == "lsqueeze":
-            found |= {a.name for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("lsqueeze."):
-            found.add(node.module.split(".")[1])
-        elif isinstance(node, ast.Import):
-            found |= {a.name.split(".")[1] for a in node.names if a.name.startswith("lsqueeze.")}
-    return found - {"__version__"}
+    """The lsqueeze modules a file imports, wherever the import statement sits (the parser the
+    fingerprints use)."""
+    return lsqueeze_imports(ast.parse(path.read_text(), filename=str(path))) - {"__version__"}
 
 
 def graph() -> dict[str, set[str]]:

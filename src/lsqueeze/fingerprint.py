@@ -25,9 +25,10 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent
 # fingerprint and integrity decide whether a job may run (checkpoint keys, file checks), never
-# what it computes.
-PLUMBING = frozenset({"__init__", "__main__", "cli", "dvc_metrics", "fingerprint", "gpu",
-                      "integrity", "io", "presets", "restore", "schema"})
+# what it computes; schema and yamlfile read and check presets, whose values reach the jobs as
+# params (a rerun trigger of their own).
+PLUMBING = frozenset({"__init__", "__main__", "cli", "commands", "dvc_metrics", "fingerprint",
+                      "gpu", "integrity", "io", "presets", "restore", "schema", "yamlfile"})
 
 
 def _is_main_block(node) -> bool:
@@ -43,20 +44,27 @@ def _normalized(path: Path) -> tuple[str, set[str]]:
     tree = ast.parse(path.read_text(), filename=str(path))
     # `python -m lsqueeze.<module>` code: a job imports the module and never runs it.
     tree.body = [node for node in tree.body if not _is_main_block(node)] or [ast.Pass()]
-    imports = set()
     for node in ast.walk(tree):
         body = getattr(node, "body", None)
         if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
                 and body and isinstance(body[0], ast.Expr)
                 and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str)):
             node.body = body[1:] or [ast.Pass()]
+    return ast.unparse(tree), lsqueeze_imports(tree)
+
+
+def lsqueeze_imports(tree: ast.AST) -> set[str]:
+    """The lsqueeze modules (or names of the package) a syntax tree imports, wherever the import
+    statement sits (module level or inside a function)."""
+    imports = set()
+    for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.module == "lsqueeze":
             imports |= {a.name for a in node.names}
         elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("lsqueeze."):
             imports.add(node.module.split(".")[1])
         elif isinstance(node, ast.Import):
             imports |= {a.name.split(".")[1] for a in node.names if a.name.startswith("lsqueeze.")}
-    return ast.unparse(tree), imports
+    return imports
 
 
 def modules(module: str, root: Path = PACKAGE) -> dict[str, str]:
