@@ -46,7 +46,7 @@ def demo_run(tmp_path):
                 "attack": attack_record(plan, aid, plan.cells[cid]["dataset"]), "n": 10,
                 "accuracy": 0.5, "code_version": "abc", "device": "cpu", "wall_time_s": 0.1}))
     analyses = {}
-    for cid in plan.analyses:  # ε_L of 10 images: 0.05 .. 0.95, so Eq. 4 at ε=0.3 predicts 70%
+    for cid in plan.analyses:  # ε_L of 10 images: 0.05 .. 0.95, so Eq. 4 at ε=0.1 predicts 90%
         p = tmp_path / "a" / cid / "linear.parquet"
         p.parent.mkdir(parents=True, exist_ok=True)
         pd.DataFrame({"eps_L": np.linspace(0.05, 0.95, 10)}).to_parquet(p)
@@ -65,13 +65,13 @@ def test_layout_has_the_papers_columns(demo_run):
     assert list(t2.index.names) == ["cell_id", "model"]
     assert list(t2.columns) == ["α", "β", "σ", "k", "Train", "Test", "white PGD-40 X-ent",
                                 "white PGD-40 CW", "black FGSM CW", "black PGD-40 CW"]
-    row = t2.xs("digits28/ls0-sq0.5-gn0.5-k300-s0", level="cell_id").iloc[0]
-    assert (row["α"], row["β"], row["σ"], row["k"]) == (0, 0.5, 0.5, 300)
+    row = t2.xs("digits28/ls0-sq0.5-gn0.5-k3k-s0", level="cell_id").iloc[0]
+    assert (row["α"], row["β"], row["σ"], row["k"]) == (0, 0.5, 0.5, 3000)
     assert row["Train"] == pytest.approx(90) and row["black PGD-40 CW"] == pytest.approx(50)
     madry = t2.xs("Madry adv. tr. (ε=0.1)", level="model").iloc[0]
-    assert np.isnan(madry["α"]) and madry["k"] == 300  # baselines print no α, β, σ
+    assert np.isnan(madry["α"]) and madry["k"] == 2000  # baselines print no α, β, σ
     t1 = pd.read_parquet(out / "table_1.parquet")
-    assert t1["Eq. 4"].tolist() == pytest.approx([70.0, 70.0])
+    assert t1["Eq. 4"].tolist() == pytest.approx([90.0, 90.0])
 
 
 def test_published_values_and_deltas(demo_run):
