@@ -188,21 +188,19 @@ def main(argv=None) -> dict:
     def model(c):
         return str(res / "models" / c / "model.pt")
 
+    def attack_job(name, command, cell, aid, out):
+        """One crafting or white-box job: the same arguments, another command and output."""
+        ds = plan.cells[cell]["dataset"]
+        return (f"{name}/{cell}/{aid}", [
+            command, "--spec", json.dumps(plan.train_spec(cell)), "--model", model(cell),
+            "--data-dir", str(data / ds), "--attack", json.dumps(attack_record(plan, aid, ds)),
+            *n, *bs, "--out", str(out)])
+
     t0 = time.perf_counter()
-    crafts = []
-    for src, aid in sorted(plan.crafted):
-        ds = plan.cells[src]["dataset"]
-        crafts.append((f"craft/{src}/{aid}", [
-            "craft", "--spec", json.dumps(plan.train_spec(src)), "--model", model(src),
-            "--data-dir", str(data / ds), "--attack", json.dumps(attack_record(plan, aid, ds)),
-            *n, *bs, "--out", str(res / "adv" / src / f"{aid}.pt")]))
-    white = []
-    for c, aid in sorted(plan.white):
-        ds = plan.cells[c]["dataset"]
-        white.append((f"white/{c}/{aid}", [
-            "evaluate", "--spec", json.dumps(plan.train_spec(c)), "--model", model(c),
-            "--data-dir", str(data / ds), "--attack", json.dumps(attack_record(plan, aid, ds)),
-            *n, *bs, "--out", str(res / "eval" / c / "white" / f"{aid}.json")]))
+    crafts = [attack_job("craft", "craft", src, aid, res / "adv" / src / f"{aid}.pt")
+              for src, aid in sorted(plan.crafted)]
+    white = [attack_job("white", "evaluate", c, aid, res / "eval" / c / "white" / f"{aid}.json")
+             for c, aid in sorted(plan.white)]
     runner.phase(crafts + white, args.attack_timeout)
     finish("white-box and crafting", t0)
 

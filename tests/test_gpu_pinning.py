@@ -21,18 +21,25 @@ def _job(devices, lock_dir, hold_s, queue):
     # no explicit release: the lock must die with the process, as for a killed training job
 
 
-@pytest.mark.parametrize("n", [1, 3])
-def test_2n_jobs_never_share_a_device(tmp_path, n):
-    devices = [str(i) for i in range(n)]
-    ctx = mp.get_context("spawn")  # a fresh process per job, like Snakemake's shell jobs
+def _run_jobs(target, args, count):
+    """`count` jobs, each a fresh process (like Snakemake's shell jobs), all started at once;
+    returns what each put on the queue, after checking every job exited cleanly."""
+    ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    procs = [ctx.Process(target=_job, args=(devices, tmp_path, 0.4, queue)) for _ in range(2 * n)]
+    procs = [ctx.Process(target=target, args=(*args, queue)) for _ in range(count)]
     for p in procs:
         p.start()
     records = [queue.get(timeout=60) for _ in procs]
     for p in procs:
         p.join(timeout=30)
         assert p.exitcode == 0
+    return records
+
+
+@pytest.mark.parametrize("n", [1, 3])
+def test_2n_jobs_never_share_a_device(tmp_path, n):
+    devices = [str(i) for i in range(n)]
+    records = _run_jobs(_job, (devices, tmp_path, 0.4), 2 * n)
     assert len(records) == 2 * n
     for _pid, dev, visible, _t0, _t1 in records:
         assert dev in devices and visible == dev  # the job sees exactly its own device
@@ -130,16 +137,7 @@ def test_k_jobs_share_each_device_never_more(tmp_path):
     """LSQUEEZE_JOBS_PER_GPU=2 on 2 fake devices, 6 jobs: at most 2 on a device at any moment,
     both devices used, and the first 4 run at once (all slots filled)."""
     devices, k = ["0", "1"], 2
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    procs = [ctx.Process(target=_slot_job, args=(devices, tmp_path, k, 1.0, queue))
-             for _ in range(6)]
-    for p in procs:
-        p.start()
-    records = [queue.get(timeout=60) for _ in procs]
-    for p in procs:
-        p.join(timeout=30)
-        assert p.exitcode == 0
+    records = _run_jobs(_slot_job, (devices, tmp_path, k, 1.0), 6)
     assert all(dev in devices and visible == dev for dev, visible, _, _ in records)
     for dev in devices:
         spans = [(t0, t1) for d, _, t0, t1 in records if d == dev]
