@@ -12,7 +12,9 @@ rule train:
         f"{RES}/logs/train/{{dataset}}/{{tag}}.log",
     conda:
         ENV
-    threads: 2
+    # One thread per training: on a small CPU two cells then train side by side, which beats one
+    # cell on two threads (small convolutions scale poorly across threads).
+    threads: 1
     resources:
         gpu=1,
     params:
