@@ -105,3 +105,13 @@ def test_aggregation_loads_without_torch():
     code = f"import sys, {modules}; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_jobs_load_without_torchvision():
+    # torchvision costs seconds to import and only the data job needs it (to download and convert
+    # a dataset); every other job of a run pays its import time again.
+    jobs = sorted(LAYERS["jobs"] - {"presets", "remote", "cost"})
+    code = ("import sys; " + "; ".join(f"import lsqueeze.{m}" for m in jobs)
+            + "; print(sorted(m for m in ('torchvision', 'sympy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -15,8 +15,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-import torchvision.datasets as tvd
-from torchvision.datasets.utils import check_integrity, download_url, extract_archive
 
 from lsqueeze.io import file_digest, load_torch, save_torch
 
@@ -31,7 +29,6 @@ MNIST_RAW_MD5 = {
 # the first 5,000 of the 60,000 training images as its validation set, so the training split is
 # images 5,000-59,999 (55,000). The 10,000 test images are the official test set.
 MNIST_VALIDATION = 5000
-CIFAR = {"cifar10": tvd.CIFAR10, "cifar100": tvd.CIFAR100}
 DATASETS = ("mnist", "cifar10", "cifar100", "digits28", "digits32")
 SPLITS = ("train", "test")
 
@@ -40,10 +37,20 @@ class DataError(RuntimeError):
     pass
 
 
+# torchvision is imported only where a dataset is downloaded or converted: it takes seconds to
+# import, and every training, attack and analysis job imports this module for `load_split`.
+def _cifar_class(name: str):
+    import torchvision.datasets as tvd
+
+    return {"cifar10": tvd.CIFAR10, "cifar100": tvd.CIFAR100}[name]
+
+
 def default_mirror(name: str) -> str:
     if name == "mnist":
+        import torchvision.datasets as tvd
+
         return tvd.MNIST.mirrors[0]
-    return CIFAR[name].url.rsplit("/", 1)[0] + "/"
+    return _cifar_class(name).url.rsplit("/", 1)[0] + "/"
 
 
 def _md5(path: Path) -> str:
@@ -51,6 +58,8 @@ def _md5(path: Path) -> str:
 
 
 def _fetch(url: str, raw: Path, filename: str, md5: str | None) -> Path:
+    from torchvision.datasets.utils import check_integrity, download_url
+
     target = raw / filename
     try:
         download_url(url, str(raw), filename=filename, md5=md5)
@@ -96,7 +105,9 @@ def _mnist(raw: Path, mirror: str) -> dict[str, dict]:
 
 
 def _cifar(name: str, raw: Path, mirror: str) -> dict[str, dict]:
-    cls = CIFAR[name]
+    from torchvision.datasets.utils import extract_archive
+
+    cls = _cifar_class(name)
     archive = _fetch(mirror + cls.filename, raw, cls.filename, cls.tgz_md5)
     extract_archive(str(archive), str(raw))
     split = {}
