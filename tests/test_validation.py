@@ -1,0 +1,227 @@
+"""Fault trials before any job: paths with spaces, a dry run that writes nothing, and presets,
+options and JSON arguments that are refused in one line naming the file, line and key.
+"""
+
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lsqueeze import config as C
+from lsqueeze.cli import main as lsqueeze_main
+from lsqueeze.schema import ConfigError, read_yaml, validate, validate_file
+
+from conftest import REPO, run_snakemake
+
+SMALL_ARCH = {"name": "madry_cnn", "conv1": 4, "conv2": 8, "fc": 16}
+
+
+def tiny_spec(steps=600):
+    cell = C.resolve_cell({}, {"dataset": "digits28", "steps": steps, "sigma": 0.3})
+    return {"id": C.cell_id(cell), "cell": cell,
+            "recipe": {**C.RECIPES["digits28"], "arch": SMALL_ARCH}}
+
+
+TINY_TEXT = (REPO / "tests/config/tiny.yaml").read_text()
+
+
+def preset_with(tmp_path, old=None, new=None, name="preset.yaml"):
+    """The tiny preset with one text edit, written to tmp_path; (path, 1-based line of the edit)."""
+    text, line = TINY_TEXT, None
+    if old is not None:
+        assert TINY_TEXT.count(old) == 1, old
+        line = TINY_TEXT[:TINY_TEXT.index(old)].count("\n") + 1
+        text = TINY_TEXT.replace(old, new)
+    path = tmp_path / name
+    path.write_text(text)
+    return path, line
+
+
+def listing(root):
+    """Every path under root except Snakemake's own state directory."""
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*")
+                  if ".snakemake" not in p.relative_to(root).parts)
+
+
+def validate_cli(capsys, path):
+    """`lsqueeze validate path`: (exit code, the stderr lines)."""
+    code = lsqueeze_main(["validate", str(path)])
+    return code, capsys.readouterr().err.strip().splitlines()
+
+
+@pytest.mark.slow
+def test_results_dir_with_a_space_runs_and_writes_nowhere_else(tmp_path):
+    """Train, a white-box evaluation and the tables plan under `results/with space/`, with files
+    where an unquoted `> {log}` would redirect (`results/with`, `results/da`): they survive."""
+    work = tmp_path / "work"
+    (work / "results").mkdir(parents=True)
+    cfg = yaml.safe_load(TINY_TEXT)
+    cfg.update(results="results/with space/tiny", data_dir="results/da ta")
+    preset = tmp_path / "preset.yaml"
+    preset.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    for name in ("with", "da"):
+        (work / "results" / name).write_text("keep me\n")
+    plan = C.build_plan(cfg)
+    cell, attack = min(plan.white)
+    res = work / "results/with space/tiny"
+    targets = [res / f"eval/{cell}/white/{attack}.json", res / "plan/tables.json"]
+    # targets relative to the working directory, as the rules write them, and before the
+    # --configfile option, which takes several files
+    run_snakemake(work, *(str(t.relative_to(work)) for t in targets), "--configfile", str(preset))
+    for name in ("with", "da"):
+        assert (work / "results" / name).read_text() == "keep me\n"
+    assert json.loads(targets[0].read_text())["accuracy"] >= 0
+    assert (res / f"models/{cell}/model.pt").is_file()
+    assert (res / f"logs/train/{cell}.log").is_file()
+    assert (work / "results/da ta/digits28/test.pt").is_file()
+    written = json.loads(targets[1].read_text())
+    assert {t["id"] for t in written["tables"]} == {t["id"] for t in plan.tables}
+    assert not list(res.rglob("*.tmp"))  # the plan is written atomically, no temp file left
+
+
+@pytest.mark.slow
+def test_dry_run_writes_nothing(tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    preset, _ = preset_with(tmp_path)
+    before = listing(work)
+    proc = run_snakemake(work, "-n", configfile=preset)
+    assert "tables_plan" in proc.stdout  # the plan is a job of the run, not a side effect of -n
+    assert listing(work) == before == []
+
+
+@pytest.mark.slow
+def test_dry_run_of_a_read_only_results_dir(tmp_path):
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    archive.chmod(0o555)
+    if os.access(archive, os.W_OK):  # root ignores file modes; nobody can create files in /proc
+        archive = Path("/proc/lsqueeze-read-only-archive")
+    preset, _ = preset_with(tmp_path, "results: results/tiny", f"results: {archive}/tiny")
+    work = tmp_path / "work"
+    work.mkdir()
+    try:
+        proc = run_snakemake(work, "-n", configfile=preset)
+    finally:
+        (tmp_path / "archive").chmod(0o755)
+    assert "tables_plan" in proc.stdout
+    assert not any((tmp_path / "archive").iterdir())
+
+
+@pytest.mark.parametrize("old, new, key, words", [
+    ("sigma: 0.3,", "sigma: .nan,", "cells.smooth.sigma", ["nan is not a finite number"]),
+    ("sigma: 0.3,", "sigma: .inf,", "cells.smooth.sigma", ["inf is not a finite number"]),
+    ("sigma: 0.3,", "sigma: 0.3, sigma: 0.4,", None, ["duplicate key 'sigma'"]),
+    ('id: "2"', 'id: "1"', "tables.1.id", ["duplicate table id '1'"]),
+    ("results: results/tiny", "results: ''", "results", ["names no directory"]),
+    ("results: results/tiny", "results: /", "results", ["names no directory"]),
+    ("data_dir: results/data", "data_dir: /", "data_dir", ["names no directory"]),
+    ("train: {checkpoint_every: 50}", "train: {checkpoint_every: 50, device: gpu}", "train.device",
+     ["'gpu' is not allowed"]),
+    ("train: {checkpoint_every: 50}", "train: {checkpoint_every: 50, precison: bf16}",
+     "train.precison", ["unknown key 'precison'"]),
+    ("cells:\n", "recipes: {digits28: {arch: {name: resnet}}}\ncells:\n",
+     "recipes.digits28.arch.name", ["'resnet' is not allowed", "madry_cnn"]),
+    ("beta: 0.5,", "beta: 1e+9,", "cells.squeeze.beta", ["write 1.0e+09"]),
+    ("sigma: 0.3,", "sigma: 0.3],", None, ["YAML syntax error", "expected ',' or '}'"]),
+])
+def test_bad_preset_is_one_line_naming_file_line_and_key(tmp_path, capsys, old, new, key, words):
+    path, line = preset_with(tmp_path, old, new)
+    code, err = validate_cli(capsys, path)
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith(f"lsqueeze validate: {path}:"), err
+    where = re.match(rf"lsqueeze validate: {re.escape(str(path))}:(\d+)", err[0])
+    assert where and int(where.group(1)) == line, (line, err)  # the edited line
+    for w in ([f"config error at {key}:"] if key else []) + words:
+        assert w in err[0], (w, err)
+
+
+def test_missing_or_unreadable_preset_is_one_line(tmp_path, capsys):
+    code, err = validate_cli(capsys, tmp_path / "nope.yaml")
+    assert code == 2 and err == [f"lsqueeze validate: {tmp_path / 'nope.yaml'}: no such file"]
+    code, err = validate_cli(capsys, tmp_path)  # a directory
+    assert code == 2 and len(err) == 1 and "cannot read" in err[0]
+
+
+def test_duplicate_keys_are_refused_wherever_a_preset_is_read(tmp_path):
+    path, _ = preset_with(tmp_path, "preset: tiny\n", "preset: tiny\npreset: other\n")
+    for read in (C.load_config, validate_file, read_yaml):
+        with pytest.raises(ConfigError, match=rf"{re.escape(str(path))}:\d+:1: duplicate key 'preset'"):
+            read(path)
+    from lsqueeze.restore import snapshot
+
+    with pytest.raises(ConfigError, match="duplicate key"):
+        snapshot(path, ["results"], root=tmp_path)
+
+
+def test_numbers_spelled_with_a_plus_give_ids_the_workflow_matches(tmp_path):
+    """1.0e+09 is written 1e+09 in ids (config.num): the wildcard patterns must accept it."""
+    cfg = yaml.safe_load(TINY_TEXT)
+    cfg["cells"]["squeeze"]["beta"] = 1.0e9
+    cfg["attacks"]["fgsm_xent"]["eps"] = 1.0e9
+    plan = C.build_plan(validate(cfg))
+    assert any("sq1e+09" in c for c in plan.cells) and any("e1e+09" in a for a in plan.attacks)
+    for cid in plan.cells:
+        dataset, tag = cid.split("/")
+        assert re.fullmatch(C.WILDCARDS["dataset"], dataset) and re.fullmatch(C.WILDCARDS["tag"], tag)
+    assert all(re.fullmatch(C.WILDCARDS["attack"], a) for a in plan.attacks)
+    common = (REPO / "workflow/rules/common.smk").read_text()
+    for name, key in (("dataset", "dataset"), ("tag", "tag"), ("source", "tag"), ("attack", "attack")):
+        assert f'{name}=WILDCARDS["{key}"]' in common  # one definition, shared with the check
+
+
+@pytest.mark.slow
+def test_snakemake_plans_a_cell_whose_id_has_a_plus(tmp_path):
+    preset, _ = preset_with(tmp_path, "beta: 0.5,", "beta: 1.0e+9,")
+    target = "results/tiny/models/digits28/ls0-sq1e+09-gn0.5-k60-s0/metrics.json"
+    proc = run_snakemake(tmp_path, "-n", target, configfile=preset)
+    assert "rule train:" in proc.stdout and target in proc.stdout
+
+
+@pytest.mark.slow
+def test_snakemake_refuses_a_duplicate_key_before_any_job(tmp_path):
+    preset, line = preset_with(tmp_path, "sigma: 0.3,", "sigma: 0.3, sigma: 0.4,")
+    work = tmp_path / "work"
+    work.mkdir()
+    proc = run_snakemake(work, "-n", configfile=preset, check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and f"{preset}:{line}:" in out and "duplicate key 'sigma'" in out
+    assert "Traceback" not in out
+    assert listing(work) == []
+
+
+@pytest.mark.parametrize("options, words", [
+    ({"checkpoint_every": 0}, ["checkpoint_every", "less than the minimum of 1"]),
+    ({"precison": "bf16"}, ["unknown key 'precison'"]),
+    ({"device": "gpu"}, ["device", "'gpu' is not allowed"]),
+    ({"eval_batch": float("nan")}, ["eval_batch", "not a finite number"]),
+    ([1], ["is not of type 'object'"]),
+])
+def test_train_options_are_checked_before_any_work(tmp_path, capsys, options, words):
+    out = tmp_path / "out"
+    code = lsqueeze_main(["train", "--spec", json.dumps(tiny_spec()), "--data-dir", str(tmp_path),
+                          "--out-dir", str(out), "--options", json.dumps(options)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and err[0].startswith("lsqueeze train: error: --options: ")
+    assert all(w in err[0] for w in words), err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["train", "--spec", "[]", "--data-dir", "d", "--out-dir", "o"], ["--spec: expected a JSON object"]),
+    (["train", "--spec", '{"id": "x"}', "--data-dir", "d", "--out-dir", "o"], ["missing key 'cell'"]),
+    (["evaluate", "--spec", '{"id": "x", "cell": {}, "recipe": {}}', "--model", "m", "--data-dir",
+      "d", "--attack", '{"id": "a"}', "--out", "o"], ["--attack: missing key 'paper'"]),
+    (["train", "--spec", "{", "--data-dir", "d", "--out-dir", "o"], ["--spec: not valid JSON"]),
+])
+def test_bad_json_arguments_are_one_line(capsys, argv, words):
+    try:
+        code = lsqueeze_main(argv)
+    except SystemExit as exc:  # argparse's own errors: usage, then one error line
+        code = exc.code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and "Traceback" not in "\n".join(err)
+    assert err[-1].startswith(f"lsqueeze {argv[0]}: error: ") and all(w in err[-1] for w in words), err
