@@ -44,6 +44,23 @@ def test_row_seeds_are_one_cell_each():
         validate(cfg)
 
 
+@pytest.mark.parametrize("a, b, words", [
+    # beyond the 6 significant digits an id keeps
+    ({"beta": 0.1234561}, {"beta": 0.1234564}, ["cell", "ls0-sq0.123456", "beta: 0.1234561 vs 0.1234564"]),
+    # a setting the adversarial-training id leaves out
+    ({"method": "adv", "alpha": 0.1}, {"method": "adv"}, ["cell", "at40", "alpha: 0.1 vs 0.0"]),
+])
+def test_two_cells_with_one_id_are_refused(a, b, words):
+    cfg = yaml.safe_load((REPO / "tests/config/tiny.yaml").read_text())
+    rows = cfg["tables"][0]["rows"]
+    rows += [{"cell": {"dataset": "digits28", "steps": 60, **c}} for c in (a, b)]
+    with pytest.raises(ValueError) as info:
+        build_plan(cfg)
+    assert "share the id" in str(info.value) and all(w in str(info.value) for w in words), info.value
+    with pytest.raises(ConfigError, match="share the id"):
+        validate(cfg)
+
+
 @pytest.fixture
 def demo():
     return yaml.safe_load((REPO / "params/demo.yaml").read_text())

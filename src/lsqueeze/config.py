@@ -219,6 +219,18 @@ def _row_name(row: dict) -> str:
     return row["cell"] if isinstance(row["cell"], str) else row["cell_id"]
 
 
+def _register(found: dict, key: str, value: dict, what: str) -> str:
+    """Add value under its id; an id that already names other settings is an error, never a
+    silent merge (an id keeps 6 significant digits and leaves out settings it does not vary)."""
+    old = found.setdefault(key, value)
+    if old != value:
+        diff = ", ".join(f"{k}: {old.get(k)!r} vs {value.get(k)!r}"
+                         for k in sorted(old.keys() | value.keys()) if old.get(k) != value.get(k))
+        raise ValueError(f"two different {what}s share the id {key} ({diff}): results would be "
+                         "mixed up; make them differ in what the id shows, or make them equal")
+    return key
+
+
 def build_plan(config: dict) -> Plan:
     plan = Plan(config=config)
 
@@ -226,15 +238,11 @@ def build_plan(config: dict) -> Plan:
         c = resolve_cell(config, ref)
         if seed is not None:  # a row's `seeds:` trains its cell once per seed
             c["seed"] = int(seed)
-        cid = cell_id(c)
-        plan.cells[cid] = c
-        return cid
+        return _register(plan.cells, cell_id(c), c, "cell")
 
     def add_attack(ref) -> str:
         a = resolve_attack(config, ref)
-        aid = attack_id(a)
-        plan.attacks[aid] = a
-        return aid
+        return _register(plan.attacks, attack_id(a), a, "attack")
 
     sources = {ds: add_cell(ref) for ds, ref in config.get("blackbox_sources", {}).items()}
     for table in config.get("tables", []):

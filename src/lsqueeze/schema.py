@@ -105,7 +105,14 @@ def _schema_problem(error):
             msg += " (YAML reads an exponent without a dot as text: write 1.0e+09, not 1e+09)"
         except ValueError:
             pass
+    elif error.validator == "type":  # jsonschema quotes the whole value: a table, a list of claims
+        msg = f"{_short(error.instance)} is not of type {error.validator_value!r}"
     return keys, msg
+
+
+def _short(value, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 5] + " …" + text[-1:]
 
 
 def _path_problems(config):
