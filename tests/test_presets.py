@@ -1,5 +1,6 @@
 """The paper preset: every published number has a (row, column), every model a training job."""
 
+import json
 import re
 import time
 
@@ -244,3 +245,33 @@ def test_mnist_cpu_preset_plans_real_mnist(tmp_path):
     # 5 models, the two headline ones with seeds 0, 1, 2
     assert len(plan.cells) == 9
     assert re.search(r"^train\s+9$", proc.stdout, flags=re.M)
+
+
+@pytest.mark.parametrize("preset", sorted(p.name for p in (REPO / "params").glob("*.yaml")
+                                          if p.name not in ("paper_figures.yaml", "claims.yaml")))
+def test_every_preset_column_finds_at_most_one_published_value(preset):
+    # what the tables plan job checks when a run starts, for every committed preset
+    from lsqueeze.tables import check_published
+
+    check_published({"tables": build_plan(validate(load_config(REPO / "params" / preset))).tables},
+                    pd.read_csv(CSV))
+
+
+def test_a_row_the_paper_did_not_train_has_no_published_value():
+    ref = pd.read_csv(CSV)
+    table = {"id": "1", "paper_table": 1}
+    col = {"name": "FGSM X-ent", "paper": {"attack": "fgsm", "loss": "xent"}}
+    assert published(ref, table, {"paper_row": 1}, col) is not None
+    assert published(ref, table, {}, col) is None  # Table 1 has several rows: none is this one
+
+
+def test_plan_job_refuses_an_ambiguous_paper_filter_in_one_line(tmp_path, capsys):
+    from lsqueeze.cli import main
+
+    plan = {"tables": [{"id": "x", "paper_table": 11, "rows": [{"cell_id": "c"}],
+                        "columns": [{"name": "any", "paper": {"loss": "cw"}}]}]}
+    out = tmp_path / "plan.json"
+    code = main(["plan", "--plan", json.dumps(plan), "--reference", str(CSV), "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "column 'any'" in err[0] and "narrow it" in err[0]
+    assert not out.exists()

@@ -134,6 +134,7 @@ def _parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("plan", help="write the tables plan that aggregate and metrics read")
     s.add_argument("--plan", type=_json, required=True, help="the plan (JSON), from the workflow")
+    s.add_argument("--reference", help="published values (CSV): check every column's lookup")
     s.add_argument("--out", required=True)
 
     s = sub.add_parser("make-preset", help="write params/paper.yaml + tableN.yaml from the CSV")

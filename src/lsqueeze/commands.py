@@ -175,6 +175,16 @@ def validate(args):
 def plan(args):
     from lsqueeze.io import atomic_path
 
+    if args.reference:
+        import pandas as pd
+
+        from lsqueeze.tables import check_published
+
+        try:
+            check_published(args.plan, pd.read_csv(args.reference))
+        except ValueError as exc:
+            print(f"lsqueeze plan: error: {exc}", file=sys.stderr)
+            return 2
     with atomic_path(args.out) as tmp:  # a unique temp name: no two writers share one
         tmp.write_text(json.dumps(args.plan, indent=1, sort_keys=True) + "\n")
 

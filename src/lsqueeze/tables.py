@@ -82,14 +82,22 @@ def _same(have, want) -> bool:
         return str(have).strip().lower() == str(want).strip().lower()
 
 
+MODEL_KEYS = ["dataset", "model", "alpha", "beta", "sigma", "k"]  # a model in the reference CSV
+
+
 def published(reference: pd.DataFrame, table: dict, row: dict, col: dict):
     """The published percent for (row, column): the CSV row of the same paper table, the row's
-    paper_row (when given) and every key of the column's `paper` filter; None if there is none."""
+    paper_row (when given) and every key of the column's `paper` filter; None if there is none.
+    A row without paper_row has a published value only where the paper's table is of one model
+    (Tables 9-11): in a table of several, it is a model the paper did not train (a preset's own
+    addition)."""
     if "paper_table" not in table or "paper" not in col:
         return None
     ref = reference[reference["table"] == table["paper_table"]]
     if "paper_row" in row:
         ref = ref[ref["row"] == row["paper_row"]]
+    elif len(ref[MODEL_KEYS].drop_duplicates()) > 1:
+        return None
     for key, want in col["paper"].items():
         if key not in ref.columns:
             raise ValueError(f"table {table['id']} column {col['name']!r}: paper filter key "
@@ -99,6 +107,15 @@ def published(reference: pd.DataFrame, table: dict, row: dict, col: dict):
         raise ValueError(f"table {table['id']} column {col['name']!r}: its `paper` filter matches "
                          f"{len(ref)} published values for row {row.get('paper_row')}; narrow it")
     return float(ref["value_percent"].iloc[0]) if len(ref) else None
+
+
+def check_published(plan: dict, reference: pd.DataFrame) -> None:
+    """Look up every (row, column)'s published value once, so that an ambiguous `paper` filter
+    fails when a run starts (the tables plan job), not in the aggregation hours later."""
+    for table in plan["tables"]:
+        for row in table["rows"]:
+            for col in table["columns"]:
+                published(reference, table, row, col)
 
 
 def _measured(long: pd.DataFrame, plan_row: dict, col: dict, analyses: dict, scale: float):

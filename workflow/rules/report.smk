@@ -4,6 +4,8 @@
 
 
 rule tables_plan:
+    input:
+        reference=f"{workflow.basedir}/params/paper_tables.csv",
     output:
         PLAN_FILE,
     log:
@@ -14,7 +16,8 @@ rule tables_plan:
     params:
         plan=PLAN_JSON,  # the params trigger: rewritten exactly when the plan changes
     shell:
-        "python -m lsqueeze plan --plan {params.plan:q} --out {output:q} > {log:q} 2>&1"
+        "python -m lsqueeze plan --plan {params.plan:q} --reference {input.reference:q}"
+        " --out {output:q} > {log:q} 2>&1"
 
 
 rule aggregate:
