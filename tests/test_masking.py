@@ -59,9 +59,9 @@ def test_black_box_stronger_than_white_box_is_flagged():
     out = flags(rows)
     bb = out[out["check"] == "black_beats_white"]
     assert len(bb) == 3
-    ok = out[(out.cell_id == "ok")].iloc[0]
+    ok = bb[bb.cell_id == "ok"].iloc[0]
     assert not ok["flagged"] and ok["reference"] == 0.50 and ok["source_id"] == "src"
-    bad = out[(out.cell_id == "bad")].sort_values("value")
+    bad = bb[bb.cell_id == "bad"].sort_values("value")
     assert list(bad["flagged"]) == [True, False]
     assert bad.iloc[0]["reference"] == pytest.approx(0.45)  # the strongest comparable white-box
     assert bad.iloc[0]["reference_attack_id"].startswith("pgd-xent-n40")
@@ -77,7 +77,7 @@ def test_black_box_needs_a_comparable_white_box_attack():
     assert flags(rows).empty
     # restarts count as iterations: 1 step × 9 restarts ≥ 7 steps
     rows.append(row("c", "white", "pgd", 0.8, 8, steps=1, restarts=9))
-    out = flags(rows)
+    out = flags(rows).query("check == 'black_beats_white'")
     assert len(out) == 1 and out.iloc[0]["flagged"]
 
 
@@ -101,3 +101,21 @@ def test_ignores_other_metrics_and_empty_frames():
     assert flags(rows).empty
     assert masking_flags(pd.DataFrame(columns=["metric", "threat"])).empty
     assert masking_flags(pd.DataFrame()).empty
+
+
+def test_accuracy_that_falls_with_a_bigger_budget_is_flagged():
+    rows = [row("sq", "white", "pgd", 0.33, 0.3, steps=40, dataset="mnist"),
+            row("sq", "white", "pgd", 0.23, 0.3, steps=40, restarts=5, dataset="mnist"),
+            row("sq", "white", "pgd", 0.05, 0.3, steps=100, restarts=10, dataset="mnist"),
+            row("sq", "white", "autoattack", 0.01, 0.3, loss=None, dataset="mnist"),
+            row("sq", "white", "pgd", 0.00, None, steps=100, dataset="mnist"),  # another ε: apart
+            row("at", "white", "pgd", 0.90, 0.3, steps=40, dataset="mnist"),
+            row("at", "white", "pgd", 0.89, 0.3, steps=100, restarts=10, dataset="mnist"),
+            row("at", "white", "autoattack", 0.88, 0.3, loss=None, dataset="mnist")]
+    out = flags(rows)
+    nc = out[out.check == "not_converged"].set_index("cell_id")
+    assert len(nc) == 2  # one row per cell: its largest gap
+    assert nc.loc["sq", "flagged"] and nc.loc["sq", "gap"] == pytest.approx(0.32)
+    assert nc.loc["sq", "value"] == 0.33 and nc.loc["sq", "reference"] == 0.01
+    assert not nc.loc["at", "flagged"] and nc.loc["at", "gap"] == pytest.approx(0.02)
+    assert flags(rows, converge_tol=0.5).query("check == 'not_converged'")["flagged"].sum() == 0

@@ -12,6 +12,10 @@ each computed per model cell from rows that are already in measurements.parquet:
   accuracy of the strongest comparable attack (same ε, same loss, the white-box attack at least
   as many steps) means the model's own gradients mislead the white-box attacker.
 - autoattack_gap: AutoAttack (its Square member needs no gradient) far below PGD at the same ε.
+- not_converged: a bigger budget at the same ε — more PGD steps or restarts, or AutoAttack —
+  lowers a PGD accuracy by more than `converge_tol` (Carlini et al. 2019's checklist: more
+  iterations must not keep finding adversarial examples). One row per cell: its largest gap.
+  The number a table reports for the smaller budget then overstates the robustness.
 
 `masking_flags` returns one row per check performed, flagged or not, so a table can say "checked".
 """
@@ -67,14 +71,16 @@ def _row(r, check, flagged, value, reference, ref_attack=None, source=None, deta
 
 def masking_flags(long: pd.DataFrame, *, large_eps: float = 0.5, zero_tol: float = 0.02,
                   black_tol: float = 0.01, autoattack_gap: float = 0.10,
-                  pixel_scale: dict | None = None) -> pd.DataFrame:
+                  converge_tol: float = 0.05, pixel_scale: dict | None = None) -> pd.DataFrame:
     """One row per check and cell; `flagged` marks a sign of gradient masking.
 
     long: the long-form measurements (columns as tables.measurement_rows writes them; accuracy
     values in [0,1], ε in the paper's units). large_eps: the ε in pixel units from which an
     attack counts as unbounded (0.5: any image can be moved to mid-grey). zero_tol: accuracy
     still counted as ~0. black_tol: how far black-box accuracy may sit below white-box before it
-    is flagged (sampling noise of a reused subset). pixel_scale: {dataset: scale}, defaults to
+    is flagged (sampling noise of a reused subset). converge_tol: how much a bigger attack budget
+    may lower a PGD accuracy (the paper's own restart and step sweeps move it by ≤ 2.4 points).
+    pixel_scale: {dataset: scale}, defaults to
     the built-in recipes.
     """
     df = _accuracy_rows(long, pixel_scale)
@@ -98,6 +104,18 @@ def masking_flags(long: pd.DataFrame, *, large_eps: float = 0.5, zero_tol: float
                                 a["value"], p["value"], ref_attack=p["attack_id"],
                                 detail=f"AutoAttack vs strongest PGD at the same ε; flagged when "
                                        f"lower by more than {autoattack_gap:g}"))
+        gaps = []  # (gap, weaker PGD row, stronger row) at one ε
+        for _, p in rows[rows["attack"] == "pgd"].iterrows():
+            more = rows[(rows["eps_pixel"] == p["eps_pixel"]) & (rows["eff_steps"] > p["eff_steps"])]
+            if len(more):
+                m = more.loc[more["value"].idxmin()]
+                gaps.append((p["value"] - m["value"], p, m))
+        if gaps:
+            gap, p, m = max(gaps, key=lambda g: g[0])
+            out.append(_row(p, "not_converged", gap > converge_tol, p["value"], m["value"],
+                            ref_attack=m["attack_id"],
+                            detail=f"PGD vs the lowest accuracy of a bigger attack budget at the "
+                                   f"same ε; flagged when lower by more than {converge_tol:g}"))
     for _, b in black.iterrows():
         w = white[(white["cell_id"] == b["cell_id"]) & (white["eps_pixel"] == b["eps_pixel"])
                   & (white["eff_steps"] >= b["eff_steps"])
