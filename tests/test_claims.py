@@ -128,7 +128,8 @@ def test_constant_within_flat_and_order_checks():
         sweep = make_ctx({"10": (10, [PGD40, PGD100], [
             (None, "lsq", {PGD40["name"]: 52.0, PGD100["name"]: worst}, None)])})
         assert C.evaluate_check(flat, sweep)[0]["verdict"] == want   # spread ±2.2 on 1,000
-    # Eq. 4 vs FGSM: same order of two models, or a reversed one, or gaps within the noise
+    # Eq. 4 vs FGSM: same order of two models, or a reversed one, or one column ranking them
+    # equal where the other separates them, or both gaps within the noise
     eq4 = {"name": "Eq. 4", "metric": "predicted_accuracy", "attack_paper": {"attack": "fgsm"}}
     fgsm = {"name": "FGSM", "threat": "white", "attack_id": "fgsm",
             "attack_paper": {"attack": "fgsm", "loss": "xent"}}
@@ -136,7 +137,7 @@ def test_constant_within_flat_and_order_checks():
              "lhs": {"table": 1, "rows": "all", "column": {"metric": "predicted_accuracy"}},
              "rhs": {"table": 1, "rows": "all", "column": {"attack": "fgsm", "threat": "white"}}}
     for (a, b), want in (((60.0, 95.0), C.REPRODUCED), ((60.0, 2.0), C.REFUTED),
-                         ((0.1, 60.0), C.UNCLEAR)):
+                         ((0.1, 60.0), C.REFUTED), ((0.1, 7.5), C.UNCLEAR)):
         t1 = make_ctx({"1": (1, [eq4, fgsm], [
             (1, "natural", {"Eq. 4": 0.0, "FGSM": 7.0}, {"Eq. 4": 0.0, "FGSM": 7.05}),
             (2, "madry", {"Eq. 4": a, "FGSM": b}, {"Eq. 4": 56.73, "FGSM": 95.25})])})
