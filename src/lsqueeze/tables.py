@@ -318,7 +318,10 @@ def masking_markdown(masking: pd.DataFrame) -> str:
     lines = ["", "## Gradient-masking checks", "",
              f"{len(masking)} checks on the measurements above; {len(flagged)} flagged."]
     for r in flagged.itertuples():
-        lines.append(f"- **{r.check}** on `{r.cell_id}` ({r.attack_id}): {r.detail}")
+        ref = "" if _missing(r.reference) else f" against {100 * r.reference:.2f}%" + (
+            "" if _missing(r.reference_attack_id) else f" ({r.reference_attack_id})")
+        lines.append(f"- **{r.check}** on `{r.cell_id}`: {100 * r.value:.2f}% ({r.attack_id})"
+                     f"{ref}; {r.detail}")
     return "\n".join(lines) + "\n"
 
 
