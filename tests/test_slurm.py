@@ -7,6 +7,7 @@ LSQUEEZE_REQUIRE_SLURM=1 (CI, after installing it), where that is a failure.
 
 import json
 import os
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -24,7 +25,11 @@ HARNESS = REPO / "tests" / "slurm"
 # The profile as users run it, with what this one CPU node needs instead: no GPUs (the profile
 # asks for one per train/attack job, which would stay pending forever), small memory, at most the
 # node's 2 cores, squeue polling (no slurmdbd) and quick first status checks. Threads equal the
-# rules' own, so the local run and the SLURM run compute with the same thread counts.
+# rules' own (read from the rule files), so the local run and the SLURM run compute with the same
+# thread counts.
+RULE_THREADS = {rule: int(n) for f in (REPO / "workflow" / "rules").glob("*.smk")
+                for rule, n in re.findall(r"^rule (\w+):(?:\n(?!rule ).*)*?\n\s+threads: (\d+)",
+                                          f.read_text(), flags=re.M)}
 SLURM_ARGS = [
     "--profile", str(REPO / "workflow" / "profiles" / "slurm"),
     "--jobs", "2", "--latency-wait", "5",
@@ -33,7 +38,7 @@ SLURM_ARGS = [
     "--default-resources", "mem_mb=1000", "runtime=20",
     "--set-resources", "train:gpu=0", "craft:gpu=0", "evaluate_white:gpu=0", "analyze:gpu=0",
     "landscape:gpu=0", "activations:gpu=0",
-    "--set-threads", "train=2", "craft=1", "evaluate_white=1", "analyze=1",
+    "--set-threads", *(f"{r}={RULE_THREADS[r]}" for r in ("train", "craft", "evaluate_white", "analyze")),
 ]
 VOLATILE = {"wall_time_s", "images_per_s", "code_version", "device"}
 
