@@ -14,6 +14,20 @@ sys.path.insert(0, str(REPO / "bench"))
 from common import MIRROR as SHARED_MNIST, serve_directory  # noqa: E402
 
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
+# The committed presets (params/ also holds the figures fragment and the claims file).
+PRESETS = sorted(p for p in (REPO / "params").glob("*.yaml")
+                 if p.name not in ("paper_figures.yaml", "claims.yaml"))
+# A Madry CNN small enough to train a few hundred steps in seconds, for the fault trials.
+SMALL_ARCH = {"name": "madry_cnn", "conv1": 4, "conv2": 8, "fc": 16}
+
+
+def tiny_spec(steps=600, **recipe):
+    """A digits28 cell with noise on SMALL_ARCH, as a training job receives it."""
+    from lsqueeze import config as C
+
+    cell = C.resolve_cell({}, {"dataset": "digits28", "steps": steps, "sigma": 0.3})
+    return {"id": C.cell_id(cell), "cell": cell,
+            "recipe": {**C.RECIPES["digits28"], "arch": SMALL_ARCH, **recipe}}
 
 
 @pytest.fixture

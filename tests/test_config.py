@@ -5,7 +5,7 @@ import yaml
 
 from lsqueeze.config import attack_id, build_plan, cell_id, num, resolve_cell, steps_tag
 from lsqueeze.schema import ConfigError, validate
-from conftest import REPO
+from conftest import PRESETS, REPO
 
 
 def test_numbers_have_one_spelling():
@@ -89,10 +89,8 @@ def test_unknown_dataset_lists_allowed(demo):
 
 
 def test_presets_validate():
-    presets = [p for p in sorted((REPO / "params").glob("*.yaml"))
-               if p.name not in ("paper_figures.yaml", "claims.yaml")]
-    assert len(presets) >= 14  # paper, demo, mnist_cpu, table1..11
-    for path in presets + [REPO / "tests/config/tiny.yaml"]:
+    assert len(PRESETS) >= 14  # paper, demo, mnist_cpu, table1..11
+    for path in PRESETS + [REPO / "tests/config/tiny.yaml"]:
         validate(yaml.safe_load(path.read_text()))
 
 

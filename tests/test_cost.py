@@ -9,14 +9,14 @@ import pytest
 from lsqueeze import cli, cost
 from lsqueeze.config import build_plan, load_config
 
+from conftest import PRESETS
+
 PARAMS = Path(__file__).resolve().parents[1] / "params"
-PRESETS = sorted(p.name for p in PARAMS.glob("*.yaml")
-                 if p.name not in ("paper_figures.yaml", "claims.yaml"))
 
 
-@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.name)
 def test_every_preset_has_a_finite_positive_cost(preset):
-    est = cost.estimate(load_config(PARAMS / preset))
+    est = cost.estimate(load_config(preset))
     total = est["total"]
     assert math.isfinite(total["total_h"]) and total["total_h"] > 0
     assert total["total_h"] == pytest.approx(total["train_h"] + total["attack_h"])

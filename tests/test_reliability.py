@@ -25,16 +25,9 @@ from lsqueeze.schema import ConfigError, validate
 from lsqueeze.device import pick_device
 from lsqueeze.train import _resumable, train
 
-from conftest import REPO, run_snakemake
+from conftest import REPO, SMALL_ARCH, run_snakemake, tiny_spec
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # one thread: CPU reductions stay bitwise equal
-SMALL_ARCH = {"name": "madry_cnn", "conv1": 4, "conv2": 8, "fc": 16}
-
-
-def tiny_spec(steps=600, **recipe):
-    cell = C.resolve_cell({}, {"dataset": "digits28", "steps": steps, "sigma": 0.3})
-    return {"id": C.cell_id(cell), "cell": cell,
-            "recipe": {**C.RECIPES["digits28"], "arch": SMALL_ARCH, **recipe}}
 
 
 def cli(*args, check=False):

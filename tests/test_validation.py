@@ -14,15 +14,7 @@ from lsqueeze import config as C
 from lsqueeze.cli import main as lsqueeze_main
 from lsqueeze.schema import ConfigError, read_yaml, validate, validate_file
 
-from conftest import REPO, run_snakemake
-
-SMALL_ARCH = {"name": "madry_cnn", "conv1": 4, "conv2": 8, "fc": 16}
-
-
-def tiny_spec(steps=600):
-    cell = C.resolve_cell({}, {"dataset": "digits28", "steps": steps, "sigma": 0.3})
-    return {"id": C.cell_id(cell), "cell": cell,
-            "recipe": {**C.RECIPES["digits28"], "arch": SMALL_ARCH}}
+from conftest import REPO, run_snakemake, tiny_spec
 
 
 TINY_TEXT = (REPO / "tests/config/tiny.yaml").read_text()

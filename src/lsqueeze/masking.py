@@ -80,8 +80,7 @@ def masking_flags(long: pd.DataFrame, *, large_eps: float = 0.5, zero_tol: float
     still counted as ~0. black_tol: how far black-box accuracy may sit below white-box before it
     is flagged (sampling noise of a reused subset). converge_tol: how much a bigger attack budget
     may lower a PGD accuracy (the paper's own restart and step sweeps move it by ≤ 2.4 points).
-    pixel_scale: {dataset: scale}, defaults to
-    the built-in recipes.
+    pixel_scale: {dataset: scale}, defaults to the built-in recipes.
     """
     df = _accuracy_rows(long, pixel_scale)
     out = []
