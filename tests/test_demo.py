@@ -70,9 +70,9 @@ def test_demo_ordering_table_lists_the_papers_comparison(plan):
 
 
 def test_demo_squeeze_with_noise_beats_natural_under_pgd(plan, tmp_path):
-    """The demo's natural and logit-squeezing + noise cells at a third of their steps: white-box
+    """The demo's natural and logit-squeezing + noise cells at half their steps: white-box
     PGD-40 (ε = 0.1, the preset's attack) leaves the natural model near 0 and the squeezed one
-    clearly above it (the full demo: ~5% vs ~50%)."""
+    clearly above it (the full demo: ~4% vs ~44%)."""
     torch.set_num_threads(1)
     data = tmp_path / "data"
     prepare("digits28", data, raw_dir=tmp_path / "raw")

@@ -65,8 +65,8 @@ def test_layout_has_the_papers_columns(demo_run):
     assert list(t2.index.names) == ["cell_id", "model"]
     assert list(t2.columns) == ["α", "β", "σ", "k", "Train", "Test", "white PGD-40 X-ent",
                                 "white PGD-40 CW", "black FGSM CW", "black PGD-40 CW"]
-    row = t2.xs("digits28/ls0-sq0.5-gn0.5-k3k-s0", level="cell_id").iloc[0]
-    assert (row["α"], row["β"], row["σ"], row["k"]) == (0, 0.5, 0.5, 3000)
+    row = t2.xs("digits28/ls0-sq0.5-gn0.5-k2k-s0", level="cell_id").iloc[0]
+    assert (row["α"], row["β"], row["σ"], row["k"]) == (0, 0.5, 0.5, 2000)
     assert row["Train"] == pytest.approx(90) and row["black PGD-40 CW"] == pytest.approx(50)
     madry = t2.xs("Madry adv. tr. (ε=0.1)", level="model").iloc[0]
     assert np.isnan(madry["α"]) and madry["k"] == 2000  # baselines print no α, β, σ
