@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from lsqueeze.config import attack_record, build_plan
+from lsqueeze.config import attack_record, build_plan, model_name
 from lsqueeze.tables import aggregate, published
 from conftest import REPO
 
@@ -100,6 +100,27 @@ def test_markdown_and_html_show_published_beside_measured(demo_run):
     assert f"{len(both)} published numbers compared, {int((both.status == 'within').sum())} within" in md
     html = (out / "tables.html").read_text()
     assert "80.00 (99.21, Δ -19.21)" in html and "class='off'" in html
+
+
+def test_rows_without_a_label_name_the_method(demo_run):
+    """The demo's Table 2 labels only its Madry row: the others read as the paper's words for the
+    method (their α, β, σ, k columns give the values), not as cell ids."""
+    _, _, out = demo_run
+    models = pd.read_parquet(out / "table_2.parquet").index.get_level_values("model").tolist()
+    assert models == ["logit squeezing + noise", "label smoothing", "label smoothing + noise",
+                      "Madry adv. tr. (ε=0.1)"]
+    md = (out / "tables.md").read_text()
+    assert "| logit squeezing + noise | 0 | 0.5 | 0.5 | 2k |" in md and "| digits28/" not in md
+
+
+def test_model_name_of_each_method():
+    base = {"dataset": "mnist", "steps": 10, "seed": 0, "alpha": 0.0, "beta": 0.0, "sigma": 0.0}
+    assert model_name({**base, "method": "natural"}) == "natural"
+    assert model_name({**base, "method": "regularized", "sigma": 0.5}) == "Gaussian noise"
+    assert model_name({**base, "method": "regularized", "alpha": 0.1, "beta": 2.0, "sigma": 0.3}) \
+        == "label smoothing + logit squeezing + noise"
+    adv = {"steps": 7, "eps": 8.0, "step_size": 2.0, "random_start": True, "loss": "xent"}
+    assert model_name({**base, "method": "adv", "adv": adv}) == "adv. trained (PGD-7, ε=8)"
 
 
 def test_long_form_has_every_measurement(demo_run):

@@ -124,6 +124,20 @@ def cell_id(c: dict) -> str:
     return f"{c['dataset']}/{cell_tag(c)}"
 
 
+def model_name(c: dict) -> str:
+    """What a table row without a label calls its model: the paper's words for the method; the
+    row's α, β, σ and k columns give the values (e.g. "logit squeezing + noise")."""
+    if c["method"] == "adv":
+        a = c["adv"]
+        eps = "∞" if a.get("eps") is None else f"{a['eps']:g}"
+        return f"adv. trained (PGD-{int(a['steps'])}, ε={eps})"
+    parts = [name for key, name in (("alpha", "label smoothing"), ("beta", "logit squeezing"))
+             if c.get(key)]
+    if c.get("sigma"):
+        parts.append("noise" if parts else "Gaussian noise")
+    return " + ".join(parts) or "natural"
+
+
 def config_hash(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from lsqueeze.agreement import counts, headline, judge
-from lsqueeze.config import cell_id, config_hash, steps_tag
+from lsqueeze.config import cell_id, config_hash, model_name, steps_tag
 from lsqueeze.io import atomic_path, save_parquet
 from lsqueeze.tablemeta import (caption, masking_html, measurements_html, provenance,
                                 provenance_lines, typed_measurements)
@@ -166,7 +166,8 @@ def build_tables(plan: dict, long: pd.DataFrame, reference: pd.DataFrame, analys
         for row in table["rows"]:
             cell = plan["cells"][row["cell_id"]]
             scale = plan["pixel_scale"][cell["dataset"]]
-            rec = {"cell_id": row["cell_id"], "model": row.get("label", ""), **_params(cell)}
+            label = row.get("label") or model_name(cell)
+            rec = {"cell_id": row["cell_id"], "model": label, **_params(cell)}
             for col in table["columns"]:
                 m, sd, n_seeds = _over_seeds(long, row, col, analyses, scale)
                 p = published(reference, table, row, col)
@@ -177,7 +178,7 @@ def build_tables(plan: dict, long: pd.DataFrame, reference: pd.DataFrame, analys
                     rec["seeds"] = len(row["cell_ids"])
                 compare.append({"table": table["id"], "paper_table": table.get("paper_table"),
                                 "row": row.get("paper_row"), "cell_id": row["cell_id"],
-                                "model": row.get("label", ""), "column": col["name"],
+                                "model": label, "column": col["name"],
                                 "measured": m, "sd": sd, "n_seeds": n_seeds, "published": p,
                                 "delta": d, "within": None if d is None else abs(d) <= tolerance})
             layout.append(rec)
