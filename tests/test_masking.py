@@ -118,4 +118,5 @@ def test_accuracy_that_falls_with_a_bigger_budget_is_flagged():
     assert nc.loc["sq", "flagged"] and nc.loc["sq", "gap"] == pytest.approx(0.32)
     assert nc.loc["sq", "value"] == 0.33 and nc.loc["sq", "reference"] == 0.01
     assert not nc.loc["at", "flagged"] and nc.loc["at", "gap"] == pytest.approx(0.02)
+    assert nc.loc["sq", "detail"].endswith("lower by more than 5 points")  # percent, as printed
     assert flags(rows, converge_tol=0.5).query("check == 'not_converged'")["flagged"].sum() == 0

@@ -90,6 +90,8 @@ def test_markdown_and_html_show_published_beside_measured(demo_run):
     _, _, out = demo_run
     md = (out / "tables.md").read_text()
     assert "80.00 (99.21, Δ -19.21)" in md
+    ordering = md.split("## White-box PGD-40")[1].split("\n## ")[0]  # a table the paper lacks
+    assert "No published number to compare with" in ordering and "0 of 0" not in md
     cmp = pd.concat(pd.read_parquet(p) for p in out.glob("*_compare.parquet"))
     both = cmp.dropna(subset=["delta"])
     assert both.status.notna().all() and cmp[cmp.delta.isna()].status.isna().all()

@@ -60,6 +60,11 @@ def _accuracy_rows(long: pd.DataFrame, pixel_scale) -> pd.DataFrame:
     return df
 
 
+def _pct(fraction: float) -> str:
+    """A tolerance as the report prints accuracies: percent (0.05 -> "5")."""
+    return f"{100 * fraction:g}"
+
+
 def _row(r, check, flagged, value, reference, ref_attack=None, source=None, detail=""):
     return {"cell_id": r["cell_id"], "dataset": r["dataset"], "check": check,
             "flagged": bool(flagged), "value": float(value),
@@ -93,7 +98,7 @@ def masking_flags(long: pd.DataFrame, *, large_eps: float = 0.5, zero_tol: float
             best = big.loc[big["value"].idxmin()]  # the strongest unbounded attack decides
             out.append(_row(best, "unbounded_eps", best["value"] > zero_tol, best["value"], 0.0,
                             detail=f"min accuracy over {len(big)} attack(s) with ε ≥ {large_eps:g} "
-                                   f"(pixel units); expected ≤ {zero_tol:g}"))
+                                   f"(pixel units); expected ≤ {_pct(zero_tol)}%"))
         aa = rows[rows["attack"] == "autoattack"]
         for _, a in aa.iterrows():
             pgd = rows[(rows["attack"] == "pgd") & (rows["eps_pixel"] == a["eps_pixel"])]
@@ -102,7 +107,7 @@ def masking_flags(long: pd.DataFrame, *, large_eps: float = 0.5, zero_tol: float
                 out.append(_row(a, "autoattack_gap", p["value"] - a["value"] > autoattack_gap,
                                 a["value"], p["value"], ref_attack=p["attack_id"],
                                 detail=f"AutoAttack vs strongest PGD at the same ε; flagged when "
-                                       f"lower by more than {autoattack_gap:g}"))
+                                       f"lower by more than {_pct(autoattack_gap)} points"))
         gaps = []  # (gap, weaker PGD row, stronger row) at one ε
         for _, p in rows[rows["attack"] == "pgd"].iterrows():
             more = rows[(rows["eps_pixel"] == p["eps_pixel"]) & (rows["eff_steps"] > p["eff_steps"])]
@@ -114,7 +119,7 @@ def masking_flags(long: pd.DataFrame, *, large_eps: float = 0.5, zero_tol: float
             out.append(_row(p, "not_converged", gap > converge_tol, p["value"], m["value"],
                             ref_attack=m["attack_id"],
                             detail=f"PGD vs the lowest accuracy of a bigger attack budget at the "
-                                   f"same ε; flagged when lower by more than {converge_tol:g}"))
+                                   f"same ε; flagged when lower by more than {_pct(converge_tol)} points"))
     for _, b in black.iterrows():
         w = white[(white["cell_id"] == b["cell_id"]) & (white["eps_pixel"] == b["eps_pixel"])
                   & (white["eff_steps"] >= b["eff_steps"])
@@ -125,5 +130,5 @@ def masking_flags(long: pd.DataFrame, *, large_eps: float = 0.5, zero_tol: float
         out.append(_row(b, "black_beats_white", b["value"] < best["value"] - black_tol, b["value"],
                         best["value"], ref_attack=best["attack_id"], source=b.get("source_id"),
                         detail=f"black-box vs strongest comparable white-box attack; flagged when "
-                               f"the black-box accuracy is lower by more than {black_tol:g}"))
+                               f"the black-box accuracy is lower by more than {_pct(black_tol)} points"))
     return pd.DataFrame(out, columns=COLUMNS)

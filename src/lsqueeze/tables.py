@@ -233,6 +233,8 @@ def _grid(table: dict, layout: pd.DataFrame, compare: pd.DataFrame, tolerance: f
 
 
 def _table_line(ts: dict, tolerance: float) -> str:
+    if not ts["compared"]:
+        return "No published number to compare with: measured values only."
     line = f"{ts['within']} of {ts['compared'] - ts['uninformative']} within ±{tolerance:g}"
     if ts["uninformative"]:
         line += f"; {ts['uninformative']} uninformative (broken model)"
