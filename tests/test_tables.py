@@ -9,6 +9,7 @@ import yaml
 
 from lsqueeze.config import attack_record, build_plan, model_name
 from lsqueeze.tables import aggregate, published
+from lsqueeze.tablemeta import checked_model
 from conftest import REPO
 
 REFERENCE = REPO / "params" / "paper_tables.csv"
@@ -113,6 +114,19 @@ def test_rows_without_a_label_name_the_method(demo_run):
                       "Madry adv. tr. (ε=0.1)"]
     md = (out / "tables.md").read_text()
     assert "| logit squeezing + noise | 0 | 0.5 | 0.5 | 2k |" in md and "| digits28/" not in md
+
+
+def test_masking_checks_name_the_model(demo_run):
+    """masking.parquet and the masking lines name each model as the tables do (its first
+    labelled row), beside the cell id."""
+    plan, _, out = demo_run
+    masking = pd.read_parquet(out / "masking.parquet")
+    squeeze = masking[masking.cell_id == "digits28/ls0-sq0.5-gn0.5-k2k-s0"]
+    assert len(squeeze) and set(squeeze.model) == {"logit squeezing β=0.5 + noise σ=0.5"}
+    row = squeeze.iloc[0]
+    assert checked_model(row) == "logit squeezing β=0.5 + noise σ=0.5 (`digits28/ls0-sq0.5-gn0.5-k2k-s0`)"
+    assert checked_model(row, html=True).endswith("(<code>digits28/ls0-sq0.5-gn0.5-k2k-s0</code>)")
+    assert checked_model(pd.Series({"cell_id": "c", "model": None})) == "`c`"
 
 
 def test_model_name_of_each_method():

@@ -15,18 +15,14 @@
 
 from __future__ import annotations
 
-import math
-
 import pandas as pd
+
+from lsqueeze.tablemeta import missing
 
 # Clean accuracy within this many points of chance marks a model as broken, and attack accuracies
 # at or below chance + this many points are what a broken model scores anyway.
 BROKEN_MARGIN = 5.0
 STATUS = ("within", "outside", "uninformative")
-
-
-def _missing(v) -> bool:
-    return v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v))
 
 
 def measurement_key(row: dict, col: dict) -> str:
@@ -51,7 +47,7 @@ def clean_accuracy_pct(long: pd.DataFrame, cell_ids) -> float | None:
     if long is None or long.empty or "metric" not in long.columns:
         return None
     sel = long[long["cell_id"].isin(list(cell_ids)) & (long["metric"] == "test_accuracy")]
-    vals = [float(v) for v in sel["value"] if not _missing(v)]
+    vals = [float(v) for v in sel["value"] if not missing(v)]
     return 100 * sum(vals) / len(vals) if vals else None
 
 
@@ -72,7 +68,7 @@ def judge(cmp: pd.DataFrame, table: dict, plan: dict, long: pd.DataFrame,
         groups.append((col["name"], row.get("label", ""), cell["dataset"], cell["method"],
                        cell.get("alpha"), cell.get("beta"), cell.get("sigma"), cell["steps"]))
         m, p = rec["measured"], rec["published"]
-        if _missing(m) or _missing(p):
+        if missing(m) or missing(p):
             status.append(None)
             continue
         attack_entry = col.get("threat", "none") != "none" or col.get("metric") == "predicted_accuracy"
@@ -94,7 +90,7 @@ def _spreads(groups: list, published: pd.Series) -> dict:
     """{group: max − min of its published values} for groups printed more than once."""
     vals: dict = {}
     for g, p in zip(groups, published):
-        if not _missing(p):
+        if not missing(p):
             vals.setdefault(g, []).append(float(p))
     return {g: max(v) - min(v) for g, v in vals.items() if len(v) > 1}
 

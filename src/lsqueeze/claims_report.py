@@ -18,6 +18,7 @@ import pandas as pd
 
 from lsqueeze.claims import (UNMEASURED, ClaimsError, Context, evaluate_claims, load_claims,
                              masking_for, summary)
+from lsqueeze.tablemeta import checked_model
 
 
 def _write_atomic(path: Path, write) -> None:
@@ -95,7 +96,7 @@ def render(claims: list[dict], results: pd.DataFrame, masking: pd.DataFrame | No
         flagged = m[m["flagged"].astype(bool)] if len(m) else m
         lines += ["", f"Gradient-masking checks on these models: {len(m)} run, {len(flagged)} flagged."]
         for f in flagged.itertuples():
-            lines.append(f"- **{f.check}** on `{f.cell_id}`: {f.detail}")
+            lines.append(f"- **{f.check}** on {checked_model(f)}: {f.detail}")
         lines.append("")
     return "\n".join(lines) + "\n"
 

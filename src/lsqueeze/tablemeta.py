@@ -42,7 +42,8 @@ PAPER_CAPTIONS = {
 }
 
 
-def _missing(v) -> bool:
+def missing(v) -> bool:
+    """No value: None, pandas' NA, or NaN."""
     return v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v))
 
 
@@ -58,17 +59,17 @@ def typed_measurements(long: pd.DataFrame) -> pd.DataFrame:
             long[col] = pd.to_numeric(long[col]).round().astype("Int64")
     for col in BOOL_COLS:
         if col in long.columns:
-            long[col] = long[col].map(lambda v: pd.NA if _missing(v) else bool(v)).astype("boolean")
+            long[col] = long[col].map(lambda v: pd.NA if missing(v) else bool(v)).astype("boolean")
     return long
 
 
 def provenance(plan: dict, long: pd.DataFrame, now: datetime | None = None) -> dict:
     """Where the numbers come from: preset, code version(s), date, device(s), test images."""
     def distinct(col):
-        return sorted({str(v) for v in long[col] if not _missing(v)}) if col in long else []
+        return sorted({str(v) for v in long[col] if not missing(v)}) if col in long else []
 
     acc = long[long["metric"] == "accuracy"] if "metric" in long else long.iloc[0:0]
-    ns = sorted({int(v) for v in acc["n"] if not _missing(v)}) if "n" in acc else []
+    ns = sorted({int(v) for v in acc["n"] if not missing(v)}) if "n" in acc else []
     return {"preset": str(plan.get("preset") or "?"),
             "code": ", ".join(distinct("code_version")) or "?",
             "date": (now or datetime.now(timezone.utc)).strftime("%Y-%m-%d %H:%M UTC"),
@@ -94,6 +95,15 @@ def caption(table: dict) -> str | None:
     return f"Paper, Table {number}: {text}" if text else None
 
 
+def checked_model(r, html: bool = False) -> str:
+    """How a gradient-masking line names its model: the tables' name for it and its cell id."""
+    model = getattr(r, "model", None)
+    if html:
+        cid = f"<code>{_html.escape(str(r.cell_id))}</code>"
+        return cid if missing(model) else f"{_html.escape(str(model))} ({cid})"
+    return f"`{r.cell_id}`" if missing(model) else f"{model} (`{r.cell_id}`)"
+
+
 def masking_html(masking: pd.DataFrame) -> str:
     """The gradient-masking section of tables.html, as in tables.md."""
     flagged = masking[masking["flagged"]] if len(masking) else masking
@@ -101,7 +111,7 @@ def masking_html(masking: pd.DataFrame) -> str:
            f"<p>{len(masking)} checks on the measurements above; {len(flagged)} flagged.</p>"]
     if len(flagged):
         out.append("<ul>" + "".join(
-            f"<li><b>{_html.escape(str(r.check))}</b> on <code>{_html.escape(str(r.cell_id))}</code>"
+            f"<li><b>{_html.escape(str(r.check))}</b> on {checked_model(r, html=True)}"
             f" ({_html.escape(str(r.attack_id))}): {_html.escape(str(r.detail))}</li>"
             for r in flagged.itertuples()) + "</ul>")
     return "\n".join(out)

@@ -22,8 +22,8 @@ import pandas as pd
 from lsqueeze.agreement import counts, headline, judge
 from lsqueeze.config import cell_id, config_hash, model_name, steps_tag
 from lsqueeze.io import atomic_path, save_parquet
-from lsqueeze.tablemeta import (caption, masking_html, measurements_html, provenance,
-                                provenance_lines, typed_measurements)
+from lsqueeze.tablemeta import (caption, checked_model, masking_html, measurements_html, missing,
+                                provenance, provenance_lines, typed_measurements)
 
 CELL_COLS = ["cell_id", "dataset", "method", "alpha", "beta", "sigma", "steps", "seed", "clip_noise"]
 ATTACK_COLS = ["threat", "attack_id", "attack", "loss", "attack_steps", "eps", "step_size",
@@ -68,13 +68,9 @@ def measurement_rows(path: Path) -> list[dict]:
              "metric": "accuracy", "value": rec["accuracy"], "n": rec["n"], **prov}]
 
 
-def _missing(v) -> bool:
-    return v is None or (isinstance(v, float) and math.isnan(v))
-
-
 def _same(have, want) -> bool:
     """CSV cells vs preset filter values: 40.0 == 40, 'False' == false, 'xent' == 'XENT'."""
-    if _missing(have):
+    if missing(have):
         return False
     try:
         return math.isclose(float(have), float(want), rel_tol=1e-9, abs_tol=1e-12)
@@ -132,7 +128,7 @@ def _measured(long: pd.DataFrame, plan_row: dict, col: dict, analyses: dict, sca
         # a row may be measured with another attack than its column's (`attacks:` on the row)
         aid = (plan_row.get("attack_ids") or {}).get(col["name"], col["attack_id"])
         sel = sel[(sel["threat"] == col["threat"]) & (sel["attack_id"] == aid)]
-    if not len(sel) or _missing(sel["value"].iloc[0]):
+    if not len(sel) or missing(sel["value"].iloc[0]):
         return None
     return 100 * float(sel["value"].iloc[0])
 
@@ -204,11 +200,11 @@ def summary(tables: dict) -> dict:
 
 
 def _fmt(v) -> str:
-    return "—" if _missing(v) else f"{v:.2f}"
+    return "—" if missing(v) else f"{v:.2f}"
 
 
 def _param(v) -> str:
-    return "" if _missing(v) else f"{v:g}"
+    return "" if missing(v) else f"{v:g}"
 
 
 def _grid(table: dict, layout: pd.DataFrame, compare: pd.DataFrame, tolerance: float):
@@ -225,9 +221,9 @@ def _grid(table: dict, layout: pd.DataFrame, compare: pd.DataFrame, tolerance: f
             text = _fmt(c.measured)
             if c.n_seeds > 1:  # mean ± sd over the row's seeds
                 text += f" ± {_fmt(c.sd)}"
-            if not _missing(c.published):
+            if not missing(c.published):
                 text += f" ({_fmt(c.published)}, Δ {_fmt(c.delta)})"
-            cells.append((text, not _missing(c.delta) and abs(c.delta) > tolerance))
+            cells.append((text, not missing(c.delta) and abs(c.delta) > tolerance))
         rows.append(cells)
     return ["model", *PAPER_PARAMS] + [c["name"] for c in table["columns"]], rows
 
@@ -315,15 +311,26 @@ def _eq4_rows(plan: dict, analyses: dict) -> list[dict]:
     return rows
 
 
+def _model_names(plan: dict) -> dict:
+    """{cell id: what the tables call its model}: the first row label that names it, else the
+    method in the paper's words (a cell only a figure uses has no row)."""
+    names = {cid: model_name(cell) for cid, cell in plan["cells"].items()}
+    labelled = [(c, r["label"]) for t in plan["tables"] for r in t["rows"] if r.get("label")
+                for c in r.get("cell_ids") or [r["cell_id"]]]
+    for cid, label in reversed(labelled):  # the first row wins
+        names[cid] = label
+    return names
+
+
 def masking_markdown(masking: pd.DataFrame) -> str:
     """The gradient-masking section of tables.md: how many checks ran, and each one that fired."""
     flagged = masking[masking["flagged"]] if len(masking) else masking
     lines = ["", "## Gradient-masking checks", "",
              f"{len(masking)} checks on the measurements above; {len(flagged)} flagged."]
     for r in flagged.itertuples():
-        ref = "" if _missing(r.reference) else f" against {100 * r.reference:.2f}%" + (
-            "" if _missing(r.reference_attack_id) else f" ({r.reference_attack_id})")
-        lines.append(f"- **{r.check}** on `{r.cell_id}`: {100 * r.value:.2f}% ({r.attack_id})"
+        ref = "" if missing(r.reference) else f" against {100 * r.reference:.2f}%" + (
+            "" if missing(r.reference_attack_id) else f" ({r.reference_attack_id})")
+        lines.append(f"- **{r.check}** on {checked_model(r)}: {100 * r.value:.2f}% ({r.attack_id})"
                      f"{ref}; {r.detail}")
     return "\n".join(lines) + "\n"
 
@@ -348,6 +355,7 @@ def aggregate(plan_path, inputs, reference_path, out_dir) -> pd.DataFrame:
     from lsqueeze.masking import masking_flags  # gradient-masking checks, one row per check
 
     masking = masking_flags(long, pixel_scale=plan.get("pixel_scale"))
+    masking.insert(1, "model", masking["cell_id"].map(_model_names(plan)).astype("string"))
     save_parquet(masking, out_dir / "masking.parquet")
     for tid, (layout, compare) in tables.items():
         with atomic_path(out_dir / f"table_{tid}.parquet") as tmp:  # keep the (cell_id, model) index
