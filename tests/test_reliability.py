@@ -118,8 +118,13 @@ def test_checkpoint_of_other_code_or_older_format_is_not_resumed(tmp_path, capsy
     assert _resumable(state, checkpoint_key(spec, "code-a"), "cpu") is None
     state.write_bytes(b"not a checkpoint")
     assert _resumable(state, checkpoint_key(spec, "code-a"), "cpu") is None
+    # saved on a GPU, resumed on a CPU: its generator state would not load there
+    save_torch({"key": checkpoint_key(spec, "code-a"), "step": 3, "device_type": "cuda"}, state)
+    assert _resumable(state, checkpoint_key(spec, "code-a"), "cpu") is None
+    assert _resumable(state, checkpoint_key(spec, "code-a"), "cuda")["step"] == 3
     err = capsys.readouterr().err
-    assert err.count(f"not resuming from {state}") == 3 and "older version" in err
+    assert err.count(f"not resuming from {state}") == 4 and "older version" in err
+    assert "saved on cuda and this run trains on cpu" in err
 
 
 def test_changed_training_code_discards_the_checkpoint(digits, tmp_path, monkeypatch, one_thread):
@@ -132,7 +137,8 @@ def test_changed_training_code_discards_the_checkpoint(digits, tmp_path, monkeyp
     monkeypatch.setattr(T._Stop, "__init__", lambda self: setattr(self, "requested", True))
     with pytest.raises(SystemExit):
         train(spec, digits, tmp_path, progress=False)
-    assert load_torch(tmp_path / "state.pt")["step"] == 1
+    saved = load_torch(tmp_path / "state.pt")
+    assert saved["step"] == 1 and saved["device_type"] == "cpu"
     monkeypatch.undo()
     m = train(spec, digits, tmp_path, progress=False)
     assert m["resumed_from"] == 0 and m["steps_done"] == 40

@@ -49,8 +49,12 @@ def checkpoint_key(spec: dict, code: str) -> str:
     return _json_hash({"cell": spec["cell"], "recipe": spec["recipe"], "code": code})
 
 
-def stale_reason(state: dict, key: str) -> str | None:
-    """Why a loaded checkpoint must not be resumed (None: it may)."""
+def stale_reason(state: dict, key: str, device_type: str | None = None) -> str | None:
+    """Why a loaded checkpoint must not be resumed (None: it may).
+
+    device_type: where this run trains. A checkpoint saved on another kind of device is not
+    resumed: its random stream (CUDA's Philox, the CPU's Mersenne Twister) cannot continue
+    there, so the run would neither match an uninterrupted one nor load at all."""
     saved = state.get("key")
     if saved is None:
         return "it records no spec/code key (saved by an older version)"
@@ -58,6 +62,10 @@ def stale_reason(state: dict, key: str) -> str | None:
         return (f"it was saved for another spec or code (key {saved[:12]}, this run "
                 f"{key[:12]}: a recipe value, the architecture, the cell or the training code "
                 "changed)")
+    where = state.get("device_type")
+    if device_type is not None and where is not None and where != device_type:
+        return (f"it was saved on {where} and this run trains on {device_type} (the random "
+                "stream of one cannot continue on the other)")
     return None
 
 

@@ -141,7 +141,7 @@ def _resumable(state_path: Path, key: str, device):
     except RuntimeError as exc:
         reason = f"it cannot be read ({exc})"
     else:
-        reason = stale_reason(st, key)
+        reason = stale_reason(st, key, torch.device(device).type)
         if reason is None:
             return st
     print(f"lsqueeze: not resuming from {state_path}: {reason}; training from step 0",
@@ -191,6 +191,7 @@ def train(spec: dict, data_dir, out_dir, progress: bool = True, options: dict | 
         save_torch({"key": key, "model": model.state_dict(), "optimizer": opt.state_dict(),
                     "scheduler": sched.state_dict(), "generator": gen.get_state(),
                     "batches": batches.state(), "step": step, "loss": loss_value,
+                    "device_type": device.type,
                     "wall": wall_before + time.perf_counter() - t0}, state_path)
 
     fwd = torch.compile(model) if opts["compile"] else model
