@@ -40,13 +40,14 @@ def main():
         rows.append(("paper preset `snakemake -n` (cold, empty results)", f"{dry:.2f} s",
                      f"{jobs.get('total')} jobs, {jobs.get('train')} trainings"))
         if not args.skip_demo:
-            demo = common.REPO / "params" / "demo.yaml"
             # as `make demo` runs it (on a 2-core machine)
-            wall, _ = snakemake(tmp, "--cores", "2", "--scheduler", "greedy", "--configfile", str(demo))
+            demo = ("--cores", "2", "--scheduler", "greedy",
+                    "--configfile", str(common.REPO / "params" / "demo.yaml"))
+            wall, _ = snakemake(tmp, *demo)
             rows.append(("demo preset end to end, `--cores 2 --scheduler greedy` (fresh dir, data included)",
                          f"{wall:.0f} s", "every table and figure"))
             print(f"demo end to end: {wall:.0f} s", flush=True)
-            noop, out = snakemake(tmp, "--cores", "2", "--configfile", str(demo))
+            noop, out = snakemake(tmp, *demo)
             assert "Nothing to be done" in out, "the rerun was not a no-op (code edited meanwhile?)"
             rows.append(("demo preset no-op rerun", f"{noop:.2f} s", "Nothing to be done"))
         shutil.rmtree(tmp, ignore_errors=True)

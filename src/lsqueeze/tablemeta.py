@@ -104,17 +104,29 @@ def checked_model(r, html: bool = False) -> str:
     return f"`{r.cell_id}`" if missing(model) else f"{model} (`{r.cell_id}`)"
 
 
-def masking_html(masking: pd.DataFrame) -> str:
-    """The gradient-masking section of tables.html, as in tables.md."""
+def _masking_line(r, html: bool) -> str:
+    """One flagged check: its model, the accuracy it flags, what that was compared with, why."""
+    esc = _html.escape if html else str
+    ref = "" if missing(r.reference) else f" against {100 * r.reference:.2f}%" + (
+        "" if missing(r.reference_attack_id) else f" ({esc(str(r.reference_attack_id))})")
+    check = f"<b>{esc(str(r.check))}</b>" if html else f"**{r.check}**"
+    return (f"{check} on {checked_model(r, html)}: {100 * r.value:.2f}% ({esc(str(r.attack_id))})"
+            f"{ref}; {esc(str(r.detail))}")
+
+
+def masking_section(masking: pd.DataFrame, html: bool = False) -> str:
+    """The gradient-masking section of tables.md (or tables.html): how many checks ran, and each
+    one that fired."""
     flagged = masking[masking["flagged"]] if len(masking) else masking
-    out = ["<h2>Gradient-masking checks</h2>",
-           f"<p>{len(masking)} checks on the measurements above; {len(flagged)} flagged.</p>"]
-    if len(flagged):
-        out.append("<ul>" + "".join(
-            f"<li><b>{_html.escape(str(r.check))}</b> on {checked_model(r, html=True)}"
-            f" ({_html.escape(str(r.attack_id))}): {_html.escape(str(r.detail))}</li>"
-            for r in flagged.itertuples()) + "</ul>")
-    return "\n".join(out)
+    count = f"{len(masking)} checks on the measurements above; {len(flagged)} flagged."
+    lines = [_masking_line(r, html) for r in flagged.itertuples()]
+    if html:
+        out = ["<h2>Gradient-masking checks</h2>", f"<p>{count}</p>"]
+        if lines:
+            out.append("<ul>" + "".join(f"<li>{t}</li>" for t in lines) + "</ul>")
+        return "\n".join(out)
+    head = ["", "## Gradient-masking checks", "", count]
+    return "\n".join(head + [f"- {t}" for t in lines]) + "\n"
 
 
 def measurements_html(long: pd.DataFrame, prov: dict | None = None) -> str:

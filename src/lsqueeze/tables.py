@@ -22,8 +22,8 @@ import pandas as pd
 from lsqueeze.agreement import counts, headline, judge
 from lsqueeze.config import cell_id, config_hash, model_name, steps_tag
 from lsqueeze.io import atomic_path, save_parquet
-from lsqueeze.tablemeta import (caption, checked_model, masking_html, measurements_html, missing,
-                                provenance, provenance_lines, typed_measurements)
+from lsqueeze.tablemeta import (caption, masking_section, measurements_html, missing, provenance,
+                                provenance_lines, typed_measurements)
 
 CELL_COLS = ["cell_id", "dataset", "method", "alpha", "beta", "sigma", "steps", "seed", "clip_noise"]
 ATTACK_COLS = ["threat", "attack_id", "attack", "loss", "attack_steps", "eps", "step_size",
@@ -289,7 +289,7 @@ def render_html(plan: dict, tables: dict, tolerance: float, prov: dict | None = 
                                         else f"<td>{html.escape(t)}</td>" for t, bad in cells) + "</tr>")
         out.append("</table>")
     if masking is not None:
-        out.append(masking_html(masking))
+        out.append(masking_section(masking, html=True))
     out.append("</body></html>")
     return "\n".join(out) + "\n"
 
@@ -320,19 +320,6 @@ def _model_names(plan: dict) -> dict:
     for cid, label in reversed(labelled):  # the first row wins
         names[cid] = label
     return names
-
-
-def masking_markdown(masking: pd.DataFrame) -> str:
-    """The gradient-masking section of tables.md: how many checks ran, and each one that fired."""
-    flagged = masking[masking["flagged"]] if len(masking) else masking
-    lines = ["", "## Gradient-masking checks", "",
-             f"{len(masking)} checks on the measurements above; {len(flagged)} flagged."]
-    for r in flagged.itertuples():
-        ref = "" if missing(r.reference) else f" against {100 * r.reference:.2f}%" + (
-            "" if missing(r.reference_attack_id) else f" ({r.reference_attack_id})")
-        lines.append(f"- **{r.check}** on {checked_model(r)}: {100 * r.value:.2f}% ({r.attack_id})"
-                     f"{ref}; {r.detail}")
-    return "\n".join(lines) + "\n"
 
 
 def aggregate(plan_path, inputs, reference_path, out_dir) -> pd.DataFrame:
@@ -369,7 +356,7 @@ def aggregate(plan_path, inputs, reference_path, out_dir) -> pd.DataFrame:
     with atomic_path(out_dir / "measurements.html") as tmp:
         tmp.write_text(measurements_html(typed_measurements(long), prov))
     for name, text in (("tables.md", render_markdown(plan, tables, tolerance, prov)
-                        + masking_markdown(masking)),
+                        + masking_section(masking)),
                        ("tables.html", render_html(plan, tables, tolerance, prov, masking))):
         with atomic_path(out_dir / name) as tmp:
             tmp.write_text(text)
