@@ -14,8 +14,6 @@ $(STAMP): pyproject.toml
 	# pyproject's `crosscheck` extra, without its requests~=2.25 pin (which would break DVC);
 	# its real needs are already installed.
 	$(PY) -m pip install -q --no-deps torchattacks==3.5.1
-	# Croce & Hein's reference AutoAttack, for tests/test_autoattack.py (torch/numpy only).
-	$(PY) -m pip install -q --no-deps pyautoattack==0.2.0
 	touch $(STAMP)
 
 # validate first: one line naming file, line and key for a broken preset (Snakemake's own

@@ -22,6 +22,19 @@ def test_torchattacks_is_declared_and_installed_the_same_way_everywhere():
     assert f"--no-deps\n{pin}" in readme or f"--no-deps {pin}" in readme
 
 
+def test_reference_autoattack_is_a_declared_dependency_everywhere():
+    """The AutoAttack columns run pyautoattack: a plain install (pip, conda, a job's conda env)
+    must bring it, not only `make venv`."""
+    pin = "pyautoattack==0.2.0"
+    assert pin in PYPROJECT["project"]["dependencies"]
+    for env_file in (REPO / "environment.yml", REPO / "workflow" / "envs" / "lsqueeze.yaml"):
+        env = yaml.safe_load(env_file.read_text())
+        pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+        assert pin in pip, env_file
+        assert not any(d.startswith("torchattacks") for d in pip), env_file
+    assert "--no-deps pyautoattack" not in (REPO / "Makefile").read_text()
+
+
 def test_python_range_is_open_above_and_the_tested_version_is_inside():
     spec = PYPROJECT["project"]["requires-python"]
     assert spec == ">=3.11"
