@@ -102,6 +102,35 @@ def test_attack_edit_reevaluates_without_retraining(work):
     assert all("/white/pgd-xent-n7-" in o for o in jobs["evaluate_white"])
 
 
+def test_an_added_attack_updates_the_worst_case_without_rerunning_the_others(work):
+    workdir, cfg = work
+    original = cfg.read_text()
+    long_path = workdir / "results/tiny/tables/measurements.parquet"
+
+    def add_cw(c):
+        c["attacks"]["pgd_cw"] = {"attack": "pgd", "loss": "cw", "steps": 5, "eps": 0.3,
+                                  "step_size": 0.1, "random_start": True}
+        c["tables"][2]["columns"].insert(0, {"name": "white PGD CW", "threat": "white",
+                                             "attack": "pgd_cw"})
+
+    edit(cfg, add_cw)
+    try:
+        jobs = planned(workdir, cfg)
+        assert set(jobs) == {"evaluate_white"} | DOWNSTREAM
+        assert [o.split("/white/")[1] for o in jobs["evaluate_white"]] == \
+            ["pgd-cw-n5-e0.3-a0.1-r1-rand.json"]
+        run_snakemake(workdir, configfile=cfg, snakefile=CHECKOUT["snakefile"])
+        import pandas as pd
+
+        long = pd.read_parquet(long_path)
+        worst = long[(long.threat == "worst") & (long.cell_id == "digits28/ls0-sq0.5-gn0.5-k60-s0")]
+        assert "white:pgd-cw-n5-e0.3-a0.1-r1-rand" in worst.worst_of.iloc[0]
+    finally:
+        cfg.write_text(original)
+        run_snakemake(workdir, configfile=cfg, snakefile=CHECKOUT["snakefile"])  # back as it was
+    assert planned(workdir, cfg) == {}
+
+
 @pytest.fixture
 def code_edit(work):
     """Edit a module of the copied checkout's package; every edit is undone after the test."""

@@ -41,6 +41,34 @@ def test_tables_and_figure(tiny_run):
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_worst_case_over_every_attack_from_the_stored_vectors(tiny_run, tiny_config):
+    """Per model and ε, the worst case counts an image only if it survives every attack (white
+    and black): never above any one attack, and recomputed here from the stored vectors."""
+    import json
+
+    import numpy as np
+
+    from lsqueeze.perexample import unpack
+
+    out = tiny_run / "results/tiny"
+    long = pd.read_parquet(out / "tables/measurements.parquet")
+    acc = long[long.metric == "accuracy"]
+    worst = acc[acc.threat == "worst"]
+    assert len(worst) == len(set(acc[acc.threat.isin(["white", "black"])].cell_id))
+    for w in worst.itertuples():
+        attacks = acc[(acc.cell_id == w.cell_id) & acc.threat.isin(["white", "black"])
+                      & (acc.eps == w.eps)]
+        assert w.value <= attacks.value.min() + 1e-12 and w.n == 100
+        assert len(w.worst_of.split(", ")) == len(attacks)
+        files = [p for p in (out / "eval" / w.cell_id).rglob("*.json")]
+        bits = [unpack(json.loads(p.read_text())["per_example"], 100)[1] for p in files]
+        assert w.value == pytest.approx(np.logical_and.reduce(bits).mean())
+    strong = pd.read_parquet(out / "tables/table_strong.parquet")
+    row = strong.iloc[0]
+    assert row["worst case"] <= min(row["white PGD X-ent"], row["white PGD-100 X-ent"],
+                                    row["AutoAttack"])
+
+
 def test_second_run_has_nothing_to_do(tiny_run, tiny_config):
     proc = run_snakemake(tiny_run, "-n", configfile=tiny_config)
     assert "Nothing to be done" in proc.stdout + proc.stderr

@@ -224,9 +224,10 @@ def test_transfer_checks_the_adversarial_set_against_its_source(models, digits, 
     adv = tmp_path / "adv.pt"
     assert reader("craft", spec_a, model_a, digits, adv).returncode == 0
 
-    def transfer(adv_set, source_metrics):
+    def transfer(adv_set, source_metrics, attack=FGSM):
         return cli("transfer", "--spec", json.dumps(spec_b), "--model", model_b, "--adv-set",
-                   adv_set, "--source-metrics", source_metrics, "--out", tmp_path / "t.json")
+                   adv_set, "--source-metrics", source_metrics, "--attack", json.dumps(attack),
+                   "--out", tmp_path / "t.json")
 
     ok = transfer(adv, model_a.with_name("metrics.json"))
     assert ok.returncode == 0, ok.stderr
@@ -241,6 +242,10 @@ def test_transfer_checks_the_adversarial_set_against_its_source(models, digits, 
     record = json.loads(model_a.with_name("metrics.json").read_text())
     retrained.write_text(json.dumps({**record, "model_sha256": "0" * 64}))
     one_line_error(transfer(adv, retrained), adv, "another version")
+    # a set crafted with FGSM, transferred for a PGD column (two sets swapped on disk)
+    pgd = {**FGSM, "id": "pgd-xent-n5-e0.3-a0.1-r1-rand"}
+    one_line_error(transfer(adv, model_a.with_name("metrics.json"), pgd), adv, FGSM["id"],
+                   pgd["id"], "swapped")
     # images altered after crafting
     blob = load_torch(adv)
     blob["x_adv"][0, 0, 14, 14] = 1.0 - blob["x_adv"][0, 0, 14, 14]

@@ -12,6 +12,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
+from lsqueeze.perexample import WORST, worst_case_id
 from lsqueeze.yamlfile import read_yaml
 
 # The Madry recipes the paper reuses (DESIGN.md, "The science"; FIDELITY.md gives each key's
@@ -263,6 +264,17 @@ def build_plan(config: dict) -> Plan:
         cols = []
         for col in table["columns"]:
             col = dict(col)
+            if col.get("threat") == WORST:  # the worst case over every attack at one ε
+                if "attack" in col or "eps" not in col:
+                    raise ValueError(f"table {table['id']} column {col['name']!r}: a worst-case "
+                                     "column (threat: worst) takes an eps and no attack")
+                eps = col.pop("eps")
+                col["attack_paper"] = {"attack": "worst_case", "eps": eps}
+                col["attack_id"] = worst_case_id(eps)
+            elif "eps" in col:
+                raise ValueError(f"table {table['id']} column {col['name']!r}: eps belongs to a "
+                                 "worst-case column (threat: worst); an attack column takes it "
+                                 "from its attack")
             if "attack" in col:  # tables keep the attack in the paper's units
                 col["attack_paper"] = resolve_attack(config, col.pop("attack"))
                 if col.get("threat", "none") != "none":

@@ -1,7 +1,8 @@
 """White-box evaluation, black-box crafting (once per source × attack) and transfer evaluation.
 
-Every command writes one self-describing JSON fragment (cell, attack, n, accuracy, provenance),
-which the aggregation turns into the long-form table.
+Every command writes one self-describing JSON fragment (cell, attack, n, accuracy, provenance,
+and which test images survived: lsqueeze.perexample), which the aggregation turns into the
+long-form table and the worst case over attacks.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from lsqueeze.device import pick_device
 from lsqueeze.inputs import load_model, test_subset
 from lsqueeze.integrity import tensor_digest, verify_adv_set
 from lsqueeze.io import code_version, device_name, file_digest, load_torch, save_json, save_torch
+from lsqueeze.perexample import pack
 from lsqueeze.progress import Ticker
 
 
@@ -50,9 +52,13 @@ def run_attack(model, x, y, spec: dict, batch_size: int, seed: int = 0, label: s
     return torch.cat(advs), torch.cat(robust)
 
 
-def _record(kind, spec, attack, n, correct, t0, device, **extra):
+def _record(kind, spec, attack, survived, t0, device, **extra):
+    """The record of one evaluation: `survived` is the per-example correctness of test images
+    0..n-1 (the evaluated set is always the first n)."""
+    n, correct = len(survived), int(survived.sum())
     return {"kind": kind, "cell_id": spec["id"], "cell": spec["cell"], "attack": attack,
             "n": n, "correct": correct, "accuracy": correct / max(n, 1),
+            "per_example": pack(survived),
             "wall_time_s": time.perf_counter() - t0, "device": device_name(device),
             "code_version": code_version(), **extra}
 
@@ -65,7 +71,7 @@ def white_box(spec, model_path, data_dir, attack: dict, out, n=None, batch_size=
     model = load_model(spec, model_path, tuple(x.shape[1:]), device)
     _, robust = run_attack(model, x, y, attack["pixel"], batch_size, seed=spec["cell"]["seed"],
                            label=f"{spec['id']} {attack['id']}")
-    rec = _record("white", spec, attack, len(y), int(robust.sum()), t0, device,
+    rec = _record("white", spec, attack, robust, t0, device,
                   model_hash=file_hash(model_path))
     save_json(rec, out)
     return rec
@@ -95,11 +101,11 @@ def transfer(spec, model_path, adv_set, out, batch_size=1000, source_id=None, at
     device = pick_device(device)
     t0 = time.perf_counter()
     blob = load_torch(adv_set)
-    verify_adv_set(blob, adv_set, source_metrics)
+    verify_adv_set(blob, adv_set, source_metrics, attack_id=(attack or {}).get("id"))
     x, y = blob["x_adv"].to(device), blob["y"].to(device)
     model = load_model(spec, model_path, tuple(x.shape[1:]), device)
-    correct = int((attacks.predict(model, x, batch_size) == y).sum())
-    rec = _record("black", spec, attack or {"id": blob["attack_id"]}, len(y), correct, t0, device,
+    survived = attacks.predict(model, x, batch_size) == y
+    rec = _record("black", spec, attack or {"id": blob["attack_id"]}, survived, t0, device,
                   source_id=blob["source_id"], source_hash=blob["source_hash"],
                   adv_set_hash=file_hash(adv_set), model_hash=file_hash(model_path))
     save_json(rec, out)

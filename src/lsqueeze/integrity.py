@@ -125,9 +125,14 @@ def tensor_digest(*tensors) -> str:
     return h.hexdigest()
 
 
-def verify_adv_set(blob: dict, adv_path, source_metrics_path=None) -> None:
-    """Check a black-box set's tensors against the digest crafted into it and, given the source
-    model's metrics.json, that it was crafted on exactly that model."""
+def verify_adv_set(blob: dict, adv_path, source_metrics_path=None, attack_id=None) -> None:
+    """Check a black-box set's tensors against the digest crafted into it, that it was crafted
+    with `attack_id` (when given: the column it is evaluated for) and, given the source model's
+    metrics.json, that it was crafted on exactly that model."""
+    if attack_id is not None and blob.get("attack_id") != attack_id:
+        raise IntegrityError(f"{adv_path}: crafted with attack {blob.get('attack_id')!r}, not "
+                             f"{attack_id!r} (a set moved or swapped); delete it and rerun to "
+                             "recraft")
     digest = blob.get("data_sha256")
     if digest is None:
         raise IntegrityError(f"{adv_path}: records no data digest (crafted by an older version); "

@@ -111,7 +111,7 @@ class _MadryUnit(nn.Module):
 class MadryWRN(nn.Module):
     """Madry's "w28-10": init conv 16, three stages of `units` residual units with widths
     base·widen, 2·base·widen, 4·base·widen (160/320/640), strides 1/2/2, final BN, leaky ReLU 0.1,
-    global average pool, fc. The defaults are the network the authors ran (46,160,474 parameters
+    global average pool, fc. The defaults are the network the authors ran (45,901,914 parameters
     for 10 classes); small `units`, `base` and `widen` give test-sized versions of the same design.
     """
 

@@ -83,8 +83,10 @@ def training_batch(x_u8, y, cell, recipe, model, adv, generator):
     """What the model trains on: augmented, then adversarial (Madry) or Gaussian-noised images.
 
     Madry's code crafts the training adversary on the training graph, i.e. with batch-norm batch
-    statistics, and updates the running averages only in the training step; `adv_in_eval: false`
-    (the default) does the same. `adv_in_eval: true` crafts in eval mode (running statistics).
+    statistics, and (its batch norm has no update collection) also updates the running averages on
+    every PGD pass; `adv_in_eval: false` (the default) crafts with batch statistics too but
+    restores the running averages after the attack (our choice: FIDELITY.md). `adv_in_eval: true`
+    crafts in eval mode (running statistics).
     """
     x = to_float(x_u8)
     if recipe.get("augment") == "crop_flip":

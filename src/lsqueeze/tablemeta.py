@@ -60,6 +60,8 @@ def typed_measurements(long: pd.DataFrame) -> pd.DataFrame:
     for col in BOOL_COLS:
         if col in long.columns:
             long[col] = long[col].map(lambda v: pd.NA if missing(v) else bool(v)).astype("boolean")
+    if "worst_of" in long.columns:  # the attacks a worst-case row combines
+        long["worst_of"] = long["worst_of"].map(lambda v: pd.NA if missing(v) else v).astype("string")
     return long
 
 

@@ -2,7 +2,8 @@
 
 Outputs (all under the preset's results/tables/):
 - measurements.parquet: one row per model x attack x metric, every cell and attack parameter as
-  a column, plus provenance (code version, config hash, device, wall time);
+  a column, plus provenance (code version, config hash, device, wall time); threat "worst" rows
+  give the worst case per model and ε over every attack run at that ε (`worst_of` names them);
 - table_<id>.parquet: the paper's layout, measured values in percent; the index is (cell_id,
   model) and the columns are the paper's: α, β, σ, k, then the table's columns (Train, Test,
   attacks, Eq. 4);
@@ -22,6 +23,7 @@ import pandas as pd
 from lsqueeze.agreement import counts, headline, judge
 from lsqueeze.config import cell_id, config_hash, model_name, steps_tag
 from lsqueeze.io import atomic_path, save_parquet
+from lsqueeze.perexample import WORST, worst_case_id, worst_cases
 from lsqueeze.tablemeta import (caption, masking_section, measurements_html, missing, provenance,
                                 provenance_lines, typed_measurements)
 
@@ -50,9 +52,8 @@ def _attack_cols(threat: str, attack: dict | None, source_id=None) -> dict:
             "random_start": a.get("random_start"), "source_id": source_id}
 
 
-def measurement_rows(path: Path) -> list[dict]:
+def measurement_rows(rec: dict) -> list[dict]:
     """Long-form rows from one fragment: metrics.json (training) or an evaluation JSON."""
-    rec = json.loads(Path(path).read_text())
     if "spec" in rec:  # training metrics
         cell = rec["spec"]["cell"]
         prov = {"code_version": rec["code_version"], "config_hash": config_hash(rec["spec"]),
@@ -66,6 +67,19 @@ def measurement_rows(path: Path) -> list[dict]:
             "steps_done": None}
     return [{**_cell_cols(cell), **_attack_cols(rec["kind"], rec["attack"], rec.get("source_id")),
              "metric": "accuracy", "value": rec["accuracy"], "n": rec["n"], **prov}]
+
+
+def worst_case_rows(records: list[dict]) -> list[dict]:
+    """Long-form rows of the worst case per (model, ε): robust only if every attack failed
+    (lsqueeze.perexample); `worst_of` lists the attacks combined."""
+    rows = []
+    for w in worst_cases(records):
+        attack = {"id": worst_case_id(w["eps"]), "paper": {"attack": "worst_case", "eps": w["eps"]}}
+        rows.append({**_cell_cols(w["cell"]), **_attack_cols(WORST, attack), "metric": "accuracy",
+                     "value": w["accuracy"], "n": w["n"], "worst_of": ", ".join(w["attacks"]),
+                     "code_version": None, "config_hash": None, "device": None,
+                     "wall_time_s": None, "diverged": None, "steps_done": None})
+    return rows
 
 
 def _same(have, want) -> bool:
@@ -326,13 +340,15 @@ def aggregate(plan_path, inputs, reference_path, out_dir) -> pd.DataFrame:
     plan = json.loads(Path(plan_path).read_text())
     tolerance = float(plan.get("tolerance_pct", 5.0))
     out_dir = Path(out_dir)
-    rows, analyses = [], {}
+    rows, analyses, records = [], {}, []
     for p in inputs:
         p = Path(p)
         if p.suffix == ".parquet":
             analyses[plan["analysis_files"][str(p)]] = pd.read_parquet(p)
         else:
-            rows += measurement_rows(p)
+            records.append(json.loads(p.read_text()))
+            rows += measurement_rows(records[-1])
+    rows += worst_case_rows(records)
     reference = pd.read_csv(reference_path)
     tables = build_tables(plan, pd.DataFrame(rows), reference, analyses, tolerance)
     long = pd.DataFrame(rows + _eq4_rows(plan, analyses))
