@@ -56,6 +56,13 @@ def test_the_configuration_is_the_reference_standard(n_classes):
     aa.check_standard(config, n_classes)
 
 
+def test_cost_counts_the_reference_budget():
+    from lsqueeze.cost import AUTOATTACK_STEPS, attack_image_steps
+
+    assert AUTOATTACK_STEPS == aa.IMAGE_STEPS == pytest.approx(3566.7, abs=0.1)
+    assert attack_image_steps({"attack": "autoattack", "eps": 0.3}) == aa.IMAGE_STEPS
+
+
 def _ten_iterations(adv):
     adv.apgd.n_iter = adv.apgd_targeted.n_iter = adv.fab.n_iter = 10
     return adv

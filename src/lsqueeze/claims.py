@@ -9,9 +9,13 @@ paper row and column properties, so one claims file serves every preset; a measu
 does not have makes its check "not measured in this preset". Each check reduces to a margin d
 (how far the criterion holds: d ≥ 0 holds) and the spread s of d, from the seed sd of each side
 where a row has several seeds and never below the binomial standard error of an accuracy on n
-test images. |d| ≤ s is "not distinguishable"; otherwise d > 0 reproduces the claim and d < 0
-does not. A claim is reproduced when every measured check is; one check that is clearly not
-reproduced decides "not reproduced"; otherwise an unclear check makes it "not distinguishable".
+test images; a one-seed row adds the training variance (training_images). A check is reproduced
+only when d > 2 s (d < −2 s: not reproduced; between: not distinguishable). A reproduced
+robustness check on a model that a gradient-masking check flags reads "reproduced under the
+paper's attack only" (naming the attack that breaks it) and counts as not reproduced. A claim is
+reproduced when every check is measured and reproduced; a clearly failed (or masked) check decides
+"not reproduced"; an unmeasured check makes it "partly measured", never reproduced. The published
+numbers are judged by the same rule (on the paper's 10,000 test images, one seed each).
 """
 
 from __future__ import annotations
@@ -26,12 +30,21 @@ import yaml
 
 REPRODUCED, REFUTED, UNCLEAR, UNMEASURED = ("reproduced", "not reproduced", "not distinguishable",
                                             "not measured in this preset")
-VERDICTS = (REPRODUCED, REFUTED, UNCLEAR, UNMEASURED)
+PARTLY = "partly measured"                                # a claim with an unmeasured check
+MASKED = "reproduced under the paper's attack only"       # a check on a flagged model
+VERDICTS = (REPRODUCED, REFUTED, UNCLEAR, PARTLY, UNMEASURED)
+SIGMAS = 2.0  # d must exceed 2 spreads (~98% one-sided) to decide a check either way
+# Training variance of a one-seed accuracy, modelled like a binomial on an "effective" number of
+# images m (so it vanishes near 0% and 100%, as seed spread does): m comes from the preset's own
+# rows with several seeds; without any, the sd is taken as 2 points at 50% accuracy (m = 625).
+DEFAULT_SEED_SD_AT_HALF = 2.0
+PAPER_TEST_IMAGES = 10_000  # MNIST, CIFAR-10 and CIFAR-100 test sets: the paper's n
 KINDS = ("at_least", "at_most", "within", "flat", "same_order")
 ATTACK_KEYS = ("attack", "loss", "steps", "eps", "step_size", "restarts", "random_start")
 COLUMNS = ["claim", "claim_verdict", "check", "kind", "criterion", "lhs", "lhs_value", "lhs_sd",
            "lhs_seeds", "lhs_published", "rhs", "rhs_value", "rhs_sd", "rhs_seeds",
-           "rhs_published", "d", "spread", "verdict", "paper_holds", "cells"]
+            "rhs_published", "d", "spread", "verdict", "masked_by", "paper_holds",
+           "paper_verdict", "cells"]
 
 
 class ClaimsError(ValueError):
@@ -75,20 +88,48 @@ def load_claims(path) -> list[dict]:
 
 # --- measurements -----------------------------------------------------------------------------
 
-def binomial_se(pct: float, n: int | None) -> float:
-    """Standard error (points) of an accuracy measured on n images; p is kept one image away
-    from 0 and 1 so that 0% on 1,000 images still carries the floor of one image."""
+def binomial_se(pct: float, n: int | None, images: int | None = None) -> float:
+    """Standard error (points) of an accuracy measured on n images; p is kept one test image
+    (of `images`, default n) away from 0 and 1 so that 0% on 1,000 images still carries the
+    floor of one image."""
     if not n:
         return 0.0
-    p = min(max(pct / 100.0, 1.0 / n), 1.0 - 1.0 / n)
+    k = images or n
+    p = min(max(pct / 100.0, 1.0 / k), 1.0 - 1.0 / k)
     return 100.0 * math.sqrt(p * (1.0 - p) / n)
 
 
-def spread(entry: dict) -> float:
-    """A measurement's noise: the seed sd (several seeds), never below the binomial floor."""
+def training_images(compare: dict | None = None) -> tuple[float, str]:
+    """(m, basis): the effective image count of the training variance (DEFAULT_SEED_SD_AT_HALF),
+    pooled over the preset's rows with several seeds and an accuracy away from 0 and 100."""
+    num = den = 0.0
+    count = 0
+    for frame in (compare or {}).values():
+        if frame is None or not {"n_seeds", "sd", "measured"} <= set(frame.columns):
+            continue
+        for r in frame.itertuples():
+            sd, m = _num(r.sd), _num(r.measured)
+            if r.n_seeds and r.n_seeds > 1 and sd and m is not None and 5 < m < 95:
+                num += (m / 100) * (1 - m / 100)
+                den += (sd / 100) ** 2
+                count += 1
+    if den > 0:
+        m = num / den
+        return m, (f"measured: the seed sd of {count} multi-seed accuracies of this preset, "
+                   f"{100 * math.sqrt(0.25 / m):.1f} points at 50%")
+    return (0.25 / (DEFAULT_SEED_SD_AT_HALF / 100) ** 2,
+            f"default: {DEFAULT_SEED_SD_AT_HALF:g} points at 50% (no multi-seed row in this preset)")
+
+
+def spread(entry: dict, train_images: float | None = None) -> float:
+    """A measurement's noise: the seed sd (several seeds), never below the binomial floor; one
+    seed: the binomial error and the training variance (train_images: see training_images)."""
     sd = entry.get("sd")
     sd = 0.0 if sd is None or (isinstance(sd, float) and math.isnan(sd)) else float(sd)
-    return max(sd, binomial_se(entry["value"], entry.get("n")))
+    test = binomial_se(entry["value"], entry.get("n"))
+    if (entry.get("seeds") or 1) > 1 or not train_images:
+        return max(sd, test)
+    return math.hypot(test, binomial_se(entry["value"], train_images, entry.get("n")))
 
 
 def _num(v):
@@ -135,6 +176,23 @@ class Context:
                 ns.append(int(r.n))
         # clean train/test accuracy carry no n: the largest evaluated subset stands in
         self.default_n = max(ns) if ns else None
+        self.train_images, self.train_basis = training_images(compare)
+        # what a flagged model's robustness check names: the table's name for an attack
+        self.attack_names = {c["attack_id"]: c["name"] for t in plan.get("tables", [])
+                             for c in t["columns"] if c.get("attack_id")}
+
+    def spread(self, entry: dict | None, train: bool = True) -> float:
+        """An entry's noise; train=False where both sides are the same model (two attacks on
+        it): training variance then moves both alike."""
+        return 0.0 if entry is None else spread(entry, self.train_images if train else None)
+
+    def paper_spread(self, entry: dict | None, train: bool = True) -> float:
+        """The same rule on a published number: one seed (the default training variance), on
+        the paper's test set."""
+        if entry is None or entry.get("published") is None:
+            return 0.0
+        return spread({"value": entry["published"], "n": PAPER_TEST_IMAGES},
+                      training_images(None)[0] if train else None)
 
     def _n(self, ids, row, col):
         metric = col.get("metric", "accuracy")
@@ -174,6 +232,7 @@ class Context:
                     ids = row.get("cell_ids") or [row["cell_id"]]
                     entries.append({
                         "value": value, "column": col["name"], "row": text,
+                        "threat": col.get("threat", "none"),
                         "sd": _num(rec["sd"].iloc[0]) if "sd" in rec else None,
                         "seeds": int(rec["n_seeds"].iloc[0]) if "n_seeds" in rec else 1,
                         "published": _num(rec["published"].iloc[0]),
@@ -215,17 +274,21 @@ def verdict(d: float | None, s: float) -> str:
     """A check's verdict from its margin d (≥ 0: the criterion holds) and the spread of d."""
     if d is None:
         return UNMEASURED
-    if abs(d) <= s:
+    if abs(d) <= SIGMAS * s:
         return UNCLEAR
     return REPRODUCED if d > 0 else REFUTED
 
 
 def claim_verdict(verdicts: list[str]) -> str:
+    """Every check measured and reproduced; a failed or masked check refutes; else partly
+    measured (an unmeasured check) or not distinguishable."""
     measured = [v for v in verdicts if v != UNMEASURED]
     if not measured:
         return UNMEASURED
-    if REFUTED in measured:
+    if REFUTED in measured or MASKED in measured:
         return REFUTED
+    if len(measured) < len(verdicts):
+        return PARTLY
     return UNCLEAR if UNCLEAR in measured else REPRODUCED
 
 
@@ -250,7 +313,7 @@ def _margin(kind, a, b, chk):
     return float(chk.get("tol", 0)) - abs(a - b)  # within
 
 
-def _result(chk, label, lhs, rhs, d, s, paper_d, cells, lhs_text, rhs_text):
+def _result(chk, label, lhs, rhs, d, s, paper_d, cells, lhs_text, rhs_text, paper_s=0.0):
     side = lambda e, k: None if e is None else e.get(k)  # noqa: E731
     return {"check": label, "kind": chk["kind"],
             "criterion": chk.get("text") or _criterion(chk, "measured", "reference"),
@@ -258,9 +321,14 @@ def _result(chk, label, lhs, rhs, d, s, paper_d, cells, lhs_text, rhs_text):
             "lhs_seeds": side(lhs, "seeds"), "lhs_published": side(lhs, "published"),
             "rhs": rhs_text, "rhs_value": side(rhs, "value"), "rhs_sd": side(rhs, "sd"),
             "rhs_seeds": side(rhs, "seeds"), "rhs_published": side(rhs, "published"),
-            "d": d, "spread": s, "verdict": verdict(d, s),
+            "d": d, "spread": s, "verdict": verdict(d, s), "masked_by": None,
             "paper_holds": None if paper_d is None else bool(paper_d >= 0),
-            "cells": sorted(set(cells))}
+            "paper_verdict": None if paper_d is None else verdict(paper_d, paper_s),
+            "cells": sorted(set(cells)),
+            # the models the check calls robust: a gradient-masking flag on one of them matters
+            "robust_cells": sorted(set(lhs.get("cells") or [])) if (
+                lhs is not None and chk["kind"] == "at_least"
+                and lhs.get("threat") in ("white", "black", "worst")) else []}
 
 
 def evaluate_check(chk: dict, ctx: Context) -> list[dict]:
@@ -274,11 +342,16 @@ def evaluate_check(chk: dict, ctx: Context) -> list[dict]:
                 continue
             hi, lo = max(entries, key=lambda e: e["value"]), min(entries, key=lambda e: e["value"])
             d = float(chk["tol"]) - (hi["value"] - lo["value"])
-            s = math.hypot(spread(hi), spread(lo))
+            s = math.hypot(ctx.spread(hi, False), ctx.spread(lo, False))  # one model
             pubs = [e["published"] for e in entries]
             pd_ = None if None in pubs else float(chk["tol"]) - (max(pubs) - min(pubs))
+            ps = 0.0
+            if pd_ is not None:
+                phi = max(entries, key=lambda e: e["published"])
+                plo = min(entries, key=lambda e: e["published"])
+                ps = math.hypot(ctx.paper_spread(phi, False), ctx.paper_spread(plo, False))
             out.append(_result(chk, text, hi, lo, d, s, pd_, hi["cells"],
-                               f"{hi['column']} (max)", f"{lo['column']} (min)"))
+                               f"{hi['column']} (max)", f"{lo['column']} (min)", ps))
         return out
     if kind == "same_order":
         rhs_rows = {key: e for key, _, e in ctx.select(chk["rhs"])}
@@ -290,7 +363,7 @@ def evaluate_check(chk: dict, ctx: Context) -> list[dict]:
         for rows in by_table.values():
             for i in range(len(rows)):
                 for j in range(i + 1, len(rows)):
-                    out.append(_order(chk, rows[i], rows[j]))
+                    out.append(_order(chk, rows[i], rows[j], ctx))
         if not out:
             out.append(_result(chk, f"Table {chk['lhs']['table']}: fewer than two models", None,
                                None, None, 0.0, None, [], "", ""))
@@ -316,14 +389,18 @@ def evaluate_check(chk: dict, ctx: Context) -> list[dict]:
             out.append(_result(chk, text, a, show, None, 0.0, None, [], a_text, b_text))
             continue
         scale = float(chk.get("scale", 1)) if kind in ("at_least", "at_most") else 1.0
-        s = math.hypot(spread(a), scale * spread(b) if const is None else 0.0)
+        other = const is None and b.get("row") != text  # two models: training variance counts
+        one = const is None and not other
+        s = math.hypot(ctx.spread(a, not one), scale * ctx.spread(b, other) if const is None else 0.0)
         pd_ = _margin(kind, a["published"], b["published"], chk)
+        ps = math.hypot(ctx.paper_spread(a, not one),
+                        scale * ctx.paper_spread(b, other) if const is None else 0.0)
         out.append(_result(chk, text, a, show, d, s, pd_,
-                           a["cells"] + (b.get("cells") or []), a_text, b_text))
+                           a["cells"] + (b.get("cells") or []), a_text, b_text, ps))
     return out
 
 
-def _order(chk, one, two):
+def _order(chk, one, two, ctx):
     """Do both columns order two models the same way? Unclear when both gaps are in the noise;
     not reproduced when one column separates the models clearly and the other ranks them equal
     (Eq. 4 predicting the same accuracy for models that FGSM puts 50 points apart tracks
@@ -333,8 +410,9 @@ def _order(chk, one, two):
     if None in (x1, y1, x2, y2):
         return _result(chk, label, None, None, None, 0.0, None, [], "", "")
     dx, dy = x1["value"] - x2["value"], y1["value"] - y2["value"]
-    sx, sy = math.hypot(spread(x1), spread(x2)), math.hypot(spread(y1), spread(y2))
-    clear_x, clear_y = abs(dx) > sx, abs(dy) > sy
+    sx, sy = (math.hypot(ctx.spread(x1), ctx.spread(x2)),
+              math.hypot(ctx.spread(y1), ctx.spread(y2)))
+    clear_x, clear_y = abs(dx) > SIGMAS * sx, abs(dy) > SIGMAS * sy
     if clear_x and clear_y:
         d, s = (1.0 if dx * dy > 0 else -1.0) * min(abs(dx), abs(dy)), 0.0
     elif clear_x or clear_y:  # one ranks them equal: judged against the larger noise
@@ -347,16 +425,44 @@ def _order(chk, one, two):
                   {**y1, "value": dy, "sd": None, "published": None}, d, s, paper,
                   x1["cells"] + x2["cells"], f"Δ {x1['column']}", f"Δ {y1['column']}")
     res["spread"] = max(sx, sy)
+    if paper is not None:  # the published ranks, by the same both-gaps-clear rule
+        psx = math.hypot(ctx.paper_spread(x1), ctx.paper_spread(x2))
+        psy = math.hypot(ctx.paper_spread(y1), ctx.paper_spread(y2))
+        gx, gy = pubs[0] - pubs[1], pubs[2] - pubs[3]
+        cx, cy = abs(gx) > SIGMAS * psx, abs(gy) > SIGMAS * psy
+        res["paper_verdict"] = (REPRODUCED if cx and cy and gx * gy > 0 else
+                                REFUTED if (cx and cy) or cx != cy else UNCLEAR)
     return res
 
 
 # --- a run's verdicts -------------------------------------------------------------------------
+
+def masked_by(result: dict, ctx: Context) -> str | None:
+    """The attack that breaks a reproduced robustness check: a gradient-masking flag on one of the
+    models it calls robust, named by the flag's stronger attack (the lower accuracy)."""
+    if result["verdict"] != REPRODUCED or not result["robust_cells"] or ctx.masking is None \
+            or not len(ctx.masking):
+        return None
+    m = ctx.masking
+    flagged = m[m["cell_id"].isin(result["robust_cells"]) & m["flagged"].astype(bool)]
+    names = []
+    for f in flagged.itertuples():
+        ref = getattr(f, "reference_attack_id", None)
+        stronger = ref if isinstance(ref, str) and _num(f.reference) is not None \
+            and f.reference < f.value else f.attack_id
+        names.append(ctx.attack_names.get(stronger, stronger))
+    return ", ".join(dict.fromkeys(names)) or None
+
 
 def evaluate_claims(claims: list[dict], ctx: Context) -> pd.DataFrame:
     """One row per compared measurement, with its claim's verdict beside it."""
     rows = []
     for c in claims:
         results = [r for chk in c["checks"] for r in evaluate_check(chk, ctx)]
+        for r in results:
+            r["masked_by"] = masked_by(r, ctx)
+            if r["masked_by"]:
+                r["verdict"] = MASKED
         cv = claim_verdict([r["verdict"] for r in results])
         rows += [{"claim": c["id"], "claim_verdict": cv, **r} for r in results]
     return pd.DataFrame(rows, columns=COLUMNS)

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from lsqueeze.claims import (UNMEASURED, ClaimsError, Context, evaluate_claims, load_claims,
-                             masking_for, summary)
+from lsqueeze.claims import (MASKED, SIGMAS, UNMEASURED, ClaimsError, Context, evaluate_claims,
+                             load_claims, masking_for, summary)
 from lsqueeze.tablemeta import checked_model
 
 
@@ -53,8 +53,30 @@ def _scale_line(plan: dict) -> str:
             f"a verdict says what these models show, not what the paper's would.")
 
 
+def rule(basis: str) -> str:
+    """The verdict rule in one paragraph, as claims.md prints it."""
+    return (f"Each check compares measured accuracies (%) with the claim's criterion; d is how far "
+            f"the criterion holds (d > 0: holds). A check is reproduced only when d exceeds "
+            f"{SIGMAS:g} × its spread, not reproduced when d is below −{SIGMAS:g} × spread, and "
+            f"not distinguishable in between. The spread combines each side's noise: the sd over "
+            f"seeds where a row has several; for one seed, the binomial standard error on the n "
+            f"test images together with the training variance between seeds ({basis}), which "
+            f"is left out where both sides are the same model. A robustness check on a model "
+            f"that a gradient-masking check flags reads \"reproduced under the paper's attack, "
+            f"not under …\" and counts as not reproduced. A claim is reproduced only when every "
+            f"check is measured and reproduced; one not reproduced (or masked) check makes it "
+            f"not reproduced; an unmeasured check makes it partly measured. \"Paper\": the "
+            f"published numbers judged by the same rule (one seed, 10,000 test images).")
+
+
+def _verdict_text(r) -> str:
+    if r.verdict == MASKED and isinstance(r.masked_by, str):
+        return f"reproduced under the paper's attack, not under {r.masked_by}"
+    return r.verdict
+
+
 def render(claims: list[dict], results: pd.DataFrame, masking: pd.DataFrame | None,
-           preset: str = "", note: str = "", plan: dict | None = None) -> str:
+           preset: str = "", note: str = "", plan: dict | None = None, basis: str = "") -> str:
     s = summary(results)
     lines = ["# The paper's claims, checked", ""]
     if preset:
@@ -64,12 +86,8 @@ def render(claims: list[dict], results: pd.DataFrame, masking: pd.DataFrame | No
         lines.append(scale)
     lines += ["", f"**{s['reproduced']} of {s['total']} claims reproduced**; {s['not_reproduced']} "
               f"not reproduced, {s['not_distinguishable']} not distinguishable, "
-              f"{s['not_measured']} not measured in this preset.", "",
-              "Each check compares measured accuracies (%) with the claim's criterion; d is how far "
-              "the criterion holds (d > 0: holds). Its spread combines each side's noise: the sd "
-              "over seeds where a row has several, and never less than the binomial standard "
-              "error of an accuracy on the n test images. |d| ≤ spread: not distinguishable. "
-              "\"Paper\": whether the published numbers meet the same criterion.", ""]
+              f"{s['partly_measured']} partly measured, {s['not_measured']} not measured in this "
+              f"preset.", "", rule(basis or "default"), ""]
     for i, c in enumerate(claims, 1):
         res = results[results["claim"] == c["id"]]
         cv = res["claim_verdict"].iloc[0] if len(res) else UNMEASURED
@@ -89,8 +107,8 @@ def render(claims: list[dict], results: pd.DataFrame, masking: pd.DataFrame | No
             if ref and r.rhs_published is not None and not pd.isna(r.rhs_published):
                 ref += f" (paper {_f(r.rhs_published)})"
             dd = "—" if r.d is None or pd.isna(r.d) else f"{r.d:+.2f} ± {r.spread:.2f}"
-            paper = {True: "holds", False: "does not hold"}.get(r.paper_holds, "—")
-            lines.append(f"| {r.check} | {meas} | {ref} | {dd} | {r.verdict} | {paper} |")
+            paper = r.paper_verdict if isinstance(r.paper_verdict, str) else "—"
+            lines.append(f"| {r.check} | {meas} | {ref} | {dd} | {_verdict_text(r)} | {paper} |")
         cells = [x for cs in res["cells"] for x in cs]
         m = masking_for(masking, cells)
         flagged = m[m["flagged"].astype(bool)] if len(m) else m
@@ -155,10 +173,14 @@ def run(plan_path, claims_path, tables_dir, out_dir, note: str = "", preset: str
     long_path, masking_path = tables_dir / "measurements.parquet", tables_dir / "masking.parquet"
     long = pd.read_parquet(long_path) if long_path.exists() else None
     masking = pd.read_parquet(masking_path) if masking_path.exists() else None
-    results = evaluate_claims(claims, Context(plan, compare, long, masking))
-    text = render(claims, results, masking, preset or plan.get("preset") or "", note, plan)
+    ctx = Context(plan, compare, long, masking)
+    results = evaluate_claims(claims, ctx)
+    text = render(claims, results, masking, preset or plan.get("preset") or "", note, plan,
+                  ctx.train_basis)
     out = results.copy()
     out["cells"] = [json.dumps(c) for c in out["cells"]]  # Parquet-friendly: a JSON list
+    out["masked_by"] = out["masked_by"].astype("string")
+    out["paper_verdict"] = out["paper_verdict"].astype("string")
     _write_atomic(out_dir / "claims.parquet", lambda tmp: out.to_parquet(tmp, index=False))
     _write_atomic(out_dir / "claims.md", lambda tmp: tmp.write_text(text))
     _write_atomic(out_dir / "claims.html", lambda tmp: tmp.write_text(to_html(text)))
