@@ -4,6 +4,12 @@
 # Rules only call the package CLI; the science lives in src/lsqueeze.
 
 # The paper preset unless a preset is given: `--configfile` must replace it, not merge into it.
+# A preset file that holds no keys (`{}`) is refused, not read as "no preset given".
+if not config and workflow.configfiles:
+    raise WorkflowError(
+        f"{', '.join(map(str, workflow.configfiles))}: the preset is empty: it needs preset, "
+        "results and tables (e.g. params/demo.yaml)"
+    )
 if not config:
 
     configfile: f"{workflow.basedir}/params/paper.yaml"

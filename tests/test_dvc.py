@@ -245,3 +245,17 @@ def test_pull_with_an_unreachable_remote_says_so_in_one_line(tmp_path):
     from lsqueeze.remote import check_remote
 
     assert check_remote(repo) == str(missing)
+
+
+def test_a_failed_pull_warns_against_force(monkeypatch):
+    """DVC's own message after a failed checkout suggests --force, which deletes every output the
+    remote lacks: `lsqueeze pull` steers away from it, in the README's words."""
+    from lsqueeze import remote
+
+    monkeypatch.setattr(remote, "check_remote", lambda root, name: "/some/store")
+    monkeypatch.setattr(remote.subprocess, "run",
+                        lambda *a, **k: subprocess.CompletedProcess(a, 1))
+    with pytest.raises(remote.RemoteError, match="Do not rerun it with --force.*fix the remote"):
+        remote.pull(".", None)
+    readme = (REPO / "README.md").read_text()
+    assert "do not use `dvc pull --force`" in readme

@@ -25,9 +25,10 @@ SMOOTH_NEW = "digits28/ls0.2-sq0-gn0.4-k60-s0"
 DOWNSTREAM = {"tables_plan", "aggregate", "claims", "figure_summary", "all"}
 
 
-def dry_run(workdir, configfile) -> list[dict]:
+def dry_run(workdir, configfile, *args) -> list[dict]:
     """The jobs of a dry run of the copied checkout: [{rule, output, reason}]."""
-    out = run_snakemake(workdir, "-n", configfile=configfile, snakefile=CHECKOUT["snakefile"]).stdout
+    out = run_snakemake(workdir, "-n", *args, configfile=configfile,
+                        snakefile=CHECKOUT["snakefile"]).stdout
     jobs = []
     for line in out.splitlines():
         m = re.match(r"^(?:local)?rule (\w+):", line)
@@ -39,10 +40,10 @@ def dry_run(workdir, configfile) -> list[dict]:
     return jobs
 
 
-def planned(workdir, configfile) -> dict[str, list[str]]:
+def planned(workdir, configfile, *args) -> dict[str, list[str]]:
     """{rule: [outputs of each job]} from a dry run."""
     jobs: dict[str, list[str]] = {}
-    for job in dry_run(workdir, configfile):
+    for job in dry_run(workdir, configfile, *args):
         jobs.setdefault(job["rule"], []).append(job["output"])
     return jobs
 
@@ -207,3 +208,53 @@ def test_sigma_edit_reruns_only_that_cell(work):
     assert untouched.exists()  # the old cell's model is kept, not retrained or deleted
     md = (workdir / "results/tiny/tables/tables.md").read_text()
     assert "| 0.2 | 0 | 0.4 | 60 |" in md and "| 0.2 | 0 | 0.3 | 60 |" not in md
+
+
+def test_the_documented_repair_of_a_corrupt_model(work):
+    """README, "A corrupted, replaced or moved file": --forcerun on the file the error names
+    retrains that cell and reruns what was made from it, and nothing else."""
+    from lsqueeze.integrity import verify_model
+
+    workdir, cfg = work
+    cell = "digits28/ls0-sq0.5-gn0.5-k60-s1"
+    target = f"results/tiny/models/{cell}/model.pt"  # as the README writes it: from the run dir
+    model = workdir / target
+    data = bytearray(model.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    model.write_bytes(bytes(data))
+    jobs = planned(workdir, cfg, "--forcerun", target)
+    assert len(jobs["train"]) == 1 and cell in jobs["train"][0]
+    assert jobs["evaluate_white"] and all(cell in o for o in jobs["evaluate_white"])
+    assert set(jobs) <= {"train", "evaluate_white", "evaluate_black"} | DOWNSTREAM
+    run_snakemake(workdir, "--forcerun", target, configfile=cfg, snakefile=CHECKOUT["snakefile"])
+    verify_model(model, cell)
+    assert planned(workdir, cfg) == {}
+
+
+def test_after_snakemake_itself_is_killed_unlock_then_rerun_incomplete(work):
+    """README, "A killed job": `--unlock`, then the same command with `--rerun-incomplete`."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from conftest import SNAKEMAKE
+
+    workdir, cfg = work
+    model = "results/tiny/models/digits28/ls0.2-sq0-gn0.3-k60-s0/model.pt"
+    base = [SNAKEMAKE, "-s", str(CHECKOUT["snakefile"]), "--directory", str(workdir),
+            "--cores", "2", "--configfile", str(cfg)]
+    proc = subprocess.Popen(base + ["--forcerun", model], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    locks = workdir / ".snakemake" / "locks"
+    deadline = time.time() + 120
+    while not (locks.exists() and any(locks.iterdir())) and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.0)
+    os.killpg(proc.pid, signal.SIGKILL)  # Snakemake and its jobs, as a lost terminal would
+    proc.wait(timeout=60)
+    stuck = run_snakemake(workdir, configfile=cfg, snakefile=CHECKOUT["snakefile"], check=False)
+    assert stuck.returncode != 0 and "cannot be locked" in stuck.stdout + stuck.stderr
+    run_snakemake(workdir, "--unlock", configfile=cfg, snakefile=CHECKOUT["snakefile"])
+    run_snakemake(workdir, "--rerun-incomplete", configfile=cfg, snakefile=CHECKOUT["snakefile"])
+    assert planned(workdir, cfg) == {}

@@ -215,6 +215,10 @@ def test_model_copied_from_another_cell_is_refused(models, digits, tmp_path):
                    swapped / "model.pt", "sha256")
     shutil.copy(model_b.with_name("metrics.json"), swapped / "metrics.json")  # and its record
     one_line_error(reader("evaluate", spec_a, swapped / "model.pt", digits, tmp_path / "o.json"),
+                   swapped / "metrics.json", "replaced")  # the record's own digest is A's
+    for name in ("metrics.json.sha256", "model.pt.sha256"):  # copied with their digests
+        shutil.copy(model_b.with_name(name), swapped / name)
+    one_line_error(reader("evaluate", spec_a, swapped / "model.pt", digits, tmp_path / "o.json"),
                    swapped / "model.pt", spec_b["id"], "not for")
     assert not (tmp_path / "o.json").exists()
 
@@ -326,3 +330,74 @@ def test_snakemake_gpu_preset_fails_fast_and_device_override_reruns_nothing(tmp_
         dry = run_snakemake(tmp_path, black, "-n", "--configfile", preset, "--config",
                             f"device={device}")
         assert "Nothing to be done" in dry.stdout + dry.stderr
+
+
+# --- files changed after they were written -------------------------------------------------------
+
+def flip_byte(path, at=0.5):
+    data = bytearray(path.read_bytes())
+    i = int(len(data) * at)
+    data[i] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def test_every_written_file_records_its_digest(tmp_path):
+    import pandas as pd
+
+    from lsqueeze.io import (CorruptFileError, digest_path, file_digest, read_json, read_parquet,
+                             save_json, save_parquet)
+
+    save_json({"accuracy": 0.5}, tmp_path / "e.json")
+    save_parquet(pd.DataFrame({"value": [0.25, 0.5]}), tmp_path / "t.parquet")
+    save_torch({"x": torch.arange(10)}, tmp_path / "s.pt")
+    for name in ("e.json", "t.parquet", "s.pt"):
+        line = digest_path(tmp_path / name).read_text()
+        assert line == f"{file_digest(tmp_path / name)}  {name}\n"   # sha256sum's format
+    # one flipped bit in the number: a different accuracy, refused instead of read
+    (tmp_path / "e.json").write_text((tmp_path / "e.json").read_text().replace("0.5", "0.7"))
+    with pytest.raises(CorruptFileError, match=r"e\.json: its content does not match"):
+        read_json(tmp_path / "e.json")
+    flip_byte(tmp_path / "t.parquet", at=0.2)
+    with pytest.raises(CorruptFileError, match=r"t\.parquet.*delete it and rerun"):
+        read_parquet(tmp_path / "t.parquet")
+    flip_byte(tmp_path / "s.pt")
+    with pytest.raises(CorruptFileError, match=r"s\.pt"):
+        load_torch(tmp_path / "s.pt")
+    # a file written by an older version (no digest beside it) is still read
+    save_json({"a": 1}, tmp_path / "old.json")
+    digest_path(tmp_path / "old.json").unlink()
+    assert read_json(tmp_path / "old.json") == {"a": 1}
+
+
+def test_a_flipped_bit_in_a_checkpoint_is_not_resumed(digits, killed, tmp_path):
+    out = copy_of(killed, tmp_path)
+    flip_byte(out / "state.pt")  # torch itself would load it: the zip's CRCs are not checked
+    done = cli_train(tiny_spec(), digits, out)
+    assert done.returncode == 0, done.stderr
+    assert f"not resuming from {out / 'state.pt'}" in done.stderr
+    assert "does not match the sha256" in done.stderr
+    assert json.loads((out / "metrics.json").read_text())["resumed_from"] in (None, 0)
+
+
+def test_changed_labels_in_a_split_are_refused(models, digits, tmp_path):
+    spec, model = models[0]
+    data = tmp_path / "data"
+    shutil.copytree(digits, data)
+    blob = torch.load(data / "test.pt", weights_only=True)
+    blob["y"][:5] = (blob["y"][:5] + 1) % 10
+    with open(data / "test.pt", "wb") as fh:  # edited in place: the recorded digest stays
+        torch.save(blob, fh)
+    one_line_error(reader("evaluate", spec, model, data, tmp_path / "o.json"), "test.pt",
+                   "does not match the sha256", "delete it")
+    assert not (tmp_path / "o.json").exists()
+
+
+def test_a_flipped_byte_in_the_aggregated_tables_is_refused(tiny_run, tmp_path):
+    tables = tmp_path / "tables"
+    shutil.copytree(tiny_run / "results/tiny/tables", tables)
+    plan = tiny_run / "results/tiny/plan/tables.json"
+    args = ["claims", "--plan", plan, "--claims", REPO / "params/claims.yaml", "--tables", tables,
+            "--out-dir", tmp_path / "out"]
+    assert cli(*args).returncode == 0
+    flip_byte(tables / "measurements.parquet", at=0.3)
+    one_line_error(cli(*args), "measurements.parquet", "does not match the sha256")

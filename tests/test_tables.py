@@ -202,3 +202,62 @@ def test_provenance_names_every_device_and_version():
     prov = provenance({"preset": "demo"}, long, now=datetime(2024, 1, 2, 3, 4, tzinfo=timezone.utc))
     assert prov == {"preset": "demo", "code": "v1, v2", "date": "2024-01-02 03:04 UTC",
                     "devices": "cpu; gpu A", "n": "50, 100"}
+
+
+def _one_table(rows, columns):
+    """Tables built in memory for one paper-Table-2 table of digits28 rows: every model measured
+    with train 0.9, test 0.8; (plan dict, {id: (layout, compare)})."""
+    from lsqueeze.tables import build_tables
+
+    cfg = {"preset": "t", "results": "r",
+           "cells": {"sq": {"dataset": "digits28", "beta": 0.5, "sigma": 0.5, "steps": 10}},
+           "tables": [{"id": "2", "paper_table": 2, "rows": rows, "columns": columns}]}
+    plan = build_plan(cfg)
+    long = pd.DataFrame([{"cell_id": cid, "metric": metric, "value": value, "threat": "none",
+                          "attack_id": None}
+                         for cid in plan.cells
+                         for metric, value in (("train_accuracy", 0.9), ("test_accuracy", 0.8))])
+    pj = {**_plan_json(plan, {}), "num_classes": {"digits28": 10}}
+    return pj, build_tables(pj, long, pd.read_csv(REFERENCE), {}, 5.0)
+
+
+TEST_COLUMN = {"name": "Test", "metric": "test_accuracy", "paper": {"metric": "test_accuracy"}}
+
+
+def test_one_cell_in_two_rows_shows_each_rows_published_value():
+    """Paper rows 1 and 8 of one cell: each row shows its own published number and Δ, not the
+    last row's in both."""
+    from lsqueeze.tables import render_html, render_markdown
+
+    plan, tables = _one_table([{"cell": "sq", "label": "first", "paper_row": 1},
+                               {"cell": "sq", "label": "eighth", "paper_row": 8}], [TEST_COLUMN])
+    ref = pd.read_csv(REFERENCE)
+    pub = {r: float(ref[(ref.table == 2) & (ref.row == r) & (ref.metric == "test_accuracy")]
+                    .value_percent.iloc[0]) for r in (1, 8)}
+    assert pub[1] != pub[8]
+    md = render_markdown(plan, tables, 5.0)
+    html = render_html(plan, tables, 5.0)
+    for label, r in (("first", 1), ("eighth", 8)):
+        text = f"80.00 ({pub[r]:.2f}, Δ {80 - pub[r]:.2f})"
+        line = next(ln for ln in md.splitlines() if ln.startswith(f"| {label} |"))
+        assert text in line, (label, line)
+        row = next(tr for tr in html.splitlines() if f"<td>{label}</td>" in tr)
+        assert text in row, (label, row)
+    _, compare = tables["2"]
+    assert compare["published"].tolist() == pytest.approx([pub[1], pub[8]])
+
+
+def test_a_bar_in_a_label_or_column_name_keeps_the_markdown_cells_in_place():
+    from lsqueeze.tables import render_markdown
+
+    plan, tables = _one_table([{"cell": "sq", "label": "β | σ = 0.5", "paper_row": 1}],
+                              [{**TEST_COLUMN, "name": "Test|clean"}])
+    md = render_markdown(plan, tables, 5.0)
+    head = next(ln for ln in md.splitlines() if ln.startswith("| model |"))
+    row = next(ln for ln in md.splitlines() if ln.startswith("| β"))
+    assert r"| β \| σ = 0.5 |" in row and r"Test\|clean" in head
+
+    def cells(line):  # columns as a Markdown renderer splits them: on unescaped bars
+        return len([c for c in line.replace(r"\|", "").split("|")])
+
+    assert cells(row) == cells(head) == len(["", "model", "α", "β", "σ", "k", "Test", ""])

@@ -119,16 +119,110 @@ def test_dry_run_of_a_read_only_results_dir(tmp_path):
      "recipes.digits28.arch.name", ["'resnet' is not allowed", "madry_cnn"]),
     ("beta: 0.5,", "beta: 1e+9,", "cells.squeeze.beta", ["write 1.0e+09"]),
     ("sigma: 0.3,", "sigma: 0.3],", None, ["YAML syntax error", "expected ',' or '}'"]),
+    # a table id names files: no path separators, no `..`
+    ('id: "2"', 'id: "x/../../../../ESCAPED"', "tables.1.id", ["is not a table id"]),
+    ('id: "2"', "id: 2", "tables.1.id", ["is not a table id"]),
+    # table_2_compare.parquet: table 2's comparison and table 2_compare's layout
+    ("id: strong", "id: 2_compare", "tables.2.id", ["'2_compare' writes table_2_compare.parquet",
+                                                    "table '2'"]),
+    ("id: strong", "id: 2-compare", None, []),  # a control: no file named twice, valid
+    # an FGSM or multi-restart adversary cannot train a model: training runs PGD
+    ("natural: {dataset: digits28, method: natural, steps: 60}",
+     "natural: {dataset: digits28, method: adv, adv: fgsm_xent, steps: 60}", "cells.natural.adv",
+     ["with PGD, not 'fgsm'"]),
+    ("natural: {dataset: digits28, method: natural, steps: 60}",
+     "natural: {dataset: digits28, method: adv, steps: 60, adv: {attack: pgd, eps: 0.3, "
+     "step_size: 0.1, steps: 5, restarts: 3}}", "cells.natural.adv", ["restarts 3", "one attempt"]),
+    # results and data_dir: a directory of their own, not the working directory or above it
+    ("results: results/tiny", "results: .", "results", ["'.' is the working directory"]),
+    ("results: results/tiny", "results: ..", "results", ["or a directory above it"]),
+    ("results: results/tiny", "results: results/..", "results", ["is the working directory"]),
+    ("data_dir: results/data", "data_dir: .", "data_dir", ["is the working directory"]),
+    ("results: results/tiny", f"results: {REPO.parent}", "results", ["or a directory above it"]),
+    # column names the table layout uses itself
+    ("name: Train,", "name: k,", "tables.1.columns.0.name", ["'k'", "layout uses itself"]),
+    ("name: Train,", "name: α,", "tables.1.columns.0.name", ["'α'", "layout uses itself"]),
+    ("name: Train,", "name: model,", "tables.1.columns.0.name", ["'model'"]),
+    ("name: Train,", "name: cell_id,", "tables.1.columns.0.name", ["'cell_id'"]),
+    ("name: Train,", "name: seeds,", "tables.1.columns.0.name", ["'seeds'"]),
+    ("name: Train,", "name: Test sd,", "tables.1.columns.0.name", ["'Test sd'", "<column> sd"]),
 ])
 def test_bad_preset_is_one_line_naming_file_line_and_key(tmp_path, capsys, old, new, key, words):
     path, line = preset_with(tmp_path, old, new)
     code, err = validate_cli(capsys, path)
+    if not words:  # a control edit: still valid
+        assert code == 0 and not err, err
+        return
     assert code == 2 and len(err) == 1, err
     assert err[0].startswith(f"lsqueeze validate: {path}:"), err
     where = re.match(rf"lsqueeze validate: {re.escape(str(path))}:(\d+)", err[0])
     assert where and int(where.group(1)) == line, (line, err)  # the edited line
     for w in ([f"config error at {key}:"] if key else []) + words:
         assert w in err[0], (w, err)
+
+
+def test_empty_preset_is_one_line(tmp_path, capsys):
+    path = tmp_path / "empty.yaml"
+    path.write_text("{}\n")
+    code, err = validate_cli(capsys, path)
+    assert code == 2 and err == [f"lsqueeze validate: {path}: the preset is empty: it needs preset, "
+                                 "results and tables (e.g. params/demo.yaml)"]
+
+
+@pytest.mark.slow
+def test_snakemake_refuses_an_empty_preset_instead_of_planning_the_paper(tmp_path):
+    """`{}` is a preset given, not "no preset": the paper preset must not stand in for it."""
+    preset = tmp_path / "empty.yaml"
+    preset.write_text("{}\n")
+    work = tmp_path / "work"
+    work.mkdir()
+    proc = run_snakemake(work, "-n", configfile=preset, check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and f"{preset}: the preset is empty" in out, out[-2000:]
+    assert "Traceback" not in out and "rule train" not in out
+    assert listing(work) == []
+
+
+def _alias_bomb(mapping: bool) -> str:
+    """Nine levels of nine aliases: a few lines that stand for 9^9 values."""
+    lines = ["  l0: &l0 [x, x, x, x, x, x, x, x, x]"]
+    for i in range(1, 10):
+        refs = [f"k{j}: *l{i - 1}" if mapping else f"*l{i - 1}" for j in range(9)]
+        lines.append(f"  l{i}: &l{i} " + ("{" + ", ".join(refs) + "}" if mapping
+                                          else "[" + ", ".join(refs) + "]"))
+    return "bomb:\n" + "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("tail, words", [
+    (_alias_bomb(mapping=False), ["more than 200000 values once its aliases are expanded"]),
+    (_alias_bomb(mapping=True), ["more than 200000 values once its aliases are expanded"]),
+    ("loop: &loop [*loop]\n", ["contains itself through an alias"]),
+])
+def test_alias_bomb_is_refused_in_one_line(tmp_path, tail, words):
+    """A YAML "billion laughs" must not hang validation, nor a self-referring alias overflow it."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "bomb.yaml"
+    path.write_text(TINY_TEXT + tail)
+    proc = subprocess.run([sys.executable, "-m", "lsqueeze", "validate", str(path)],
+                          capture_output=True, text=True, timeout=60)
+    err = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(err) == 1, proc.stderr[-2000:]
+    assert err[0].startswith(f"lsqueeze validate: {path}:") and all(w in err[0] for w in words), err
+
+
+def test_a_non_utf8_byte_is_one_line_naming_line_and_column(tmp_path, capsys):
+    text = TINY_TEXT.replace("title: Table 1 (tiny)", "title: Table 1 (tiné)")
+    line = text[:text.index("tiné")].count("\n") + 1
+    column = text.index("tiné") - text.rfind("\n", 0, text.index("tiné")) + 3  # the é, 1-based
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes(text.encode("latin-1"))
+    code, err = validate_cli(capsys, path)
+    assert code == 2 and err == [f"lsqueeze validate: {path}:{line}:{column}: not UTF-8 text "
+                                 "(byte 0xe9); save the file as UTF-8"], err
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        C.load_config(path)
 
 
 def test_missing_or_unreadable_preset_is_one_line(tmp_path, capsys):

@@ -9,30 +9,16 @@ from __future__ import annotations
 import html
 import json
 import math
-import os
 import re
-import tempfile
 from pathlib import Path
 
 import pandas as pd
 
+from lsqueeze.io import atomic_path, read_json, read_parquet, save_parquet
+
 from lsqueeze.claims import (MASKED, SIGMAS, UNMEASURED, ClaimsError, Context, evaluate_claims,
                              load_claims, masking_for, summary)
 from lsqueeze.tablemeta import checked_model
-
-
-def _write_atomic(path: Path, write) -> None:
-    """lsqueeze.io's temp-file-and-rename, here without its torch import (aggregation layer)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _f(v, sd=None, seeds=None) -> str:
@@ -161,7 +147,7 @@ def to_html(markdown: str, title: str = "Claims") -> str:
 
 def run(plan_path, claims_path, tables_dir, out_dir, note: str = "", preset: str = "") -> dict:
     """The claims stage: claims.md and claims.parquet from the aggregated tables."""
-    plan = json.loads(Path(plan_path).read_text())
+    plan = read_json(plan_path)
     tables_dir, out_dir = Path(tables_dir), Path(out_dir)
     claims = load_claims(claims_path)
     compare = {}
@@ -169,10 +155,10 @@ def run(plan_path, claims_path, tables_dir, out_dir, note: str = "", preset: str
         p = tables_dir / f"table_{t['id']}_compare.parquet"
         if not p.exists():
             raise ClaimsError(f"{p}: missing (run the aggregate step first)")
-        compare[str(t["id"])] = pd.read_parquet(p)
+        compare[str(t["id"])] = read_parquet(p)
     long_path, masking_path = tables_dir / "measurements.parquet", tables_dir / "masking.parquet"
-    long = pd.read_parquet(long_path) if long_path.exists() else None
-    masking = pd.read_parquet(masking_path) if masking_path.exists() else None
+    long = read_parquet(long_path) if long_path.exists() else None
+    masking = read_parquet(masking_path) if masking_path.exists() else None
     ctx = Context(plan, compare, long, masking)
     results = evaluate_claims(claims, ctx)
     text = render(claims, results, masking, preset or plan.get("preset") or "", note, plan,
@@ -181,7 +167,8 @@ def run(plan_path, claims_path, tables_dir, out_dir, note: str = "", preset: str
     out["cells"] = [json.dumps(c) for c in out["cells"]]  # Parquet-friendly: a JSON list
     out["masked_by"] = out["masked_by"].astype("string")
     out["paper_verdict"] = out["paper_verdict"].astype("string")
-    _write_atomic(out_dir / "claims.parquet", lambda tmp: out.to_parquet(tmp, index=False))
-    _write_atomic(out_dir / "claims.md", lambda tmp: tmp.write_text(text))
-    _write_atomic(out_dir / "claims.html", lambda tmp: tmp.write_text(to_html(text)))
+    save_parquet(out, out_dir / "claims.parquet")
+    for name, page in (("claims.md", text), ("claims.html", to_html(text))):
+        with atomic_path(out_dir / name) as tmp:
+            tmp.write_text(page)
     return summary(results)

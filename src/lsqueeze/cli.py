@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
+import tempfile
+from pathlib import Path
 
 
 def _json(text: str):
@@ -15,6 +19,40 @@ def _json(text: str):
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise argparse.ArgumentTypeError(f"not valid JSON: {exc}") from exc
+
+
+def _whole(low: int, odd: bool = False, hint: str = ""):
+    """An argparse type: a whole number of at least `low` (and odd), refused in one line."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} is less than {low}{hint}")
+        if odd and value % 2 == 0:
+            raise argparse.ArgumentTypeError(f"{value} is not odd{hint}")
+        return value
+    return parse
+
+
+def _real(low: float = 0.0, high: float = math.inf, low_open: bool = False):
+    """An argparse type: a finite number in [low, high] ((low, high] where low_open)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text} is not a finite number")
+        if low_open and value <= low:
+            raise argparse.ArgumentTypeError(f"{value:g} is not greater than {low:g}")
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value:g} is less than {low:g}")
+        if value > high:
+            raise argparse.ArgumentTypeError(f"{value:g} is more than {high:g}")
+        return value
+    return parse
 
 
 def _model_command(sub, name: str, hlp: str, data: bool = True, n: bool = False):
@@ -26,7 +64,8 @@ def _model_command(sub, name: str, hlp: str, data: bool = True, n: bool = False)
     if data:
         s.add_argument("--data-dir", required=True)
     if n:
-        s.add_argument("--n", type=int, default=None, help="first n test images (default: all)")
+        s.add_argument("--n", type=_whole(1, hint=" (leave --n out for every test image)"),
+                       default=None, help="first n test images (default: all)")
     s.add_argument("--out", required=True)
     return s
 
@@ -49,7 +88,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--data-dir", required=True)
     s.add_argument("--out-dir", required=True)
     s.add_argument("--no-progress", action="store_true")
-    s.add_argument("--log-every", type=float, default=30.0, metavar="SECONDS",
+    s.add_argument("--log-every", type=_real(0.0), default=30.0, metavar="SECONDS",
                    help="without the bar (--no-progress): a progress line (step, images/s, loss, "
                         "ETA) every SECONDS on stderr (default: 30)")
     # "" is none: the workflow passes "$LSQUEEZE_TRAIN_OPTIONS", empty when run by hand
@@ -61,7 +100,7 @@ def _parser() -> argparse.ArgumentParser:
                       ("craft", "craft a black-box adversarial set on a source model")):
         s = _model_command(sub, name, hlp, n=True)
         s.add_argument("--attack", type=_json, required=True)
-        s.add_argument("--batch-size", type=int, default=500)
+        s.add_argument("--batch-size", type=_whole(1), default=500)
 
     _model_command(sub, "analyze", "linear-model analysis (ε_L) of one model, per image", n=True)
 
@@ -79,12 +118,14 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--out-dir", required=True)
 
     s = _model_command(sub, "landscape", "loss landscape around the first test images (Figs 5, 9)")
-    s.add_argument("--eps", type=float, default=10.0, help="grid half-width, paper units")
-    s.add_argument("--points", type=int, default=21, help="grid points per axis (odd)")
-    s.add_argument("--images", type=int, default=8)
+    s.add_argument("--eps", type=_real(0.0, low_open=True), default=10.0,
+                   help="grid half-width, paper units")
+    s.add_argument("--points", default=21, help="grid points per axis (odd)",
+                   type=_whole(3, odd=True, hint=" (the clean image is the grid's centre)"))
+    s.add_argument("--images", type=_whole(1), default=8)
 
     s = _model_command(sub, "activations", "per-neuron activation magnitudes (Figs 10, 11)", n=True)
-    s.add_argument("--inactive-tol", type=float, default=0.0)
+    s.add_argument("--inactive-tol", type=_real(0.0, 1.0), default=0.0)
 
     s = sub.add_parser("figure", help="one figure: the summary, or a paper figure of some kind")
     s.add_argument("--kind", default="summary", choices=("summary", *FIGURE_KINDS),
@@ -228,14 +269,83 @@ def _bad_args(args) -> str | None:
         if missing:
             return f"--{name}: missing key {missing[0]!r} (expected keys: {', '.join(keys)})"
     if args.command == "train":
-        from lsqueeze.schema import ConfigError, validate_options
+        from lsqueeze.schema import ConfigError, validate_options, validate_spec
 
         try:
             validate_options(args.options)
+            validate_spec(args.spec)
         except ConfigError as exc:
             return str(exc)
     if args.command == "figure" and not isinstance(args.spec, dict):
         return "--spec: expected a JSON object"
+    if args.command == "figure" and args.kind == "summary" and not args.measurements:
+        return "--measurements: the summary figure is drawn from the long-form Parquet"
+    return _bad_paths(args)
+
+
+# Files a command reads, by flag (a --plan of `lsqueeze plan` is the plan itself, as JSON).
+INPUT_FILES = ("model", "plan", "reference", "claims", "measurements", "adv_set", "source_metrics",
+               "inputs", "csv")
+INPUT_DIRS = ("tables",)
+# What a command writes: a file (written atomically into its directory) or a directory.
+OUTPUT_FILES = {"metrics": ("out", "csv")}  # other commands: ("out",)
+OUTPUT_DIRS = ("out_dir", "raw_dir")
+# The dataset splits a command reads from --data-dir (`lsqueeze data` writes them).
+SPLITS = {"train": ("train.pt", "test.pt")}
+
+
+def _flag(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
+def _cannot_write(path: Path, is_dir: bool) -> str | None:
+    """Why `path` cannot be written (None: it can), found without writing anything that stays:
+    the directory it would go in, or the nearest one above it that exists, must take a file."""
+    if path.exists() and path.is_dir() != is_dir:
+        return "is a directory" if path.is_dir() else "is a file, not a directory"
+    where = Path(os.path.abspath(path if is_dir else path.parent))
+    while not where.exists():
+        where = where.parent
+    if not where.is_dir():
+        return f"cannot be created: {where} is a file, not a directory"
+    try:
+        with tempfile.TemporaryFile(dir=where):  # O_TMPFILE: a file without a name
+            pass
+    except OSError:
+        return f"cannot be written: {where} does not take new files"
+    return None
+
+
+def _bad_paths(args) -> str | None:
+    """Missing inputs and unwritable outputs, one line before any work (otherwise a traceback,
+    or an error only after an attack or a training run has spent its time)."""
+    command = args.command
+    if getattr(args, "data_dir", None) is not None:
+        data = Path(args.data_dir)
+        if not data.is_dir():
+            return f"--data-dir {data}: no such directory (write it with `lsqueeze data`)"
+        for name in SPLITS.get(command, ("test.pt",)):
+            if not (data / name).is_file():
+                return f"--data-dir {data}: no {name} in it (write it with `lsqueeze data`)"
+    outputs = OUTPUT_FILES.get(command, ("out",))
+    for dest in INPUT_FILES:
+        value = getattr(args, dest, None)
+        if dest in outputs or not isinstance(value, (str, list)):
+            continue
+        for path in map(Path, [value] if isinstance(value, str) else value):
+            if not path.is_file():
+                return f"{_flag(dest)} {path}: " + ("is not a file" if path.exists() else
+                                                    "no such file")
+    for dest in INPUT_DIRS:
+        value = getattr(args, dest, None)
+        if isinstance(value, str) and not Path(value).is_dir():
+            return f"{_flag(dest)} {value}: no such directory"
+    for dest, is_dir in [(d, False) for d in outputs] + [(d, True) for d in OUTPUT_DIRS]:
+        value = getattr(args, dest, None)
+        if isinstance(value, str):
+            problem = _cannot_write(Path(value), is_dir)
+            if problem:
+                return f"{_flag(dest)} {value}: {problem}"
     return None
 
 

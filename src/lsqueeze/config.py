@@ -73,6 +73,19 @@ ATTACK_DEFAULTS = {"loss": "xent", "steps": 1, "step_size": None, "random_start"
 # file and reports a missing input that names nothing. `+`: num() writes 1e9 as 1e+09.
 WILDCARDS = {"dataset": "[a-z0-9]+", "tag": r"[A-Za-z0-9.+\-]+", "attack": r"[a-z0-9.+\-]+"}
 
+# The files the aggregation (lsqueeze.tables) writes for each table id in <results>/tables/: no
+# two tables may share one (lsqueeze.schema checks).
+TABLE_FILES = ("table_{}.parquet", "table_{}_compare.parquet", "table_{}.html")
+# The paper layout of a table (lsqueeze.tables.build_tables): the columns it makes itself beside
+# the table's own, which a table column may therefore not be named (lsqueeze.schema checks).
+PAPER_PARAMS = ["α", "β", "σ", "k"]  # the paper's "defense params" columns
+LAYOUT_COLUMNS = ("cell_id", "model", *PAPER_PARAMS, "seeds")
+SD_SUFFIX = " sd"  # "<column> sd": the sd over a row's seeds
+
+
+def table_files(table_id) -> list[str]:
+    return [pattern.format(table_id) for pattern in TABLE_FILES]
+
 
 def num(x) -> str:
     """One spelling per number: 0.5, 0.50 and 5e-1 all become '0.5'; 2.0 becomes '2'."""

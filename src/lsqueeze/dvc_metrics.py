@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from lsqueeze.agreement import counts
-from lsqueeze.io import atomic_path
+from lsqueeze.io import atomic_path, read_json, read_parquet
 
 
 def _num(v):
@@ -26,13 +26,13 @@ def _num(v):
 
 def summarize(plan_path, tables_dir) -> tuple[dict, list[dict]]:
     """Return (metrics, comparison rows) from the tables plan and the per-table compare Parquets."""
-    plan = json.loads(Path(plan_path).read_text())
+    plan = read_json(plan_path)
     tol = float(plan.get("tolerance_pct", 5.0))
     metrics = {"tolerance_pct": tol, "tables": {}}
     rows, frames = [], []
     for table in plan["tables"]:
         tid = str(table["id"])
-        compare = pd.read_parquet(Path(tables_dir) / f"table_{tid}_compare.parquet")
+        compare = read_parquet(Path(tables_dir) / f"table_{tid}_compare.parquet")
         frames.append(compare)
         name_of = {r["cell_id"]: r["cell"] for r in table["rows"]}
         deltas = []
@@ -57,7 +57,7 @@ def summarize(plan_path, tables_dir) -> tuple[dict, list[dict]]:
     if claims.exists():  # the claims stage's verdicts: claims reproduced / total, and the rest
         from lsqueeze.claims import summary as claims_summary
 
-        metrics["claims"] = claims_summary(pd.read_parquet(claims))
+        metrics["claims"] = claims_summary(read_parquet(claims))
     return metrics, rows
 
 

@@ -15,9 +15,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
 
-from lsqueeze.io import atomic_path  # noqa: E402
+from lsqueeze.io import atomic_path, read_parquet  # noqa: E402
 
 STYLE = {"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "legend.fontsize": 8,
          "axes.grid": True, "grid.alpha": 0.3, "figure.titlesize": 12}
@@ -254,13 +253,13 @@ def draw(kind: str, inputs, labels, title: str, out, pixel_scales=None, eps=None
     if len(set(pixel_scales)) > 1:  # one axis, one unit: ε_L of MNIST and CIFAR do not mix
         raise ValueError(f"figure {title!r}: its cells' datasets have different pixel scales "
                          f"{sorted(set(pixel_scales))}; compare models of one dataset per figure")
-    frames = [pd.read_parquet(p) for p in inputs]
+    frames = [read_parquet(p) for p in inputs]
     KINDS[kind][0](frames, list(labels), title, out, pixel_scales=pixel_scales, eps=eps)
 
 
 def summary_figure(measurements, out) -> None:
     """Accuracy of every model under every evaluation (clean, white-box, black-box)."""
-    df = pd.read_parquet(measurements)
+    df = read_parquet(measurements)
     df = df[df["metric"].isin(["test_accuracy", "accuracy"])].copy()
     df["evaluation"] = df.apply(
         lambda r: "clean" if r["metric"] == "test_accuracy" else f"{r['threat']}: {r['attack_id']}", axis=1)

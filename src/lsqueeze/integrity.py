@@ -20,14 +20,10 @@ import json
 import os
 from pathlib import Path
 
-from lsqueeze.io import file_digest
+from lsqueeze.io import JobError, file_digest, read_json
 
 DEVICE_POLICIES = ("cuda", "auto", "cpu")
 DEFAULT_DEVICE_POLICY = "cuda"  # a preset that says nothing is a GPU preset
-
-
-class JobError(RuntimeError):
-    """A job refuses to run: the message is one line, naming the file or the setting."""
 
 
 class IntegrityError(JobError):
@@ -82,7 +78,7 @@ def model_record(model_path, cell_id) -> dict:
 
 def _read_metrics(path: Path, model_path) -> dict:
     try:
-        return json.loads(path.read_text())
+        return read_json(path)
     except FileNotFoundError:
         raise IntegrityError(f"{model_path}: no metrics.json beside it, so nothing vouches for "
                              "it; retrain the cell (delete its directory and rerun)") from None

@@ -1,4 +1,12 @@
-"""Atomic file output and provenance: a killed job never leaves a file that looks done.
+"""Atomic file output, content digests and provenance: a killed job never leaves a file that looks
+done, and a file changed after it was written is never read as if it were the original.
+
+Every file written through `atomic_path` gets a digest beside it (`<name>.sha256`, sha256sum's
+format), and the readers here (`load_torch`, `read_json`, `read_parquet`) check it before use:
+a flipped bit in a checkpoint, a split, a black-box set, a metrics.json or a Parquet table is
+refused with a one-line error naming the file to delete, instead of becoming a wrong number. (torch
+checks no checksum of its own when it loads, and JSON or Parquet carry none.) A file without a
+digest beside it (written by an older version or another tool) is read unchecked.
 
 torch is imported where a tensor is read or written, not here: the aggregation (tables, figures,
 claims) writes through this module and must not pay torch's import time.
@@ -13,6 +21,16 @@ import subprocess
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
+
+DIGEST_SUFFIX = ".sha256"
+
+
+class JobError(RuntimeError):
+    """A job refuses to run: the message is one line, naming the file or the setting."""
+
+
+class CorruptFileError(JobError):
+    """A file's content is not what was written (its digest does not match)."""
 
 
 def _umask() -> int:
@@ -40,6 +58,41 @@ def atomic_path(path: str | os.PathLike):
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    if not path.name.endswith(DIGEST_SUFFIX):
+        record_digest(path)
+
+
+def digest_path(path) -> Path:
+    """Where a file's digest is kept: `<name>.sha256` beside it."""
+    path = Path(path)
+    return path.with_name(path.name + DIGEST_SUFFIX)
+
+
+def record_digest(path) -> None:
+    """Write the sha256 of a finished file beside it (sha256sum's line format)."""
+    path = Path(path)
+    line = f"{file_digest(path)}  {path.name}\n"
+    with atomic_path(digest_path(path)) as tmp:
+        tmp.write_text(line)
+
+
+def verify_file(path) -> None:
+    """Refuse a file whose content no longer matches the digest recorded when it was written."""
+    side = digest_path(path)
+    try:
+        recorded = side.read_text().split()[0]
+    except FileNotFoundError:
+        return
+    except (OSError, IndexError, UnicodeDecodeError):
+        raise CorruptFileError(f"{side}: unreadable digest; delete {path} and {side.name} and "
+                               "rerun the job that writes them") from None
+    if not Path(path).exists():
+        return  # the reader's own open() says that it is missing
+    if file_digest(path) != recorded:
+        raise CorruptFileError(f"{path}: its content does not match the sha256 recorded when it "
+                               f"was written ({side.name}): corrupted, edited or replaced since; "
+                               "delete it "
+                               "and rerun the job that writes it")
 
 
 def file_digest(path, algorithm: str = "sha256") -> str:
@@ -64,6 +117,7 @@ def load_torch(path, map_location="cpu"):
     """Load a tensor file written by this package; never unpickles arbitrary objects."""
     import torch
 
+    verify_file(path)
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
@@ -80,6 +134,20 @@ def save_json(obj, path) -> None:
 def save_parquet(df, path) -> None:
     with atomic_path(path) as tmp:
         df.to_parquet(tmp, index=False)
+
+
+def read_json(path):
+    """A JSON file written by this package, checked against its digest."""
+    verify_file(path)
+    return json.loads(Path(path).read_text())
+
+
+def read_parquet(path, **kwargs):
+    """A Parquet table written by this package, checked against its digest."""
+    import pandas as pd
+
+    verify_file(path)
+    return pd.read_parquet(path, **kwargs)
 
 
 def code_version() -> str:

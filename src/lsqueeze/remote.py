@@ -64,7 +64,10 @@ def pull(root=".", name: str | None = None, restore: bool = True) -> int:
     cmd = [sys.executable, "-m", "dvc", "pull"] + (["--remote", name] if name else [])
     rc = subprocess.run(cmd, cwd=root).returncode
     if rc != 0:
-        raise RemoteError(f"`dvc pull` failed (exit {rc}); its messages are above")
+        raise RemoteError(f"`dvc pull` failed (exit {rc}); its messages are above. Do not rerun it "
+                          "with --force: that deletes every output under results/ the remote "
+                          "lacks, your own runs included; fix the remote instead (" +
+                          HOW.format(name=name or "<remote>") + ")")
     if restore:
         from lsqueeze import restore as _restore
 

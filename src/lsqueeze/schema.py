@@ -17,11 +17,14 @@ import jsonschema
 import yaml
 from jsonschema.exceptions import best_match
 
-from lsqueeze.config import CELL_DEFAULTS, RECIPES, WILDCARDS, build_plan
+from lsqueeze.config import (ATTACK_DEFAULTS, CELL_DEFAULTS, LAYOUT_COLUMNS, RECIPES, SD_SUFFIX,
+                             WILDCARDS, build_plan, resolve_cell, table_files)
 from lsqueeze.yamlfile import ConfigError, read_yaml
 
 # The schema lives in params/ beside the presets; the package finds it from an editable install.
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "params" / "schema.json"
+# The checkout this package runs from (None when installed elsewhere): a preset may not write over it.
+CHECKOUT = SCHEMA_PATH.parents[1] if (SCHEMA_PATH.parents[1] / "Snakefile").is_file() else None
 MAX_ERRORS = 10
 
 
@@ -115,29 +118,63 @@ def _short(value, limit: int = 60) -> str:
     return text if len(text) <= limit else text[:limit - 5] + " …" + text[-1:]
 
 
-def _path_problems(config):
+def _at_or_above(path: Path, place: Path) -> bool:
+    return path == place or path in place.parents
+
+
+def _path_problems(config, checkout: Path | None = None):
+    """`results` and `data_dir` must be directories of their own: not empty, not the root, and
+    neither the working directory (where relative paths start), the checkout, nor a directory
+    above either, over which the jobs would scatter their outputs."""
+    cwd = Path.cwd().resolve()
     for key in ("results", "data_dir"):
         value = config.get(key)
         if not isinstance(value, str):
             continue
         if not value.strip():
             yield (key,), f"{value!r} names no directory (give e.g. results/<preset>)"
-        elif os.path.normpath(value) in ("/", "//"):
+            continue
+        if os.path.normpath(value) in ("/", "//"):
             yield (key,), f"{value!r} is the filesystem root; give a directory of its own"
+            continue
+        at = Path(os.path.abspath(value)).resolve()
+        for place, what in ((cwd, "the working directory"), (checkout, "the checkout")):
+            if place is not None and _at_or_above(at, place):
+                above = "" if at == place else " or a directory above it"
+                yield (key,), (f"{value!r} is {what} ({place}){above}: the outputs would be "
+                               "scattered among its files; give a directory of its own, e.g. "
+                               "results/<preset>")
+                break
 
 
 def _table_problems(config):
-    first = {}
+    first, files = {}, {}
     for i, table in enumerate(config.get("tables", [])):
         tid = str(table["id"])
         if tid in first:
             yield ("tables", i, "id"), (f"duplicate table id {tid!r} (also tables.{first[tid]}.id): "
                                         "each table is written to its own file")
+        else:
+            # table_2_compare.parquet is both table 2's comparison and table 2_compare's layout;
+            # names that differ only in case are one file on macOS and Windows
+            for name in table_files(tid):
+                other = files.get(name.casefold())
+                if other is not None:
+                    yield ("tables", i, "id"), (
+                        f"table id {tid!r} writes {name}, which table {other[1]!r} "
+                        f"(tables.{other[0]}.id) writes too; rename one of them")
+                    break
+            for name in table_files(tid):
+                files.setdefault(name.casefold(), (i, tid))
         first.setdefault(tid, i)
         names = [c["name"] for c in table["columns"]]
         for j, name in enumerate(names):
             if name in names[:j]:
                 yield ("tables", i, "columns", j, "name"), f"duplicate column name {name!r}"
+            elif name in LAYOUT_COLUMNS or name.endswith(SD_SUFFIX):
+                yield ("tables", i, "columns", j, "name"), (
+                    f"column name {name!r} is one the table layout uses itself "
+                    f"({', '.join(LAYOUT_COLUMNS)} and '<column>{SD_SUFFIX}'); rename the column")
 
 
 def _plan_problems(config, schema):
@@ -156,6 +193,14 @@ def _plan_problems(config, schema):
     for aid in plan.attacks:
         if not re.fullmatch(WILDCARDS["attack"], aid):
             yield ("attacks",), f"attack id {aid!r} has characters a file name pattern cannot match"
+    for keys, ref in _cell_refs(config):
+        try:
+            problem = adversary_problem(resolve_cell(config, ref))
+        except (ValueError, KeyError, TypeError) as exc:  # a cell no table uses
+            yield keys, f"{exc}"
+            continue
+        if problem:
+            yield (*keys, "adv") if "adv" in ref else keys, problem
     known = schema["$defs"]["recipe"]["properties"]["arch"]["properties"]["name"]["enum"]
     for dataset in sorted({c["dataset"] for c in plan.cells.values()}):
         name = plan.recipe(dataset).get("arch", {}).get("name")
@@ -163,6 +208,51 @@ def _plan_problems(config, schema):
             yield ("recipes", dataset, "arch", "name"), (
                 f"the recipe of {dataset!r} names no known architecture (got {name!r}; "
                 f"known: {', '.join(known)})")
+
+
+def _cell_refs(config):
+    """(key path, cell) of every cell a preset defines: the named ones, and those written out in
+    a table row, a figure or blackbox_sources."""
+    for name, cell in config.get("cells", {}).items():
+        yield ("cells", name), cell
+    for i, table in enumerate(config.get("tables", [])):
+        for j, row in enumerate(table["rows"]):
+            if isinstance(row["cell"], dict):
+                yield ("tables", i, "rows", j, "cell"), row["cell"]
+    for name, fig in config.get("figures", {}).items():
+        for j, ref in enumerate(fig.get("cells", [])):
+            if isinstance(ref, dict):
+                yield ("figures", name, "cells", j), ref
+    for dataset, ref in config.get("blackbox_sources", {}).items():
+        if isinstance(ref, dict):
+            yield ("blackbox_sources", dataset), ref
+
+
+def adversary_problem(cell: dict) -> str | None:
+    """What the training adversary cannot run in a resolved adversarially trained cell, else None.
+
+    Training crafts its adversary with Madry's PGD from the attack's steps, eps, step_size, loss
+    and random start (lsqueeze.train.adv_spec); any other kind of attack would silently train with
+    PGD instead, and the settings it does not read (restarts, a CW confidence) would be ignored."""
+    if cell.get("method") != "adv":
+        return None
+    adv = cell.get("adv") or {}
+    kind = adv.get("attack")
+    if kind != "pgd":
+        return (f"adversarial training crafts its adversary with PGD, not {kind!r}; write "
+                "attack: pgd (FGSM training is PGD with steps: 1, step_size equal to eps and "
+                "random_start: false)")
+    if adv.get("eps") is None:
+        return "the training adversary needs a bounded eps (null is unbounded)"
+    if adv.get("step_size") is None:
+        return "the training adversary needs a step_size"
+    if adv.get("restarts", 1) != 1:
+        return (f"restarts {adv['restarts']!r}: the training adversary makes one attempt per "
+                "batch; leave restarts out")
+    if adv.get("loss") == "cw" and adv.get("confidence") != ATTACK_DEFAULTS["confidence"]:
+        return (f"confidence {adv.get('confidence')!r}: the training adversary's CW loss uses "
+                f"confidence {ATTACK_DEFAULTS['confidence']:g}; leave confidence out")
+    return None
 
 
 def _load_schema(schema_path=SCHEMA_PATH) -> dict:
@@ -179,23 +269,28 @@ def _load_schema(schema_path=SCHEMA_PATH) -> dict:
     return schema
 
 
-def validate(config: dict, schema_path=SCHEMA_PATH, sources=()) -> dict:
+def validate(config: dict, schema_path=SCHEMA_PATH, sources=(), checkout=CHECKOUT) -> dict:
     """Raise ConfigError (one line per problem) unless `config` is a preset that can run.
 
     `sources`: [(path, YAML node tree)] of the files the config was read from, so that each
-    problem names the file and line that holds the bad key.
+    problem names the file and line that holds the bad key. `checkout`: the workflow's directory,
+    which `results` and `data_dir` may not be (nor a directory above it).
     """
     where = _Where(sources)
     if not isinstance(config, dict):
         raise ConfigError(f"{where(())}a preset is a mapping of keys (preset, results, tables, ...), "
                           f"not {type(config).__name__}")
+    if not config:
+        raise ConfigError(f"{where(())}the preset is empty: it needs preset, results and tables "
+                          "(e.g. params/demo.yaml)")
     schema = _load_schema(schema_path)
     problems = list(_non_finite(config))
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path])
     problems += [_schema_problem(e) for e in errors]
     if not problems:  # the checks below rely on the schema's shapes
-        problems += list(_path_problems(config)) + list(_table_problems(config))
+        checkout = Path(checkout).resolve() if checkout else None
+        problems += list(_path_problems(config, checkout)) + list(_table_problems(config))
     if not problems:
         problems += list(_plan_problems(config, schema))
     if problems:
@@ -213,14 +308,14 @@ def validate_file(path) -> dict:
     return validate(data, sources=[(str(path), node)])
 
 
-def validate_sources(config: dict, paths, schema_path=SCHEMA_PATH) -> dict:
+def validate_sources(config: dict, paths, schema_path=SCHEMA_PATH, checkout=CHECKOUT) -> dict:
     """Validate a config Snakemake has merged from `paths` (its --configfile files): each file is
     re-read strictly first, since Snakemake's own loader keeps the last of two equal keys."""
     sources = []
     for path in paths:
         _, node = read_yaml(path)
         sources.append((str(path), node))
-    return validate(config, schema_path, sources)
+    return validate(config, schema_path, sources, checkout)
 
 
 def validate_options(options, schema_path=SCHEMA_PATH) -> dict:
@@ -232,3 +327,24 @@ def validate_options(options, schema_path=SCHEMA_PATH) -> dict:
         keys, msg = problems[0]
         raise ConfigError(f"--options: {_dotted(keys) + ': ' if keys else ''}{msg}")
     return options
+
+
+def validate_spec(spec: dict, schema_path=SCHEMA_PATH) -> dict:
+    """A training spec (`--spec` of `lsqueeze train`): its cell and recipe against the preset
+    schema's, so that a hand-written spec with steps -5 or a NaN sigma is refused before any
+    work instead of training nothing, or nonsense."""
+    schema = _load_schema(schema_path)
+    problems = list(_non_finite(spec))
+    for key, ref in (("cell", "cell"), ("recipe", "recipe")):
+        fragment = {"$defs": schema["$defs"], "$ref": f"#/$defs/{ref}"}
+        problems += [((key, *keys), msg) for keys, msg in
+                     (_schema_problem(e) for e in
+                      jsonschema.Draft202012Validator(fragment).iter_errors(spec[key]))]
+    if not problems:
+        adv = adversary_problem(spec["cell"])
+        if adv:
+            problems.append((("cell", "adv"), adv))
+    if problems:
+        keys, msg = problems[0]
+        raise ConfigError(f"--spec: {_dotted(keys) + ': ' if keys else ''}{msg}")
+    return spec

@@ -14,15 +14,15 @@ Outputs (all under the preset's results/tables/):
 from __future__ import annotations
 
 import html
-import json
 import math
 from pathlib import Path
 
 import pandas as pd
 
 from lsqueeze.agreement import counts, headline, judge
-from lsqueeze.config import cell_id, config_hash, model_name, steps_tag
-from lsqueeze.io import atomic_path, save_parquet
+from lsqueeze.config import (PAPER_PARAMS, SD_SUFFIX, cell_id, config_hash, model_name, steps_tag,
+                             table_files)
+from lsqueeze.io import atomic_path, read_json, read_parquet, save_parquet
 from lsqueeze.perexample import WORST, worst_case_id, worst_cases
 from lsqueeze.tablemeta import (caption, masking_section, measurements_html, missing, provenance,
                                 provenance_lines, typed_measurements)
@@ -30,7 +30,6 @@ from lsqueeze.tablemeta import (caption, masking_section, measurements_html, mis
 CELL_COLS = ["cell_id", "dataset", "method", "alpha", "beta", "sigma", "steps", "seed", "clip_noise"]
 ATTACK_COLS = ["threat", "attack_id", "attack", "loss", "attack_steps", "eps", "step_size",
                "restarts", "random_start", "source_id"]
-PAPER_PARAMS = ["α", "β", "σ", "k"]  # the paper's "defense params" columns
 
 
 def predicted_accuracy(frame: pd.DataFrame, eps: float) -> float:
@@ -184,7 +183,7 @@ def build_tables(plan: dict, long: pd.DataFrame, reference: pd.DataFrame, analys
                 d = None if m is None or p is None else m - p
                 rec[col["name"]] = m
                 if seeded:  # mean and sd columns where a row of the table has several seeds
-                    rec[f"{col['name']} sd"] = sd
+                    rec[f"{col['name']}{SD_SUFFIX}"] = sd
                     rec["seeds"] = len(row["cell_ids"])
                 compare.append({"table": table["id"], "paper_table": table.get("paper_table"),
                                 "row": row.get("paper_row"), "cell_id": row["cell_id"],
@@ -193,7 +192,7 @@ def build_tables(plan: dict, long: pd.DataFrame, reference: pd.DataFrame, analys
                                 "delta": d, "within": None if d is None else abs(d) <= tolerance})
             layout.append(rec)
         names = [c["name"] for c in table["columns"]]
-        sds = [f"{n} sd" for n in names] + ["seeds"] if seeded else []
+        sds = [f"{n}{SD_SUFFIX}" for n in names] + ["seeds"] if seeded else []
         frame = pd.DataFrame(layout, columns=["cell_id", "model", *PAPER_PARAMS, *names, *sds])
         frame = frame.astype({n: "float64" for n in names + sds[:-1]})
         frame = frame.set_index(["cell_id", "model"])
@@ -222,16 +221,27 @@ def _param(v) -> str:
 
 
 def _grid(table: dict, layout: pd.DataFrame, compare: pd.DataFrame, tolerance: float):
-    """Rows of (text, out_of_tolerance) per paper-layout cell, for Markdown and HTML alike."""
-    by = {(r.cell_id, r.column): r for r in compare.itertuples()}
+    """Rows of (text, out_of_tolerance) per paper-layout cell, for Markdown and HTML alike.
+
+    The comparison frame follows the table's rows × columns in order (build_tables): an entry is
+    found by its row's position, since one cell may be printed in several rows (paper rows with
+    their own published values)."""
+    columns = table["columns"]
+    entries = list(compare.itertuples())
+    if len(entries) != len(layout) * len(columns):
+        raise ValueError(f"table {table['id']}: {len(entries)} comparisons for {len(layout)} rows "
+                         f"× {len(columns)} columns")
     rows = []
-    for (cid, model), rec in layout.iterrows():
+    for i, ((cid, model), rec) in enumerate(layout.iterrows()):
         seeds = int(rec["seeds"]) if "seeds" in rec and rec["seeds"] > 1 else 0
         name = (model or cid) + (f" ({seeds} seeds)" if seeds else "")
         cells = [(name, False)] + [(_param(rec[k]), False) for k in PAPER_PARAMS[:3]]
         cells.append((steps_tag(rec["k"]), False))
-        for col in table["columns"]:
-            c = by[(cid, col["name"])]
+        for j, col in enumerate(columns):
+            c = entries[i * len(columns) + j]
+            if (c.cell_id, c.column) != (cid, col["name"]):
+                raise ValueError(f"table {table['id']}: comparison {c.cell_id} {c.column!r} is "
+                                 f"out of place (row {cid}, column {col['name']!r})")
             text = _fmt(c.measured)
             if c.n_seeds > 1:  # mean ± sd over the row's seeds
                 text += f" ± {_fmt(c.sd)}"
@@ -240,6 +250,12 @@ def _grid(table: dict, layout: pd.DataFrame, compare: pd.DataFrame, tolerance: f
             cells.append((text, not missing(c.delta) and abs(c.delta) > tolerance))
         rows.append(cells)
     return ["model", *PAPER_PARAMS] + [c["name"] for c in table["columns"]], rows
+
+
+def _md_cell(text: str) -> str:
+    """A Markdown table cell: a `|` in a label or column name would end the cell, a line break the
+    row."""
+    return " ".join(str(text).splitlines()).replace("|", r"\|")
 
 
 def _table_line(ts: dict, tolerance: float) -> str:
@@ -272,9 +288,10 @@ def render_markdown(plan: dict, tables: dict, tolerance: float, prov: dict | Non
         if caption(table):
             lines += [f"*{caption(table)}*", ""]
         lines += [_table_line(ts, tolerance), "",
-                  "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+                  "| " + " | ".join(map(_md_cell, head)) + " |", "|" + "---|" * len(head)]
         for cells in rows:
-            lines.append("| " + " | ".join(f"**{t}**" if bad else t for t, bad in cells) + " |")
+            lines.append("| " + " | ".join(f"**{_md_cell(t)}**" if bad else _md_cell(t)
+                                           for t, bad in cells) + " |")
         lines.append("")
     lines.append(f"Bold: |Δ| > {tolerance:g} points.")
     return "\n".join(lines) + "\n"
@@ -337,16 +354,16 @@ def _model_names(plan: dict) -> dict:
 
 
 def aggregate(plan_path, inputs, reference_path, out_dir) -> pd.DataFrame:
-    plan = json.loads(Path(plan_path).read_text())
+    plan = read_json(plan_path)
     tolerance = float(plan.get("tolerance_pct", 5.0))
     out_dir = Path(out_dir)
     rows, analyses, records = [], {}, []
     for p in inputs:
         p = Path(p)
         if p.suffix == ".parquet":
-            analyses[plan["analysis_files"][str(p)]] = pd.read_parquet(p)
+            analyses[plan["analysis_files"][str(p)]] = read_parquet(p)
         else:
-            records.append(json.loads(p.read_text()))
+            records.append(read_json(p))
             rows += measurement_rows(records[-1])
     rows += worst_case_rows(records)
     reference = pd.read_csv(reference_path)
@@ -361,12 +378,13 @@ def aggregate(plan_path, inputs, reference_path, out_dir) -> pd.DataFrame:
     masking.insert(1, "model", masking["cell_id"].map(_model_names(plan)).astype("string"))
     save_parquet(masking, out_dir / "masking.parquet")
     for tid, (layout, compare) in tables.items():
-        with atomic_path(out_dir / f"table_{tid}.parquet") as tmp:  # keep the (cell_id, model) index
+        layout_file, compare_file, _ = table_files(tid)
+        with atomic_path(out_dir / layout_file) as tmp:  # keep the (cell_id, model) index
             layout.to_parquet(tmp)
-        save_parquet(compare, out_dir / f"table_{tid}_compare.parquet")
+        save_parquet(compare, out_dir / compare_file)
     prov = provenance(plan, long)
     for table in plan["tables"]:  # one page per table, for the Snakemake report
-        with atomic_path(out_dir / f"table_{table['id']}.html") as tmp:
+        with atomic_path(out_dir / table_files(table["id"])[2]) as tmp:
             tmp.write_text(render_html({"tables": [table]}, {table["id"]: tables[table["id"]]},
                                        tolerance, prov))
     with atomic_path(out_dir / "measurements.html") as tmp:
