@@ -14,9 +14,11 @@ claims) writes through this module and must not pay torch's import time.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import tempfile
 from contextlib import contextmanager
@@ -31,6 +33,31 @@ class JobError(RuntimeError):
 
 class CorruptFileError(JobError):
     """A file's content is not what was written (its digest does not match)."""
+
+
+class DiskFullError(JobError):
+    """An output could not be written for lack of space."""
+
+
+def _disk_full(exc: BaseException, path: Path) -> DiskFullError | None:
+    """The one-line error for a write that failed because the disk is full, else None. torch's
+    writer reports ENOSPC as "enforce fail at inline_container.cc", without the errno."""
+    text = str(exc)
+    full = isinstance(exc, OSError) and exc.errno == errno.ENOSPC
+    if not full and isinstance(exc, RuntimeError) and ("enforce fail" in text
+                                                       or "No space left" in text):
+        try:
+            full = shutil.disk_usage(path.parent).free < (64 << 20)
+        except OSError:
+            full = "No space left" in text
+    if not full:
+        return None
+    try:
+        free = f"{shutil.disk_usage(path.parent).free >> 20} MiB free"
+    except OSError:
+        free = "free space unknown"
+    return DiskFullError(f"{path}: no space left on the device ({free} in {path.parent}); free "
+                         "some space and rerun")
 
 
 def _umask() -> int:
@@ -55,8 +82,11 @@ def atomic_path(path: str | os.PathLike):
         yield Path(tmp)
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        full = _disk_full(exc, path)
+        if full is not None:
+            raise full from None
         raise
     if not path.name.endswith(DIGEST_SUFFIX):
         record_digest(path)
