@@ -427,3 +427,24 @@ def test_a_full_disk_is_one_line_naming_the_file(tmp_path, monkeypatch):
         io.save_json({"a": 1}, tmp_path / "e.json")
     # and through the CLI, a DiskFullError is a JobError: one line, exit 2
     assert issubclass(io.DiskFullError, io.JobError)
+
+
+def test_the_command_snakemake_prints_reruns_the_job_by_hand(tiny_run, tiny_config, tmp_path):
+    """`snakemake -p` shows a job's command without the variables the workflow exports: the
+    command carries the preset's device and run options as defaults, so it runs as printed."""
+    target = "results/tiny/models/digits28/ls0-sq0-gn0-k60-s0/model.pt"
+    dry = run_snakemake(tiny_run, "-n", "-p", "--forcerun", target, configfile=tiny_config)
+    (cmd,) = [line.split("Shell command: ", 1)[1] for line in dry.stdout.splitlines()
+              if line.startswith("Shell command: ") and "lsqueeze train" in line]
+    assert '--device "${LSQUEEZE_DEVICE:-auto}"' in cmd
+    assert '"${LSQUEEZE_TRAIN_OPTIONS:-{\\"checkpoint_every\\": 50\\}}"' in cmd
+    shutil.copytree(tiny_run / "results/data/digits28", tmp_path / "results/data/digits28")
+    (tmp_path / "results/tiny/logs/train/digits28").mkdir(parents=True)
+    env = {k: v for k, v in ENV.items() if not k.startswith("LSQUEEZE_")}
+    env["PATH"] = f"{os.path.dirname(sys.executable)}:{env['PATH']}"
+    env["PYTHONPATH"] = str(REPO / "src")
+    done = subprocess.run(["bash", "-c", cmd], cwd=tmp_path, env=env, capture_output=True,
+                          text=True, timeout=300)
+    log = (tmp_path / "results/tiny/logs/train/digits28/ls0-sq0-gn0-k60-s0.log").read_text()
+    assert done.returncode == 0, log
+    assert (tmp_path / target).exists() and "Traceback" not in log

@@ -17,7 +17,7 @@ rule analyze:
         n=N_ANALYSIS,
         data=data_dir,
     shell:
-        'OMP_NUM_THREADS={threads} python -m lsqueeze analyze --device "${{LSQUEEZE_DEVICE:-cuda}}"'
+        'OMP_NUM_THREADS={threads} python -m lsqueeze analyze --device "${{LSQUEEZE_DEVICE:-{DEVICE}}}"'
         " --spec {params.spec:q} --model {input.model:q} --data-dir {params.data:q} {params.n}"
         " --out {output:q} > {log:q} 2>&1"
 
@@ -44,7 +44,7 @@ rule landscape:
         images=ANALYSIS.get("landscape_images", 8),
         data=data_dir,
     shell:
-        'OMP_NUM_THREADS={threads} python -m lsqueeze landscape --device "${{LSQUEEZE_DEVICE:-cuda}}"'
+        'OMP_NUM_THREADS={threads} python -m lsqueeze landscape --device "${{LSQUEEZE_DEVICE:-{DEVICE}}}"'
         " --spec {params.spec:q} --model {input.model:q} --data-dir {params.data:q}"
         " --eps {wildcards.eps} --points {params.points} --images {params.images}"
         " --out {output:q} > {log:q} 2>&1"
@@ -70,6 +70,6 @@ rule activations:
         tol=ANALYSIS.get("inactive_tol", 0.0),
         data=data_dir,
     shell:
-        'OMP_NUM_THREADS={threads} python -m lsqueeze activations --device "${{LSQUEEZE_DEVICE:-cuda}}"'
+        'OMP_NUM_THREADS={threads} python -m lsqueeze activations --device "${{LSQUEEZE_DEVICE:-{DEVICE}}}"'
         " --spec {params.spec:q} --model {input.model:q} --data-dir {params.data:q} {params.n}"
         " --inactive-tol {params.tol} --out {output:q} > {log:q} 2>&1"

@@ -44,10 +44,17 @@ def _shell_literal(value: str) -> str:
 # reruns nothing: whether a GPU job may run on a CPU (`device:`, lsqueeze.integrity; checked by
 # each job, where the GPU is: `--config device=auto` runs a GPU preset on a CPU) and the `train:`
 # options (checkpoint interval, precision, ...: how to train, not what).
+# The preset's device also stands as the default in each GPU rule's command
+# (`--device "${LSQUEEZE_DEVICE:-<device>}"`), so the command `snakemake -p` prints reruns as
+# printed by hand, where the exported variable is not set; the rule's text stays the same, so
+# changing the device still reruns nothing.
+DEVICE = config.get("device", "cuda")
 _ENV = {
-    "LSQUEEZE_DEVICE": config.get("device", "cuda"),
+    "LSQUEEZE_DEVICE": DEVICE,
     "LSQUEEZE_TRAIN_OPTIONS": json.dumps(config.get("train", {}), sort_keys=True),
 }
+# The same for the run options: the JSON, escaped for a double-quoted ${VAR:-default}.
+TRAIN_OPTIONS = re.sub(r'([\\"$`}])', r"\\\1", _ENV["LSQUEEZE_TRAIN_OPTIONS"])
 _PREFIX = f"export PYTHONPATH={_shell_literal(SRC)}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "
 if DeploymentMethod.CONDA not in workflow.deployment_settings.deployment_method:
     _PREFIX += f'export PATH={_shell_literal(str(Path(sys.executable).parent))}:"$PATH"; '

@@ -19,7 +19,7 @@ rule evaluate_white:
         bs=EVAL.get("batch_size", 500),
         data=data_dir,
     shell:
-        'OMP_NUM_THREADS={threads} python -m lsqueeze evaluate --device "${{LSQUEEZE_DEVICE:-cuda}}"'
+        'OMP_NUM_THREADS={threads} python -m lsqueeze evaluate --device "${{LSQUEEZE_DEVICE:-{DEVICE}}}"'
         " --spec {params.spec:q} --model {input.model:q} --data-dir {params.data:q}"
         " --attack {params.attack:q} {params.n} --batch-size {params.bs} --out {output:q}"
         " > {log:q} 2>&1"

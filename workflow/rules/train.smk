@@ -23,6 +23,6 @@ rule train:
         out=lambda w, output: str(Path(output.model).parent),
         data=data_dir,
     shell:
-        'OMP_NUM_THREADS={threads} python -m lsqueeze train --device "${{LSQUEEZE_DEVICE:-cuda}}"'
+        'OMP_NUM_THREADS={threads} python -m lsqueeze train --device "${{LSQUEEZE_DEVICE:-{DEVICE}}}"'
         " --spec {params.spec:q} --data-dir {params.data:q} --out-dir {params.out:q}"
-        ' --options "${{LSQUEEZE_TRAIN_OPTIONS:-}}" --no-progress > {log:q} 2>&1'
+        ' --options "${{LSQUEEZE_TRAIN_OPTIONS:-{TRAIN_OPTIONS}}}" --no-progress > {log:q} 2>&1'
