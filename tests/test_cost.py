@@ -73,3 +73,35 @@ def test_cli_prints_the_table_and_names_an_unknown_gpu(capsys):
     assert cli.main(["cost", "--configfile", str(PARAMS / "table2.yaml"), "--gpu", "v100"]) == 2
     err = capsys.readouterr().err
     assert "v100" in err and "h100" in err
+
+
+def test_readme_cost_table_is_what_cost_computes():
+    """The README's models and GPU-hours columns, and its whole-paper total, come from
+    `lsqueeze cost --readme`."""
+    import re
+
+    readme = (PARAMS.parent / "README.md").read_text()
+    generated = {m.group(1): (m.group(2), m.group(3)) for m in re.finditer(
+        r"\| `(table\d+|paper)\.yaml`[^|]*\| (\d+) \| (~[\d.]+) \|", cost.readme_table())}
+    rows = {m.group(1): (m.group(2), m.group(3)) for m in re.finditer(
+        r"^\| \d+ \(`(table\d+)\.yaml`\) \| [^|]+ \| (\d+) \| (~[\d.]+) \|$", readme, re.M)}
+    assert rows == {k: v for k, v in generated.items() if k != "paper"} and len(rows) == 11
+    models, hours = generated["paper"]
+    assert f"(`paper.yaml`: {models}\nmodels" in readme or f"(`paper.yaml`: {models} models" in readme
+    assert f"is {hours} GPU-hours" in readme
+
+
+def test_cost_takes_the_preset_like_validate_and_survives_a_closed_pipe(capsys):
+    import subprocess
+    import sys
+
+    assert cli.main(["cost", str(PARAMS / "table2.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "| 2 |" in out and "fp32 cells are projected from bf16 step times" in out
+    # the reader of a pipe leaves before the table is written (`| head -1` on a long table)
+    code = ("import sys, builtins; from lsqueeze import cli\n"
+            "def gone(*a, **k): raise BrokenPipeError(32, 'Broken pipe')\n"
+            "builtins.print = gone\n"
+            f"sys.exit(cli.main(['cost', {str(PARAMS / 'paper.yaml')!r}]))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stderr == "", proc.stderr

@@ -161,7 +161,10 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--no-check", action="store_true", help="skip the `dvc status` check")
 
     s = sub.add_parser("cost", help="projected GPU-hours of a preset, per table, before it runs")
-    s.add_argument("--configfile", required=True, help="the preset (params/<preset>.yaml)")
+    s.add_argument("preset", nargs="?", help="the preset (params/<preset>.yaml), as for validate")
+    s.add_argument("--configfile", help="the same, as Snakemake spells it")
+    s.add_argument("--readme", action="store_true",
+                   help="print the README's cost table (every table<N>.yaml and the paper)")
     s.add_argument("--gpu", default="h100",
                    help="GPU model with measured step times in params/step_times.csv")
 
@@ -248,6 +251,11 @@ def main(argv=None) -> int:
     except JobError as exc:
         print(f"lsqueeze {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `lsqueeze cost ... | head`: the reader left; nothing is wrong
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 # What a job's JSON arguments must hold (the workflow writes them; a hand-run job may not).

@@ -144,11 +144,19 @@ def cost(args):
     from lsqueeze.config import load_config
     from lsqueeze.cost import estimate, report
 
+    from lsqueeze.cost import readme_table
+
+    if args.readme:
+        print(readme_table(args.gpu))
+        return 0
+    preset = args.preset or args.configfile
+    if not preset or (args.preset and args.configfile and args.preset != args.configfile):
+        return _error("cost", "give one preset: `lsqueeze cost params/<preset>.yaml`")
     try:
-        est = estimate(load_config(args.configfile), args.gpu)
+        est = estimate(load_config(preset), args.gpu)
     except (OSError, ValueError) as exc:
         return _error("cost", exc)
-    print(report(est, args.configfile))
+    print(report(est, preset))
 
 
 def pull(args):

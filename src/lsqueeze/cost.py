@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -238,4 +239,32 @@ def report(est: dict, preset: str) -> str:
     lines.append(f"| **all** (each job once) | {t['cells']} | {t['train_h']:.3g} | "
                  f"{t['attack_h']:.3g} | **{t['total_h']:.3g}** |")
     lines += ["", "Step times used:"] + [f"- {k}: {v}" for k, v in sorted(est["basis"].items())]
+    projected = sorted({m for v in est["basis"].values()
+                        for m in re.findall(r"\((\w+) time: (\w+) not measured\)", v)})
+    for measured, wanted in projected:
+        lines.append(f"Note: {wanted} cells are projected from {measured} step times ({wanted} "
+                     "was not measured on this GPU): expect them to take longer.")
+    return "\n".join(lines)
+
+
+def approx_hours(h: float) -> str:
+    """GPU-hours as the README prints them: two significant digits, '~'."""
+    return f"~{h:.2g}" if h < 10 else f"~{h:.0f}"
+
+
+README_TABLES = range(1, 12)
+
+
+def readme_table(gpu: str = "h100", params=STEP_TIMES.parent) -> str:
+    """The README's cost table: each table<N>.yaml on its own (models, GPU-hours), then the paper
+    preset, every job once. Rows keep the README's own descriptions; a test keeps them equal."""
+    from lsqueeze.config import load_config
+
+    lines = ["| preset | models | GPU-hours |", "|---|---|---|"]
+    for t in README_TABLES:
+        total = estimate(load_config(Path(params) / f"table{t}.yaml"), gpu)["total"]
+        lines.append(f"| `table{t}.yaml` | {total['cells']} | {approx_hours(total['total_h'])} |")
+    total = estimate(load_config(Path(params) / "paper.yaml"), gpu)["total"]
+    lines.append(f"| `paper.yaml` (each job once) | {total['cells']} | "
+                 f"{approx_hours(total['total_h'])} |")
     return "\n".join(lines)
