@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from lsqueeze.perexample import WORST, worst_case_id
 from lsqueeze.yamlfile import read_yaml
 
-# The Madry recipes the paper reuses (DESIGN.md, "The science"; FIDELITY.md gives each key's
+# The Madry recipes the paper reuses (README, "Units and definitions"; FIDELITY.md gives each key's
 # source); a preset may override any key. `ce_reduction` sets the CE scale Madry's learning rates
 # were tuned for; β means the same under either (lsqueeze.step.regularized_loss).
 MADRY_WRN = {"name": "madry_wrn", "units": 5, "widen": 10, "base": 16}  # cifar10_challenge "w28-10"
