@@ -111,8 +111,9 @@ def test_every_verdict_from_hand_made_measurements():
     assert res["Table 2 row 1"]["paper_holds"] is True          # 72.4 >= 0.75 * 93.2
     two = res["Table 2 row 2"]                                  # -1.5, inside the seed sd of 5
     assert two["verdict"] == C.UNCLEAR and two["lhs_seeds"] == 3
-    assert two["spread"] == pytest.approx(math.hypot(5.0, 0.75 * ctx.spread(
-        {"value": 50.0, "n": 1000})))
+    assert two["spread"] == pytest.approx(math.hypot(
+        ctx.spread({"value": 36.0, "n": 1000, "sd": 5.0, "seeds": 3}),
+        0.75 * ctx.spread({"value": 50.0, "n": 1000})))
     assert res["Table 2 row 3"]["verdict"] == C.REFUTED         # 10 - 37.5
     assert res["Table 2 row 4"]["verdict"] == C.UNMEASURED      # no such row in this preset
     absent = one_check("at_least", [1], {"table": 3, "rows": [8], "column": {"attack": "pgd"}})
@@ -129,11 +130,19 @@ def test_one_seed_is_judged_with_the_training_floor():
     assert big["spread"] == pytest.approx(math.hypot(one_seed(50, 10000), one_seed(55, 10000)))
     assert big["verdict"] == C.UNCLEAR
     assert small["paper_holds"] is None and small["paper_verdict"] is None  # nothing published
-    # The same 5 points with 3 seeds each and a small seed sd: clearly not reproduced.
+    # A preset whose seeds agree within 0.5 points measures a small training variance: the same
+    # 5 points are then clearly not reproduced.
     seeded = make_ctx({"2": (2, [PGD40], [(1, "r1", {PGD40["name"]: (50.0, 0.5, 3)}, None),
                                           (13, "r13", {PGD40["name"]: (55.0, 0.5, 3)}, None)])},
                       n=10000)
     assert C.evaluate_check(chk, seeded)[0]["verdict"] == C.REFUTED
+    # But one row's small sd (two or three seeds' sd is often far below the true one) does not
+    # shrink its spread below what the preset's seeds say overall.
+    mixed = make_ctx({"2": (2, [PGD40], [(1, "r1", {PGD40["name"]: (50.0, 0.5, 3)}, None),
+                                         (4, "r4", {PGD40["name"]: (30.0, 6.0, 3)}, None),
+                                         (13, "r13", {PGD40["name"]: (55.0, 0.5, 3)}, None)])},
+                     n=10000)
+    assert C.evaluate_check(chk, mixed)[0]["verdict"] == C.UNCLEAR
     # A preset whose seeds spread widely (sd 6 at ~30%) widens its one-seed rows too.
     wide = make_ctx({"2": (2, [PGD40], [(1, "r1", {PGD40["name"]: (30.0, 6.0, 3)}, None),
                                         (4, "r4", {PGD40["name"]: 50.0}, None),
@@ -167,6 +176,30 @@ def test_a_masked_model_is_not_reproduced():
     other = masking.assign(cell_id="mnist/r2-s0")
     assert C.evaluate_claims(claim, make_ctx({"2": (2, [PGD40, AA], rows)}, masking=other))[
         "verdict"].tolist() == [C.REPRODUCED]
+    # Nor a flag whose stronger attack is the one the check measured, or at another ε.
+    own = masking.assign(attack_id="pgd40", reference_attack_id="pgd40")
+    assert C.evaluate_claims(claim, make_ctx({"2": (2, [PGD40, AA], rows)}, masking=own))[
+        "verdict"].tolist() == [C.REPRODUCED]
+    wide = {**AA, "attack_id": "aa-e0.5", "name": "AutoAttack ε 0.5",
+            "attack_paper": {**AA["attack_paper"], "eps": 0.5}}
+    rows_wide = [(4, "r4", {PGD40["name"]: 45.0, wide["name"]: 0.0}, None),
+                 (2, "r2", {PGD40["name"]: 0.0, wide["name"]: 0.0}, None)]
+    at_05 = masking.assign(attack_id="aa-e0.5")
+    assert C.evaluate_claims(claim, make_ctx({"2": (2, [PGD40, wide], rows_wide)},
+                                             masking=at_05))["verdict"].tolist() == [C.REPRODUCED]
+    # And a check that opts out (the stronger-attacks claim is the masking test itself).
+    opted = [{"id": "noise", "checks": [{**chk, "masking": False}]}]
+    assert C.evaluate_claims(opted, make_ctx({"2": (2, [PGD40, AA], rows)}, masking=masking))[
+        "verdict"].tolist() == [C.REPRODUCED]
+
+
+def test_a_bar_in_a_row_label_keeps_the_claims_table_in_place():
+    from lsqueeze.claims_report import _cell, to_html
+
+    line = "| " + " | ".join(_cell(c) for c in ("Table 2 (a|b)", "1.00", "x")) + " |"
+    assert line.count(" | ") == 2
+    html = to_html("| check | measured | ref |\n|---|---|---|\n" + line + "\n")
+    assert "<td>Table 2 (a|b)</td><td>1.00</td><td>x</td>" in html
 
 
 def test_constant_within_flat_and_order_checks():

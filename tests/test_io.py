@@ -46,5 +46,7 @@ def test_outputs_follow_the_umask(tmp_path):
     finally:
         os.umask(old)
     modes = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()}
-    assert modes == {"a.pt": 0o644, "a.json": 0o644, "a.parquet": 0o644, "a.txt": 0o644,
-                     "private.json": 0o600}
+    want = {"a.pt": 0o644, "a.json": 0o644, "a.parquet": 0o644, "a.txt": 0o644,
+            "private.json": 0o600}
+    # each file's digest beside it, with the same mode
+    assert modes == {**want, **{f"{k}.sha256": v for k, v in want.items()}}

@@ -20,7 +20,7 @@ LAYERS = {
     # what the jobs are built from; may import each other (no cycle)
     "primitives": {"activations", "attacks", "autoattack", "config", "data", "device", "fast",
                    "fingerprint", "gpu", "inputs", "integrity", "io", "landscape", "models", "pgd",
-                   "progress", "restore", "schema", "step", "yamlfile"},
+                   "perexample", "progress", "restore", "schema", "step", "yamlfile"},
     # the CLI's commands that compute or fetch something; import primitives only
     "jobs": {"analysis", "cost", "evaluate", "presets", "remote", "train"},
     # tables, figures and claims from the jobs' files; import primitives and each other, no torch

@@ -80,6 +80,8 @@ def load_claims(path) -> list[dict]:
                 if not isinstance(sel, dict) or "table" not in sel or "column" not in sel:
                     raise ClaimsError(f"{where}.checks[{j}].{side}: needs `table` and `column`"
                                       f"{' (or a number)' if side == 'rhs' else ''}")
+                if side == "lhs" and not isinstance(chk.get("masking", True), bool):
+                    raise ClaimsError(f"{where}.checks[{j}].masking: must be true or false")
                 if sel.get("reduce") not in (None, "min", "max"):
                     raise ClaimsError(f"{where}.checks[{j}].{side}.reduce: {sel['reduce']!r} "
                                       f"is not allowed (allowed: min, max)")
@@ -127,9 +129,12 @@ def spread(entry: dict, train_images: float | None = None) -> float:
     sd = entry.get("sd")
     sd = 0.0 if sd is None or (isinstance(sd, float) and math.isnan(sd)) else float(sd)
     test = binomial_se(entry["value"], entry.get("n"))
-    if (entry.get("seeds") or 1) > 1 or not train_images:
+    if not train_images:
         return max(sd, test)
-    return math.hypot(test, binomial_se(entry["value"], train_images, entry.get("n")))
+    floor = math.hypot(test, binomial_se(entry["value"], train_images, entry.get("n")))
+    # several seeds: their sd, but never below the modelled one (two seeds' sd is often far
+    # below the true one); one seed: the model alone
+    return max(sd, floor) if (entry.get("seeds") or 1) > 1 else floor
 
 
 def _num(v):
@@ -180,6 +185,9 @@ class Context:
         # what a flagged model's robustness check names: the table's name for an attack
         self.attack_names = {c["attack_id"]: c["name"] for t in plan.get("tables", [])
                              for c in t["columns"] if c.get("attack_id")}
+        self.attack_eps = {c["attack_id"]: (c.get("attack_paper") or {}).get("eps")
+                           for t in plan.get("tables", []) for c in t["columns"]
+                           if c.get("attack_id")}
 
     def spread(self, entry: dict | None, train: bool = True) -> float:
         """An entry's noise; train=False where both sides are the same model (two attacks on
@@ -233,6 +241,9 @@ class Context:
                     entries.append({
                         "value": value, "column": col["name"], "row": text,
                         "threat": col.get("threat", "none"),
+                        "attack_id": (row.get("attack_ids") or {}).get(col["name"],
+                                                                       col.get("attack_id")),
+                        "eps": (col.get("attack_paper") or {}).get("eps"),
                         "sd": _num(rec["sd"].iloc[0]) if "sd" in rec else None,
                         "seeds": int(rec["n_seeds"].iloc[0]) if "n_seeds" in rec else 1,
                         "published": _num(rec["published"].iloc[0]),
@@ -326,9 +337,13 @@ def _result(chk, label, lhs, rhs, d, s, paper_d, cells, lhs_text, rhs_text, pape
             "paper_verdict": None if paper_d is None else verdict(paper_d, paper_s),
             "cells": sorted(set(cells)),
             # the models the check calls robust: a gradient-masking flag on one of them matters
+            # (the worst case already counts every attack at its ε: no flag can add one)
             "robust_cells": sorted(set(lhs.get("cells") or [])) if (
                 lhs is not None and chk["kind"] == "at_least"
-                and lhs.get("threat") in ("white", "black", "worst")) else []}
+                and lhs.get("threat") in ("white", "black")) else [],
+            "robust_attack": None if lhs is None else lhs.get("attack_id"),
+            "robust_eps": None if lhs is None else lhs.get("eps"),
+            "masking": chk.get("masking", True)}
 
 
 def evaluate_check(chk: dict, ctx: Context) -> list[dict]:
@@ -389,7 +404,8 @@ def evaluate_check(chk: dict, ctx: Context) -> list[dict]:
             out.append(_result(chk, text, a, show, None, 0.0, None, [], a_text, b_text))
             continue
         scale = float(chk.get("scale", 1)) if kind in ("at_least", "at_most") else 1.0
-        other = const is None and b.get("row") != text  # two models: training variance counts
+        # two models: training variance counts; one model under two attacks: it moves both alike
+        other = const is None and set(b.get("cells") or ()) != set(a["cells"])
         one = const is None and not other
         s = math.hypot(ctx.spread(a, not one), scale * ctx.spread(b, other) if const is None else 0.0)
         pd_ = _margin(kind, a["published"], b["published"], chk)
@@ -412,27 +428,30 @@ def _order(chk, one, two, ctx):
     dx, dy = x1["value"] - x2["value"], y1["value"] - y2["value"]
     sx, sy = (math.hypot(ctx.spread(x1), ctx.spread(x2)),
               math.hypot(ctx.spread(y1), ctx.spread(y2)))
+    d, s = _order_margin(dx, dy, sx, sy)
+    pubs = (x1["published"], x2["published"], y1["published"], y2["published"])
+    paper_d = paper_s = None
+    if None not in pubs:  # the published ranks, by the same rule
+        paper_d, paper_s = _order_margin(
+            pubs[0] - pubs[1], pubs[2] - pubs[3],
+            math.hypot(ctx.paper_spread(x1), ctx.paper_spread(x2)),
+            math.hypot(ctx.paper_spread(y1), ctx.paper_spread(y2)))
+    return _result(chk, label, {**x1, "value": dx, "sd": None, "published": None},
+                   {**y1, "value": dy, "sd": None, "published": None}, d, s, paper_d,
+                   x1["cells"] + x2["cells"], f"Δ {x1['column']}", f"Δ {y1['column']}",
+                   paper_s or 0.0)
+
+
+def _order_margin(dx, dy, sx, sy) -> tuple[float, float]:
+    """(d, spread) of "two columns rank two models alike" from the two gaps and their spreads:
+    both gaps clear -> ± the smaller gap, decided (spread 0); one clear -> minus that gap against
+    the larger spread (a column that ranks them equal); neither -> 0, not distinguishable."""
     clear_x, clear_y = abs(dx) > SIGMAS * sx, abs(dy) > SIGMAS * sy
     if clear_x and clear_y:
-        d, s = (1.0 if dx * dy > 0 else -1.0) * min(abs(dx), abs(dy)), 0.0
-    elif clear_x or clear_y:  # one ranks them equal: judged against the larger noise
-        d, s = -abs(dx if clear_x else dy), max(sx, sy)
-    else:
-        d, s = 0.0, 0.0
-    pubs = (x1["published"], x2["published"], y1["published"], y2["published"])
-    paper = None if None in pubs else (pubs[0] - pubs[1]) * (pubs[2] - pubs[3])
-    res = _result(chk, label, {**x1, "value": dx, "sd": None, "published": None},
-                  {**y1, "value": dy, "sd": None, "published": None}, d, s, paper,
-                  x1["cells"] + x2["cells"], f"Δ {x1['column']}", f"Δ {y1['column']}")
-    res["spread"] = max(sx, sy)
-    if paper is not None:  # the published ranks, by the same both-gaps-clear rule
-        psx = math.hypot(ctx.paper_spread(x1), ctx.paper_spread(x2))
-        psy = math.hypot(ctx.paper_spread(y1), ctx.paper_spread(y2))
-        gx, gy = pubs[0] - pubs[1], pubs[2] - pubs[3]
-        cx, cy = abs(gx) > SIGMAS * psx, abs(gy) > SIGMAS * psy
-        res["paper_verdict"] = (REPRODUCED if cx and cy and gx * gy > 0 else
-                                REFUTED if (cx and cy) or cx != cy else UNCLEAR)
-    return res
+        return (1.0 if dx * dy > 0 else -1.0) * min(abs(dx), abs(dy)), 0.0
+    if clear_x or clear_y:
+        return -abs(dx if clear_x else dy), max(sx, sy)
+    return 0.0, max(sx, sy)
 
 
 # --- a run's verdicts -------------------------------------------------------------------------
@@ -450,8 +469,18 @@ def masked_by(result: dict, ctx: Context) -> str | None:
         ref = getattr(f, "reference_attack_id", None)
         stronger = ref if isinstance(ref, str) and _num(f.reference) is not None \
             and f.reference < f.value else f.attack_id
+        # a flag matters at the check's ε, and only if the check did not measure that attack
+        if stronger == result["robust_attack"] or (
+                stronger in ctx.attack_eps and result["robust_eps"] is not None
+                and not _same_eps(ctx.attack_eps[stronger], result["robust_eps"])):
+            continue
         names.append(ctx.attack_names.get(stronger, stronger))
     return ", ".join(dict.fromkeys(names)) or None
+
+
+def _same_eps(a, b) -> bool:
+    a, b = _num(a), _num(b)
+    return a is None and b is None or (a is not None and b is not None and math.isclose(a, b))
 
 
 def evaluate_claims(claims: list[dict], ctx: Context) -> pd.DataFrame:
@@ -460,7 +489,7 @@ def evaluate_claims(claims: list[dict], ctx: Context) -> pd.DataFrame:
     for c in claims:
         results = [r for chk in c["checks"] for r in evaluate_check(chk, ctx)]
         for r in results:
-            r["masked_by"] = masked_by(r, ctx)
+            r["masked_by"] = masked_by(r, ctx) if r["masking"] else None
             if r["masked_by"]:
                 r["verdict"] = MASKED
         cv = claim_verdict([r["verdict"] for r in results])

@@ -55,6 +55,11 @@ def rule(basis: str) -> str:
             f"published numbers judged by the same rule (one seed, 10,000 test images).")
 
 
+def _cell(text: str) -> str:
+    """A Markdown table cell: a `|` in a label would split it."""
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
 def _verdict_text(r) -> str:
     if r.verdict == MASKED and isinstance(r.masked_by, str):
         return f"reproduced under the paper's attack, not under {r.masked_by}"
@@ -94,7 +99,8 @@ def render(claims: list[dict], results: pd.DataFrame, masking: pd.DataFrame | No
                 ref += f" (paper {_f(r.rhs_published)})"
             dd = "—" if r.d is None or pd.isna(r.d) else f"{r.d:+.2f} ± {r.spread:.2f}"
             paper = r.paper_verdict if isinstance(r.paper_verdict, str) else "—"
-            lines.append(f"| {r.check} | {meas} | {ref} | {dd} | {_verdict_text(r)} | {paper} |")
+            cells = (r.check, meas, ref, dd, _verdict_text(r), paper)
+            lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
         cells = [x for cs in res["cells"] for x in cs]
         m = masking_for(masking, cells)
         flagged = m[m["flagged"].astype(bool)] if len(m) else m
@@ -120,7 +126,8 @@ def to_html(markdown: str, title: str = "Claims") -> str:
     table, items = None, False
     for line in markdown.splitlines() + [""]:
         if line.startswith("|"):
-            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            cells = [c.strip().replace("\\|", "|")
+                     for c in re.split(r"(?<!\\)\|", line.strip()[1:-1])]
             if set("".join(cells)) <= set("-"):
                 continue  # the header rule
             tag = "th" if table is None else "td"

@@ -63,11 +63,11 @@ def summarize(plan_path, tables_dir) -> tuple[dict, list[dict]]:
 
 def write_metrics(plan_path, tables_dir, out, csv_out=None) -> dict:
     metrics, rows = summarize(plan_path, tables_dir)
-    with atomic_path(out) as tmp:
+    with atomic_path(out, digest=False) as tmp:
         tmp.write_text(json.dumps(metrics, indent=1, sort_keys=True) + "\n")
     if csv_out:
         # measured vs published, one row per number: the scatter plot `dvc plots` draws
-        with atomic_path(csv_out) as tmp, open(tmp, "w", newline="") as fh:
+        with atomic_path(csv_out, digest=False) as tmp, open(tmp, "w", newline="") as fh:
             w = csv.DictWriter(fh, ["table", "cell", "column", "measured", "published", "delta"])
             w.writeheader()
             w.writerows(rows)

@@ -68,8 +68,13 @@ def _umask() -> int:
 
 
 @contextmanager
-def atomic_path(path: str | os.PathLike):
+def atomic_path(path: str | os.PathLike, digest: bool = True):
     """Yield a temp path in the target's directory; rename onto the target only on success.
+
+    With `digest` (the default), the finished file's sha256 goes beside it: hashed from the temp
+    file before the rename, the old digest removed first, so a kill at any moment leaves either
+    a matching digest or none (read unchecked), never a stale one that would refuse a good file.
+    Files that git tracks (params/, metrics/) are written without one.
 
     mkstemp creates the temp file 0600 whatever the umask; the finished file gets the mode a plain
     open() would have given it (0644 under umask 022), so teammates on a shared cluster can read it.
@@ -78,9 +83,13 @@ def atomic_path(path: str | os.PathLike):
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
+    digest = digest and not path.name.endswith(DIGEST_SUFFIX)
     try:
         yield Path(tmp)
         os.chmod(tmp, 0o666 & ~_umask())
+        sha = file_digest(tmp) if digest else None
+        if digest:
+            digest_path(path).unlink(missing_ok=True)
         os.replace(tmp, path)
     except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
@@ -88,8 +97,8 @@ def atomic_path(path: str | os.PathLike):
         if full is not None:
             raise full from None
         raise
-    if not path.name.endswith(DIGEST_SUFFIX):
-        record_digest(path)
+    if digest:
+        record_digest(path, sha)
 
 
 def digest_path(path) -> Path:
@@ -98,10 +107,10 @@ def digest_path(path) -> Path:
     return path.with_name(path.name + DIGEST_SUFFIX)
 
 
-def record_digest(path) -> None:
-    """Write the sha256 of a finished file beside it (sha256sum's line format)."""
+def record_digest(path, sha: str | None = None) -> None:
+    """Write the sha256 of a finished file (or the given one) beside it, in sha256sum's format."""
     path = Path(path)
-    line = f"{file_digest(path)}  {path.name}\n"
+    line = f"{sha or file_digest(path)}  {path.name}\n"
     with atomic_path(digest_path(path)) as tmp:
         tmp.write_text(line)
 

@@ -347,6 +347,6 @@ def write_presets(out_dir, csv_path=PAPER_CSV) -> list[Path]:
     for t in sorted(pd.read_csv(csv_path)["table"].unique()):
         presets[f"table{int(t)}.yaml"] = make_preset(csv_path, tables={int(t)}, name=f"table{int(t)}")
     for name, preset in presets.items():
-        with atomic_path(out_dir / name) as tmp:
+        with atomic_path(out_dir / name, digest=False) as tmp:
             tmp.write_text(dump(preset))
     return [out_dir / name for name in presets]
