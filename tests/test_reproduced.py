@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from conftest import REPO
-from lsqueeze.schema import validate
+from lsqueeze.schema import validate_file
 
 RUNS = sorted(p for p in (REPO / "reproduced").iterdir() if p.is_dir())
 
@@ -20,7 +20,7 @@ def test_there_are_real_runs():
 
 @pytest.mark.parametrize("run", RUNS, ids=lambda p: p.name)
 def test_preset_validates_and_tables_parse(run):
-    validate(REPO / "params" / f"{run.name}.yaml")
+    validate_file(REPO / "params" / f"{run.name}.yaml")
     for name in ("measurements", "claims", "masking"):
         assert len(pd.read_parquet(run / f"{name}.parquet"))
     layouts = [p for p in run.glob("table_*.parquet") if not p.stem.endswith("_compare")]
