@@ -38,6 +38,7 @@ SIGMAS = 2.0  # d must exceed 2 spreads (~98% one-sided) to decide a check eithe
 # images m (so it vanishes near 0% and 100%, as seed spread does): m comes from the preset's own
 # rows with several seeds; without any, the sd is taken as 2 points at 50% accuracy (m = 625).
 DEFAULT_SEED_SD_AT_HALF = 2.0
+DEFAULT_TRAINING_IMAGES = 0.25 / (DEFAULT_SEED_SD_AT_HALF / 100) ** 2  # 625
 PAPER_TEST_IMAGES = 10_000  # MNIST, CIFAR-10 and CIFAR-100 test sets: the paper's n
 KINDS = ("at_least", "at_most", "within", "flat", "same_order")
 ATTACK_KEYS = ("attack", "loss", "steps", "eps", "step_size", "restarts", "random_start")
@@ -119,7 +120,7 @@ def training_images(compare: dict | None = None) -> tuple[float, str]:
         m = num / den
         return m, (f"measured: the seed sd of {count} multi-seed accuracies of this preset, "
                    f"{100 * math.sqrt(0.25 / m):.1f} points at 50%")
-    return (0.25 / (DEFAULT_SEED_SD_AT_HALF / 100) ** 2,
+    return (DEFAULT_TRAINING_IMAGES,
             f"default: {DEFAULT_SEED_SD_AT_HALF:g} points at 50% (no multi-seed row in this preset)")
 
 
@@ -200,7 +201,7 @@ class Context:
         if entry is None or entry.get("published") is None:
             return 0.0
         return spread({"value": entry["published"], "n": PAPER_TEST_IMAGES},
-                      training_images(None)[0] if train else None)
+                      DEFAULT_TRAINING_IMAGES if train else None)
 
     def _n(self, ids, row, col):
         metric = col.get("metric", "accuracy")

@@ -51,14 +51,6 @@ def worst_case_id(eps) -> str:
     return f"{WORST}-e{eps_key(eps)}"
 
 
-def _readable(rec: dict) -> bool:
-    try:
-        unpack(rec["per_example"], rec["n"])
-        return True
-    except ValueError:
-        return False
-
-
 def worst_cases(records: list[dict]) -> list[dict]:
     """One result per (model, ε) over the evaluation records (white and black) at that ε.
 
@@ -76,11 +68,12 @@ def worst_cases(records: list[dict]) -> list[dict]:
     for (cid, eps), recs in sorted(groups.items()):
         if any("per_example" not in r for r in recs):
             continue
-        try:
-            vectors = [(r, *unpack(r["per_example"], r["n"])) for r in recs]
-        except ValueError as exc:
-            bad = next(r for r in recs if not _readable(r))
-            raise ValueError(f"{cid}, {bad['kind']} {bad['attack']['id']}: {exc}") from None
+        vectors = []
+        for r in recs:
+            try:
+                vectors.append((r, *unpack(r["per_example"], r["n"])))
+            except ValueError as exc:
+                raise ValueError(f"{cid}, {r['kind']} {r['attack']['id']}: {exc}") from None
         if len({idx for _, idx, _ in vectors}) != 1:
             continue
         survived = np.logical_and.reduce([bits for _, _, bits in vectors])
