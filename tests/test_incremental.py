@@ -246,11 +246,16 @@ def test_after_snakemake_itself_is_killed_unlock_then_rerun_incomplete(work):
             "--cores", "2", "--configfile", str(cfg)]
     proc = subprocess.Popen(base + ["--forcerun", model], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
-    locks = workdir / ".snakemake" / "locks"
+    # Kill as soon as the forced job has started: Snakemake has then taken its lock and marked
+    # the model incomplete (waiting a fixed time instead races a fast machine to the job's end).
+    incomplete = workdir / ".snakemake" / "incomplete"
     deadline = time.time() + 120
-    while not (locks.exists() and any(locks.iterdir())) and time.time() < deadline:
-        time.sleep(0.05)
-    time.sleep(1.0)
+    while time.time() < deadline and proc.poll() is None:
+        if incomplete.is_dir() and any(f.name != "migration_underway"
+                                       for f in incomplete.rglob("*") if f.is_file()):
+            break
+        time.sleep(0.01)
+    assert proc.poll() is None, "the forced training job ended before it could be killed"
     os.killpg(proc.pid, signal.SIGKILL)  # Snakemake and its jobs, as a lost terminal would
     proc.wait(timeout=60)
     stuck = run_snakemake(workdir, configfile=cfg, snakefile=CHECKOUT["snakefile"], check=False)

@@ -21,8 +21,12 @@ from lsqueeze.schema import ConfigError, validate_sources
 # Fail before any job runs: schema + semantic checks, one line naming file, line and key. The
 # configfiles are re-read strictly (Snakemake's own loader keeps the last of two equal keys).
 try:
-    validate_sources(config, workflow.configfiles, workflow.source_path("../../params/schema.json"),
-                     checkout=workflow.basedir)
+    validate_sources(
+        config,
+        workflow.configfiles,
+        workflow.source_path("../../params/schema.json"),
+        checkout=workflow.basedir,
+    )
 except ConfigError as exc:
     raise WorkflowError(str(exc)) from None
 
