@@ -36,4 +36,4 @@ test: $(STAMP)
 	$(VENV)/bin/pytest -q
 
 clean-demo:
-	rm -rf results/demo
+	rm -rf results/demo results/store/digits28

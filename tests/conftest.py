@@ -30,6 +30,17 @@ def tiny_spec(steps=600, **recipe):
             "recipe": {**C.RECIPES["digits28"], "arch": SMALL_ARCH, **recipe}}
 
 
+def cell_dir(config, cell: str) -> str:
+    """A cell's folder in the model store (lsqueeze.config.Plan.store_dir), relative to the run's
+    working directory, for a preset given as a dict or a YAML file."""
+    import yaml
+
+    from lsqueeze.config import build_plan
+
+    cfg = config if isinstance(config, dict) else yaml.safe_load(Path(config).read_text())
+    return f"{cfg.get('store', 'results/store')}/{build_plan(cfg).store_dir(cell)}"
+
+
 @pytest.fixture
 def http_server():
     """Serve a directory on 127.0.0.1 (a local dataset mirror); yields start(directory) -> URL."""

@@ -123,8 +123,8 @@ def test_repro_push_pull_restore_and_one_cell_edit(tmp_path):
     assert cfg["cells"]["smooth"]["alpha"] == 0.2
     preset.write_text(original.replace("smooth: {dataset: digits28, alpha: 0.2,",
                                        "smooth: {dataset: digits28, alpha: 0.1,"))
-    models = b / "results/tiny/models/digits28"
-    before = {p.parent.name: p.stat().st_mtime_ns for p in models.glob("*/model.pt")}
+    models = b / "results/store/digits28"  # the model store: <dataset>/<recipe>/<cell>
+    before = {p.parent.name: p.stat().st_mtime_ns for p in models.glob("*/*/model.pt")}
     refused = sh(b, sys.executable, "-m", "lsqueeze", "restore", check=False)
     assert refused.returncode == 2 and "params/tiny.yaml" in refused.stderr, refused.stderr
     params_diff = sh(b, "dvc", "params", "diff").stdout
@@ -135,7 +135,7 @@ def test_repro_push_pull_restore_and_one_cell_edit(tmp_path):
     trained = [o for rule, o in jobs if rule == "train"]
     assert len(trained) == 1 and "/ls0.1-" in trained[0], jobs
     assert {rule for rule, _ in jobs} >= {"train", "evaluate_white", "aggregate"}
-    after = {p.parent.name: p.stat().st_mtime_ns for p in models.glob("*/model.pt")}
+    after = {p.parent.name: p.stat().st_mtime_ns for p in models.glob("*/*/model.pt")}
     assert {k: after[k] for k in before if "ls0.2" not in k} == {
         k: v for k, v in before.items() if "ls0.2" not in k}, "another cell was retrained"
     assert any(k.startswith("ls0.1-") for k in after)
@@ -171,7 +171,8 @@ def test_snapshot_restore_order_records_and_reanchoring(tmp_path):
         (orig / rel).parent.mkdir(parents=True, exist_ok=True)
         (orig / rel).write_text(rel)
         os.utime(orig / rel, ns=(t * 10**9, t * 10**9))
-    (orig / "p.yaml").write_text("results: results/p\ndata_dir: results/data\n")
+    (orig / "p.yaml").write_text("results: results/p\ndata_dir: results/data\n"
+                                 "store: results/p/store\n")
     store = restore._persistence(orig)
     _record(store, "results/p/models/m.pt", [f"{orig}/params/ref.csv", "results/data/d/train.pt"])
     with pytest.raises(restore.RestoreError, match="data_dir"):

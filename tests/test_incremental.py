@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import copy_checkout, run_snakemake
+from conftest import cell_dir, copy_checkout, run_snakemake
 
 pytestmark = pytest.mark.slow
 SMOOTH_OLD = "digits28/ls0.2-sq0-gn0.3-k60-s0"
@@ -185,7 +185,7 @@ def test_training_loss_edit_reevaluates_only_through_the_retrained_models(work, 
     jobs = dry_run(workdir, cfg)
     rules = {j["rule"] for j in jobs}
     assert "train" in rules and {"evaluate_white", "evaluate_black"} <= rules
-    n_cells = len(list((workdir / "results/tiny/models").glob("*/*/model.pt")))
+    n_cells = len(list((workdir / "results/store").glob("*/*/*/model.pt")))
     assert len([j for j in jobs if j["rule"] == "train"]) == n_cells
     for job in jobs:
         if job["rule"] in {"evaluate_white", "evaluate_black", "craft", "analyze"}:
@@ -199,12 +199,13 @@ def test_sigma_edit_reruns_only_that_cell(work):
     edit(cfg, lambda c: c["cells"]["smooth"].update(sigma=0.4))
     jobs = planned(workdir, cfg)
     assert set(jobs) == {"train", "evaluate_white", "evaluate_black"} | DOWNSTREAM
-    assert len(jobs["train"]) == 1 and f"models/{SMOOTH_NEW}/model.pt" in jobs["train"][0]
+    new = cell_dir(cfg, SMOOTH_NEW)
+    assert len(jobs["train"]) == 1 and f"{new}/model.pt" in jobs["train"][0]
     for rule in ("evaluate_white", "evaluate_black"):
-        assert len(jobs[rule]) == 1 and f"eval/{SMOOTH_NEW}/" in jobs[rule][0]
+        assert len(jobs[rule]) == 1 and f"{new}/eval-n100/" in jobs[rule][0]
     run_snakemake(workdir, configfile=cfg, snakefile=CHECKOUT["snakefile"])
     assert planned(workdir, cfg) == {}
-    untouched = workdir / f"results/tiny/models/{SMOOTH_OLD}/model.pt"
+    untouched = workdir / cell_dir(cfg, SMOOTH_OLD) / "model.pt"
     assert untouched.exists()  # the old cell's model is kept, not retrained or deleted
     md = (workdir / "results/tiny/tables/tables.md").read_text()
     assert "| 0.2 | 0 | 0.4 | 60 |" in md and "| 0.2 | 0 | 0.3 | 60 |" not in md
@@ -217,14 +218,14 @@ def test_the_documented_repair_of_a_corrupt_model(work):
 
     workdir, cfg = work
     cell = "digits28/ls0-sq0.5-gn0.5-k60-s1"
-    target = f"results/tiny/models/{cell}/model.pt"  # as the README writes it: from the run dir
+    target = f"{cell_dir(cfg, cell)}/model.pt"  # as the README writes it: from the run dir
     model = workdir / target
     data = bytearray(model.read_bytes())
     data[len(data) // 2] ^= 0x01
     model.write_bytes(bytes(data))
     jobs = planned(workdir, cfg, "--forcerun", target)
-    assert len(jobs["train"]) == 1 and cell in jobs["train"][0]
-    assert jobs["evaluate_white"] and all(cell in o for o in jobs["evaluate_white"])
+    assert len(jobs["train"]) == 1 and cell_dir(cfg, cell) in jobs["train"][0]
+    assert jobs["evaluate_white"] and all(cell_dir(cfg, cell) in o for o in jobs["evaluate_white"])
     assert set(jobs) <= {"train", "evaluate_white", "evaluate_black"} | DOWNSTREAM
     run_snakemake(workdir, "--forcerun", target, configfile=cfg, snakefile=CHECKOUT["snakefile"])
     verify_model(model, cell)
@@ -241,7 +242,7 @@ def test_after_snakemake_itself_is_killed_unlock_then_rerun_incomplete(work):
     from conftest import SNAKEMAKE
 
     workdir, cfg = work
-    model = "results/tiny/models/digits28/ls0.2-sq0-gn0.3-k60-s0/model.pt"
+    model = f"{cell_dir(cfg, 'digits28/ls0.2-sq0-gn0.3-k60-s0')}/model.pt"
     base = [SNAKEMAKE, "-s", str(CHECKOUT["snakefile"]), "--directory", str(workdir),
             "--cores", "2", "--configfile", str(cfg)]
     proc = subprocess.Popen(base + ["--forcerun", model], stdout=subprocess.DEVNULL,
@@ -262,4 +263,37 @@ def test_after_snakemake_itself_is_killed_unlock_then_rerun_incomplete(work):
     assert stuck.returncode != 0 and "cannot be locked" in stuck.stdout + stuck.stderr
     run_snakemake(workdir, "--unlock", configfile=cfg, snakefile=CHECKOUT["snakefile"])
     run_snakemake(workdir, "--rerun-incomplete", configfile=cfg, snakefile=CHECKOUT["snakefile"])
+    assert planned(workdir, cfg) == {}
+
+
+def test_a_second_preset_finds_the_models_the_first_trained(work):
+    """One table today, the whole paper tomorrow: a second preset (its own results folder) naming
+    cells the first trained plans no training, crafting or evaluation for them, only for its one
+    new cell and its own tables. An edited recipe key gives its dataset's cells a new address in
+    the store: exactly those cells retrain, and the first preset's run stays complete."""
+    workdir, cfg = work
+    tiny = yaml.safe_load(cfg.read_text())
+    table2 = next(t for t in tiny["tables"] if t["id"] == "2")
+    table2["rows"][0]["seeds"] = [0, 1, 2]  # one new cell: a third seed
+    second = {**tiny, "preset": "second", "results": "results/second", "tables": [table2]}
+    path = workdir / "second.yaml"
+    path.write_text(yaml.safe_dump(second, sort_keys=False))
+    new = cell_dir(second, "digits28/ls0-sq0.5-gn0.5-k60-s2")
+    jobs = planned(workdir, path)
+    assert set(jobs) == {"train", "evaluate_white", "evaluate_black"} | DOWNSTREAM, jobs
+    assert len(jobs["train"]) == 1 and jobs["train"][0].startswith(f"{new}/model.pt")
+    assert all(o.startswith(f"{new}/") for r in ("evaluate_white", "evaluate_black")
+               for o in jobs[r]), jobs
+    run_snakemake(workdir, configfile=path, snakefile=CHECKOUT["snakefile"])
+    assert (workdir / "results/second/tables/table_2.parquet").is_file()
+    assert planned(workdir, path) == {} and planned(workdir, cfg) == {}
+
+    from lsqueeze.config import build_plan
+
+    recipe = {"digits28": {"lr": 0.002}}
+    edit(path, lambda c: c.update(recipes=recipe))
+    trained = {o.split(",")[0] for o in planned(workdir, path)["train"]}
+    edited = {**second, "recipes": recipe}
+    assert trained == {f"{cell_dir(edited, c)}/model.pt" for c in build_plan(second).cells}
+    assert cell_dir(edited, "digits28/x").rsplit("/", 1)[0] != new.rsplit("/", 1)[0]
     assert planned(workdir, cfg) == {}

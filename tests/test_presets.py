@@ -273,3 +273,21 @@ def test_plan_job_refuses_an_ambiguous_paper_filter_in_one_line(tmp_path, capsys
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "column 'any'" in err[0] and "narrow it" in err[0]
     assert not out.exists()
+
+
+@pytest.mark.parametrize("table", sorted(p.name for p in (REPO / "params").glob("table*.yaml")))
+def test_a_table_preset_trains_and_attacks_nothing_the_paper_preset_would_redo(table):
+    """Run one table today and the paper tomorrow: every model, black-box set and evaluation of a
+    table preset has the address in the shared store that the paper preset asks for, so the
+    paper run plans none of them again (tests/test_incremental.py shows it through Snakemake)."""
+    from lsqueeze.config import build_plan, subset_key
+
+    def addresses(path):
+        cfg = yaml.safe_load((REPO / "params" / path).read_text())
+        plan, subset = build_plan(cfg), subset_key(cfg.get("eval", {}).get("n_test"))
+        return ({plan.store_dir(c) for c in plan.cells},
+                {(plan.store_dir(c), subset, a) for c, a in plan.white},
+                {(plan.store_dir(t), plan.store_dir(s), subset, a) for t, s, a in plan.black})
+
+    for mine, papers in zip(addresses(table), addresses("paper.yaml")):
+        assert mine <= papers, sorted(mine - papers)[:3]

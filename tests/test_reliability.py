@@ -25,7 +25,7 @@ from lsqueeze.schema import ConfigError, validate
 from lsqueeze.device import pick_device
 from lsqueeze.train import _resumable, train
 
-from conftest import REPO, SMALL_ARCH, run_snakemake, tiny_spec
+from conftest import REPO, SMALL_ARCH, cell_dir, run_snakemake, tiny_spec
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # one thread: CPU reductions stay bitwise equal
 
@@ -314,15 +314,17 @@ def test_snakemake_gpu_preset_fails_fast_and_device_override_reruns_nothing(tmp_
     preset.write_text(yaml.safe_dump(cfg))
     plan = build_plan(cfg)
     target, source, attack = sorted(plan.black)[0]
-    model_dir = tmp_path / "results/tiny/models" / source
+    model_dir = tmp_path / cell_dir(cfg, source)
     # targets before --configfile, which takes every following word
-    proc = run_snakemake(tmp_path, f"results/tiny/models/{source}/metrics.json",
+    proc = run_snakemake(tmp_path, f"{cell_dir(cfg, source)}/metrics.json",
                          "--configfile", preset, check=False)
     assert proc.returncode != 0 and not (model_dir / "model.pt").exists()
-    log = (tmp_path / "results/tiny/logs/train" / f"{source}.log").read_text()
+    # results/store/<dataset>/<recipe>/<tag> -> results/store/logs/train/<dataset>/<recipe>/<tag>.log
+    store, rest = cell_dir(cfg, source).split("/", 2)[1:]
+    log = (tmp_path / "results" / store / "logs/train" / f"{rest}.log").read_text()
     assert "no CUDA GPU is visible" in log and "`device: cuda`" in log and "Traceback" not in log
 
-    black = f"results/tiny/eval/{target}/black/{source.split('/')[1]}/{attack}.json"
+    black = f"{cell_dir(cfg, target)}/eval-n100/black/{source.split('/')[1]}/{attack}.json"
     run_snakemake(tmp_path, black, "--configfile", preset, "--config", "device=auto")
     rec = json.loads((tmp_path / black).read_text())
     assert rec["source_id"] == source and rec["kind"] == "black"
@@ -432,7 +434,7 @@ def test_a_full_disk_is_one_line_naming_the_file(tmp_path, monkeypatch):
 def test_the_command_snakemake_prints_reruns_the_job_by_hand(tiny_run, tiny_config, tmp_path):
     """`snakemake -p` shows a job's command without the variables the workflow exports: the
     command carries the preset's device and run options as defaults, so it runs as printed."""
-    target = "results/tiny/models/digits28/ls0-sq0-gn0-k60-s0/model.pt"
+    target = f"{cell_dir(tiny_config, 'digits28/ls0-sq0-gn0-k60-s0')}/model.pt"
     dry = run_snakemake(tiny_run, "-n", "-p", "--forcerun", target, configfile=tiny_config)
     (cmd,) = [line.split("Shell command: ", 1)[1] for line in dry.stdout.splitlines()
               if line.startswith("Shell command: ") and "lsqueeze train" in line]

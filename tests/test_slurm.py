@@ -16,7 +16,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import REPO, SNAKEMAKE, run_snakemake
+from conftest import REPO, SNAKEMAKE, cell_dir, run_snakemake
 from lsqueeze.config import build_plan
 
 pytestmark = pytest.mark.slow
@@ -150,8 +150,8 @@ def test_scancel_mid_training_resumes_from_saved_state(slurm, tmp_path, tiny_con
     config = tmp_path / "long.yaml"
     config.write_text(yaml.safe_dump(cfg))
     (cell,) = [c for c, v in build_plan(cfg).cells.items() if v["steps"] == 3000]
-    out_dir = tmp_path / "wd" / "results" / "tiny" / "models" / cell
-    target = f"results/tiny/models/{cell}/metrics.json"
+    out_dir = tmp_path / "wd" / cell_dir(cfg, cell)
+    target = f"{cell_dir(cfg, cell)}/metrics.json"
 
     cmd = [SNAKEMAKE, "-s", str(REPO / "Snakefile"), "--directory", str(tmp_path / "wd"),
            "--cores", "2", "--configfile", str(config), *SLURM_ARGS, "--retries", "1", target]

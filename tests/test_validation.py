@@ -14,7 +14,7 @@ from lsqueeze import config as C
 from lsqueeze.cli import main as lsqueeze_main
 from lsqueeze.schema import ConfigError, read_yaml, validate, validate_file
 
-from conftest import REPO, run_snakemake, tiny_spec
+from conftest import REPO, cell_dir, run_snakemake, tiny_spec
 
 
 TINY_TEXT = (REPO / "tests/config/tiny.yaml").read_text()
@@ -51,7 +51,8 @@ def test_results_dir_with_a_space_runs_and_writes_nowhere_else(tmp_path):
     work = tmp_path / "work"
     (work / "results").mkdir(parents=True)
     cfg = yaml.safe_load(TINY_TEXT)
-    cfg.update(results="results/with space/tiny", data_dir="results/da ta")
+    cfg.update(results="results/with space/tiny", data_dir="results/da ta",
+               store="results/with space/store")
     preset = tmp_path / "preset.yaml"
     preset.write_text(yaml.safe_dump(cfg, sort_keys=False))
     for name in ("with", "da"):
@@ -59,15 +60,16 @@ def test_results_dir_with_a_space_runs_and_writes_nowhere_else(tmp_path):
     plan = C.build_plan(cfg)
     cell, attack = min(plan.white)
     res = work / "results/with space/tiny"
-    targets = [res / f"eval/{cell}/white/{attack}.json", res / "plan/tables.json"]
+    store = work / cell_dir(cfg, cell)
+    targets = [store / f"eval-n100/white/{attack}.json", res / "plan/tables.json"]
     # targets relative to the working directory, as the rules write them, and before the
     # --configfile option, which takes several files
     run_snakemake(work, *(str(t.relative_to(work)) for t in targets), "--configfile", str(preset))
     for name in ("with", "da"):
         assert (work / "results" / name).read_text() == "keep me\n"
     assert json.loads(targets[0].read_text())["accuracy"] >= 0
-    assert (res / f"models/{cell}/model.pt").is_file()
-    assert (res / f"logs/train/{cell}.log").is_file()
+    assert (store / "model.pt").is_file()
+    assert (work / "results/with space/store/logs/train").is_dir()
     assert (work / "results/da ta/digits28/test.pt").is_file()
     written = json.loads(targets[1].read_text())
     assert {t["id"] for t in written["tables"]} == {t["id"] for t in plan.tables}
@@ -262,7 +264,7 @@ def test_numbers_spelled_with_a_plus_give_ids_the_workflow_matches(tmp_path):
 @pytest.mark.slow
 def test_snakemake_plans_a_cell_whose_id_has_a_plus(tmp_path):
     preset, _ = preset_with(tmp_path, "beta: 0.5,", "beta: 1.0e+9,")
-    target = "results/tiny/models/digits28/ls0-sq1e+09-gn0.5-k60-s0/metrics.json"
+    target = f"{cell_dir(preset, 'digits28/ls0-sq1e+09-gn0.5-k60-s0')}/metrics.json"
     proc = run_snakemake(tmp_path, "-n", target, configfile=preset)
     assert "rule train:" in proc.stdout and target in proc.stdout
 

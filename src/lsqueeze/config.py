@@ -71,7 +71,14 @@ ATTACK_DEFAULTS = {"loss": "xent", "steps": 1, "step_size": None, "random_start"
 # The workflow's wildcard patterns (workflow/rules/common.smk) for the path parts built from ids.
 # Every id made here must match them (lsqueeze.schema checks), else Snakemake finds no rule for a
 # file and reports a missing input that names nothing. `+`: num() writes 1e9 as 1e+09.
-WILDCARDS = {"dataset": "[a-z0-9]+", "tag": r"[A-Za-z0-9.+\-]+", "attack": r"[a-z0-9.+\-]+"}
+WILDCARDS = {"dataset": "[a-z0-9]+", "tag": r"[A-Za-z0-9.+\-]+", "attack": r"[a-z0-9.+\-]+",
+             "recipe": "r[0-9a-f]{8}", "subset": "all|n[1-9][0-9]*"}
+
+
+def subset_key(n_test) -> str:
+    """The evaluated part of the test set, in a store path: `all`, or `n<N>` for the first N."""
+    return f"n{int(n_test)}" if n_test else "all"
+
 
 # The files the aggregation (lsqueeze.tables) writes for each table id in <results>/tables/: no
 # two tables may share one (lsqueeze.schema checks).
@@ -185,6 +192,19 @@ class Plan:
         if dataset not in RECIPES:
             raise ValueError(f"dataset {dataset!r}: no recipe (known: {sorted(RECIPES)})")
         return _deep_merge(RECIPES.get(dataset, {}), over)
+
+    def recipe_key(self, dataset: str) -> str:
+        """The recipe's part of a model's address in the shared store: `r` + 8 hex digits of the
+        resolved recipe (architecture, optimizer, lr schedule, precision-free: everything the cell
+        id does not say). Two presets that disagree on any of it never share a model."""
+        return f"r{config_hash(self.recipe(dataset))[:8]}"
+
+    def store_dir(self, cid: str) -> str:
+        """Where a cell's model, metrics, adversarial sets and evaluations live, relative to the
+        store: <dataset>/<recipe key>/<tag>. Every preset naming the same cell under the same
+        recipe finds them there, wherever they were first made."""
+        dataset, tag = cid.split("/", 1)
+        return f"{dataset}/{self.recipe_key(dataset)}/{tag}"
 
     def train_spec(self, cid: str) -> dict:
         """The full resolved training job: cell values plus the dataset's recipe.

@@ -83,7 +83,8 @@ def snapshot(configfile, outs: list[str], root=".") -> Path:
 
     root = Path(root).resolve()
     config = load_config(configfile)  # strict: a duplicate key is an error, as in the workflow
-    for key, default in (("results", None), ("data_dir", "results/data")):
+    for key, default in (("results", None), ("data_dir", "results/data"),
+                         ("store", "results/store")):
         path = config.get(key, default).rstrip("/")
         if not _covered(path, outs):
             # A directory outside the outs would be missing after a pull and be rebuilt from scratch.

@@ -1,6 +1,6 @@
 rule analyze:
     input:
-        model=MODEL,
+        model=model_of,
         test=TEST_SET,
     output:
         f"{RES}/analysis/{{dataset}}/{{tag}}/linear.parquet",
@@ -24,7 +24,7 @@ rule analyze:
 
 rule landscape:
     input:
-        model=MODEL,
+        model=model_of,
         test=TEST_SET,
     output:
         f"{RES}/analysis/{{dataset}}/{{tag}}/landscape-e{{eps}}.parquet",
@@ -52,7 +52,7 @@ rule landscape:
 
 rule activations:
     input:
-        model=MODEL,
+        model=model_of,
         test=TEST_SET,
     output:
         f"{RES}/analysis/{{dataset}}/{{tag}}/activations.parquet",

@@ -6,9 +6,9 @@ rule craft:
         model=SOURCE_MODEL,
         test=TEST_SET,
     output:
-        f"{RES}/adv/{{dataset}}/{{source}}/{{attack}}.pt",
+        ADV_SET,
     log:
-        f"{RES}/logs/craft/{{dataset}}/{{source}}/{{attack}}.log",
+        f"{STORE}/logs/craft/{{dataset}}/{{recipe}}/{{source}}/{{subset}}/{{attack}}.log",
     conda:
         ENV
     threads: 1
@@ -16,9 +16,9 @@ rule craft:
         gpu=1,
     params:
         code=CODE["evaluate"],
-        spec=lambda w: spec_json(f"{w.dataset}/{w.source}"),
+        spec=lambda w: spec_json(cid(w, w.source)),
         attack=attack_json,
-        n=N_EVAL,
+        n=subset_flag,
         bs=EVAL.get("batch_size", 500),
         data=data_dir,
     shell:

@@ -14,7 +14,7 @@ SRC = str(Path(workflow.basedir) / "src")
 if sys.path[0] != SRC:
     sys.path.insert(0, SRC)
 
-from lsqueeze.config import WILDCARDS, attack_record, build_plan, num
+from lsqueeze.config import WILDCARDS, attack_record, build_plan, num, subset_key
 from lsqueeze.fingerprint import fingerprint
 from lsqueeze.schema import ConfigError, validate_sources
 
@@ -32,6 +32,11 @@ except ConfigError as exc:
 
 PLAN = build_plan(config)
 RES = config["results"].rstrip("/")
+# The model store, shared by every preset that names it (by default all of them): each cell's
+# model, adversarial sets and evaluations under <dataset>/<recipe key>/<tag>, so a cell that one
+# preset trained is found by the next; a preset's own folder (RES) keeps tables, figures, claims,
+# analyses and logs.
+STORE = config.get("store", "results/store").rstrip("/")
 DATA = config.get("data_dir", "results/data").rstrip("/")
 EVAL = config.get("eval", {})
 ANALYSIS = config.get("analysis", {})
@@ -77,6 +82,8 @@ wildcard_constraints:
     tag=WILDCARDS["tag"],
     source=WILDCARDS["tag"],
     attack=WILDCARDS["attack"],
+    recipe=WILDCARDS["recipe"],
+    subset=WILDCARDS["subset"],
 
 
 def n_flag(section: dict) -> str:
@@ -84,17 +91,45 @@ def n_flag(section: dict) -> str:
     return f"--n {section['n_test']}" if section.get("n_test") else ""
 
 
-N_EVAL, N_ANALYSIS = n_flag(EVAL), n_flag(ANALYSIS)
+N_ANALYSIS = n_flag(ANALYSIS)
+# The evaluated test images are part of an evaluation's address: `all`, or `n<N>` for the first N.
+SUBSET = subset_key(EVAL.get("n_test"))
 
-# Path patterns the rules share.
-MODEL = f"{RES}/models/{{dataset}}/{{tag}}/model.pt"
-SOURCE_MODEL = f"{RES}/models/{{dataset}}/{{source}}/model.pt"
-SOURCE_METRICS = f"{RES}/models/{{dataset}}/{{source}}/metrics.json"
+
+def subset_flag(w):
+    return "" if w.subset == "all" else f"--n {w.subset[1:]}"
+
+
+# Path patterns the rules share: a cell's folder in the store, and the source model of a set.
+CELL = f"{STORE}/{{dataset}}/{{recipe}}/{{tag}}"
+SOURCE_CELL = f"{STORE}/{{dataset}}/{{recipe}}/{{source}}"
+MODEL = f"{CELL}/model.pt"
+SOURCE_MODEL = f"{SOURCE_CELL}/model.pt"
+SOURCE_METRICS = f"{SOURCE_CELL}/metrics.json"
+ADV_SET = f"{SOURCE_CELL}/adv-{{subset}}/{{attack}}.pt"
 TEST_SET = f"{DATA}/{{dataset}}/test.pt"
 
 
-def cid(w):
-    return f"{w.dataset}/{w.tag}"
+def cid(w, tag=None):
+    """The cell of a job's wildcards (`tag`: another cell of its dataset, e.g. its source); a
+    store path under another recipe than this preset's is refused (its model would be trained or
+    read under the wrong recipe)."""
+    tag = tag or w.tag
+    if hasattr(w, "recipe") and w.recipe != PLAN.recipe_key(w.dataset):
+        raise WorkflowError(
+            f"{STORE}/{w.dataset}/{w.recipe}/{tag}: recipe {w.recipe} is not this preset's "
+            f"{w.dataset} recipe ({PLAN.recipe_key(w.dataset)})"
+        )
+    return f"{w.dataset}/{tag}"
+
+
+def cell_dir(cell_id):
+    return f"{STORE}/{PLAN.store_dir(cell_id)}"
+
+
+def model_of(w):
+    """The store's model of an analysis job's cell (analyses stay in the preset's folder)."""
+    return model_path(cid(w))
 
 
 def spec_json(cell_id):
@@ -111,15 +146,18 @@ def attack_json(w):
 
 
 def model_path(cell_id):
-    return f"{RES}/models/{cell_id}/model.pt"
+    return f"{cell_dir(cell_id)}/model.pt"
 
 
 def metrics_path(cell_id):
-    return f"{RES}/models/{cell_id}/metrics.json"
+    return f"{cell_dir(cell_id)}/metrics.json"
 
 
-WHITE = [f"{RES}/eval/{c}/white/{a}.json" for c, a in sorted(PLAN.white)]
-BLACK = [f"{RES}/eval/{t}/black/{s.split('/')[1]}/{a}.json" for t, s, a in sorted(PLAN.black)]
+WHITE = [f"{cell_dir(c)}/eval-{SUBSET}/white/{a}.json" for c, a in sorted(PLAN.white)]
+BLACK = [
+    f"{cell_dir(t)}/eval-{SUBSET}/black/{s.split('/')[1]}/{a}.json"
+    for t, s, a in sorted(PLAN.black)
+]
 ANALYSES = {f"{RES}/analysis/{c}/linear.parquet": c for c in sorted(PLAN.analyses)}
 METRICS = [metrics_path(c) for c in sorted(PLAN.cells)]
 

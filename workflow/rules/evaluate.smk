@@ -3,9 +3,9 @@ rule evaluate_white:
         model=MODEL,
         test=TEST_SET,
     output:
-        f"{RES}/eval/{{dataset}}/{{tag}}/white/{{attack}}.json",
+        f"{CELL}/eval-{{subset}}/white/{{attack}}.json",
     log:
-        f"{RES}/logs/white/{{dataset}}/{{tag}}/{{attack}}.log",
+        f"{STORE}/logs/white/{{dataset}}/{{recipe}}/{{tag}}/{{subset}}/{{attack}}.log",
     conda:
         ENV
     threads: 1
@@ -15,7 +15,7 @@ rule evaluate_white:
         code=CODE["evaluate"],
         spec=cell_spec,
         attack=attack_json,
-        n=N_EVAL,
+        n=subset_flag,
         bs=EVAL.get("batch_size", 500),
         data=data_dir,
     shell:
@@ -28,12 +28,12 @@ rule evaluate_white:
 rule evaluate_black:
     input:
         model=MODEL,
-        adv=f"{RES}/adv/{{dataset}}/{{source}}/{{attack}}.pt",
+        adv=ADV_SET,
         source=SOURCE_METRICS,  # the set must match it
     output:
-        f"{RES}/eval/{{dataset}}/{{tag}}/black/{{source}}/{{attack}}.json",
+        f"{CELL}/eval-{{subset}}/black/{{source}}/{{attack}}.json",
     log:
-        f"{RES}/logs/black/{{dataset}}/{{tag}}/{{source}}/{{attack}}.log",
+        f"{STORE}/logs/black/{{dataset}}/{{recipe}}/{{tag}}/{{subset}}/{{source}}/{{attack}}.log",
     conda:
         ENV
     threads: 1

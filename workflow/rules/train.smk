@@ -7,9 +7,9 @@ rule train:
         unpack(train_data),
     output:
         model=MODEL,
-        metrics=f"{RES}/models/{{dataset}}/{{tag}}/metrics.json",
+        metrics=f"{CELL}/metrics.json",
     log:
-        f"{RES}/logs/train/{{dataset}}/{{tag}}.log",
+        f"{STORE}/logs/train/{{dataset}}/{{recipe}}/{{tag}}.log",
     conda:
         ENV
     # One thread per training: on a small CPU two cells then train side by side, which beats one
