@@ -176,6 +176,11 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("validate", help="validate a preset against the schema")
     s.add_argument("config")
 
+    s = sub.add_parser("migrate", help="move a run of the per-preset layout of older versions "
+                                       "(results/<preset>/models, adv, eval) into the model store")
+    s.add_argument("preset", help="the preset that made the run (params/<preset>.yaml)")
+    s.add_argument("--root", default=".", help="the directory Snakemake ran in")
+
     s = sub.add_parser("plan", help="write the tables plan that aggregate and metrics read")
     s.add_argument("--plan", type=_json, required=True, help="the plan (JSON), from the workflow")
     s.add_argument("--reference", help="published values (CSV): check every column's lookup")

@@ -180,6 +180,23 @@ def validate(args):
     print(f"{args.config}: valid")
 
 
+def migrate(args):
+    from lsqueeze.config import load_config
+    from lsqueeze.migrate import migrate as run
+    from lsqueeze.schema import ConfigError, validate_file
+
+    try:
+        validate_file(args.preset)
+        done = run(load_config(args.preset), root=args.root)
+    except ConfigError as exc:
+        return _error("migrate", exc)
+    for line in done["skipped"]:
+        print(f"left in place: {line}")
+    for path in done["kept"]:
+        print(f"left in place: {path} (the store already has it)")
+    print(f"{len(done['moved'])} files moved into the model store")
+
+
 def plan(args):
     from lsqueeze.io import atomic_path
 
@@ -209,4 +226,4 @@ COMMANDS = {"data": data, "train": train, "evaluate": evaluate, "craft": craft,
             "activations": activations, "aggregate": aggregate, "figure": figure,
             "claims": claims, "metrics": metrics, "snapshot": snapshot, "restore": restore,
             "cost": cost, "pull": pull, "validate": validate, "plan": plan,
-            "make-preset": make_preset}
+            "make-preset": make_preset, "migrate": migrate}
