@@ -113,3 +113,20 @@ def test_attack_ids_of_a_new_kind_name_each_changed_setting():
         "square-randomstarttrue"
     assert attack_id({"attack": "pgd", "loss": "cw", "steps": 40, "eps": 0.3, "step_size": 0.01,
                         "random_start": True}) == "pgd-cw-n40-e0.3-a0.01-r1-rand"
+
+
+def test_only_tables_plans_one_table_of_a_preset_and_nothing_else():
+    """`--config only_tables=[2]` on the paper preset: Table 2's cells and attacks (the models
+    the table2 preset trains, at the same store addresses), no CIFAR source, no figures."""
+    import yaml
+
+    from lsqueeze.config import build_plan
+
+    paper = yaml.safe_load((REPO / "params/paper.yaml").read_text())
+    part = build_plan({**paper, "only_tables": [2]})
+    table2 = build_plan(yaml.safe_load((REPO / "params/table2.yaml").read_text()))
+    assert [t["id"] for t in part.tables] == ["2"] and part.figures == []
+    assert {part.store_dir(c) for c in part.cells} == {table2.store_dir(c) for c in table2.cells}
+    assert part.white == table2.white and part.black == table2.black
+    with pytest.raises(ValueError, match="only_tables: no table 12 in this preset"):
+        build_plan({**paper, "only_tables": ["2", 12]})

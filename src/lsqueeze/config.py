@@ -279,6 +279,21 @@ def _register(found: dict, key: str, value: dict, what: str) -> str:
     return key
 
 
+def selected_tables(config: dict) -> list[dict]:
+    """The preset's tables, or those `only_tables` names (`--config only_tables=[2]`: one table of
+    a large preset now, the rest later from the same model store; figures wait for a full run)."""
+    tables = config.get("tables", [])
+    only = config.get("only_tables")
+    if not only:
+        return tables
+    known = [str(t["id"]) for t in tables]
+    unknown = [str(t) for t in only if str(t) not in known]
+    if unknown:
+        raise ValueError(f"only_tables: no table {', '.join(unknown)} in this preset "
+                         f"(its tables: {', '.join(known)})")
+    return [t for t in tables if str(t["id"]) in {str(t) for t in only}]
+
+
 def build_plan(config: dict) -> Plan:
     plan = Plan(config=config)
 
@@ -292,8 +307,9 @@ def build_plan(config: dict) -> Plan:
         a = resolve_attack(config, ref)
         return _register(plan.attacks, attack_id(a), a, "attack")
 
-    sources = {ds: add_cell(ref) for ds, ref in config.get("blackbox_sources", {}).items()}
-    for table in config.get("tables", []):
+    # A dataset's black-box source is trained only where a table's black-box column needs it.
+    sources = dict(config.get("blackbox_sources", {}))
+    for table in selected_tables(config):
         cols = []
         for col in table["columns"]:
             col = dict(col)
@@ -340,17 +356,18 @@ def build_plan(config: dict) -> Plan:
                     if ds not in sources:
                         raise ValueError(f"table {table['id']}: black-box column but no "
                                          f"blackbox_sources entry for dataset {ds!r}")
-                    if sources[ds] == row["cell_id"]:
+                    source = add_cell(sources[ds])
+                    if source == row["cell_id"]:
                         raise ValueError(
                             f"table {table['id']} row {_row_name(row)}: the black-box source of "
-                            f"{ds!r} ({sources[ds]}) is this row's own model, so column "
+                            f"{ds!r} ({source}) is this row's own model, so column "
                             f"{col['name']!r} would be a white-box attack; use another source "
                             f"(e.g. the same recipe with another seed) in blackbox_sources")
-                    plan.black.add((row["cell_id"], sources[ds], aid))
+                    plan.black.add((row["cell_id"], source, aid))
                 elif col.get("metric") == "predicted_accuracy":
                     plan.analyses.add(row["cell_id"])
         plan.tables.append({**table, "rows": rows, "columns": cols})
-    for name, fig in config.get("figures", {}).items():
+    for name, fig in ({} if config.get("only_tables") else config.get("figures", {})).items():
         ids = [add_cell(ref) for ref in fig.get("cells", [])]
         plan.analyses.update(ids)
         labels = fig.get("labels") or [ref if isinstance(ref, str) else cid
