@@ -1,3 +1,4 @@
+import re
 import copy
 
 import pytest
@@ -130,3 +131,27 @@ def test_only_tables_plans_one_table_of_a_preset_and_nothing_else():
     assert part.white == table2.white and part.black == table2.black
     with pytest.raises(ValueError, match="only_tables: no table 12 in this preset"):
         build_plan({**paper, "only_tables": ["2", 12]})
+
+
+def test_a_models_store_address_changes_with_its_recipe_and_precision_only():
+    """The recipe key: an edited recipe or precision policy gives that dataset's cells a new
+    address (they retrain; the old models stay for the presets that still name them); run options
+    and the other datasets' recipes leave it as it is."""
+    import yaml
+
+    from lsqueeze.config import build_plan
+
+    base = yaml.safe_load((REPO / "params/paper.yaml").read_text())
+
+    def key(cfg, ds):
+        return build_plan(cfg).recipe_key(ds)
+
+    train = base.get("train", {})
+    lr = {**base, "recipes": {"mnist": {"lr": 0.5}}}
+    assert key(lr, "mnist") != key(base, "mnist") and key(lr, "cifar10") == key(base, "cifar10")
+    bf16 = {**base, "train": {**train, "precision": "bf16"}}
+    assert key(bf16, "mnist") != key(base, "mnist")
+    ckpt = {**base, "train": {**train, "checkpoint_every": 7}}
+    assert key(ckpt, "mnist") == key(base, "mnist")
+    cid = next(iter(build_plan(base).cells))
+    assert re.fullmatch(r"[a-z0-9]+/r[0-9a-f]{8}/[A-Za-z0-9.+\-]+", build_plan(base).store_dir(cid))

@@ -195,9 +195,11 @@ class Plan:
 
     def recipe_key(self, dataset: str) -> str:
         """The recipe's part of a model's address in the shared store: `r` + 8 hex digits of the
-        resolved recipe (architecture, optimizer, lr schedule, precision-free: everything the cell
-        id does not say). Two presets that disagree on any of it never share a model."""
-        return f"r{config_hash(self.recipe(dataset))[:8]}"
+        resolved recipe (architecture, optimizer, lr schedule, batch size: everything the cell id
+        does not say) and of the precision policy (`train.precision`: a bf16 model is another
+        model than an fp32 one). Two presets that disagree on any of it never share a model."""
+        policy = self.config.get("train", {}).get("precision", "auto")  # lsqueeze.train's default
+        return f"r{config_hash({**self.recipe(dataset), 'precision': policy})[:8]}"
 
     def store_dir(self, cid: str) -> str:
         """Where a cell's model, metrics, adversarial sets and evaluations live, relative to the
