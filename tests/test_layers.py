@@ -22,7 +22,7 @@ LAYERS = {
                    "fingerprint", "gpu", "inputs", "integrity", "io", "landscape", "models", "pgd",
                    "perexample", "progress", "restore", "schema", "step", "yamlfile"},
     # the CLI's commands that compute or fetch something; import primitives only
-    "jobs": {"analysis", "cost", "evaluate", "migrate", "presets", "remote", "train"},
+    "jobs": {"analysis", "cost", "evaluate", "export", "migrate", "presets", "remote", "train"},
     # tables, figures and claims from the jobs' files; import primitives and each other, no torch
     "aggregation": {"agreement", "claims", "claims_report", "dvc_metrics", "figures", "masking",
                     "tablemeta", "tables"},

@@ -186,6 +186,16 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--reference", help="published values (CSV): check every column's lookup")
     s.add_argument("--out", required=True)
 
+    s = sub.add_parser("export", help="a trained model as a RobustBench-style checkpoint "
+                                      "(<name>.pt, <name>.sha256) with a model card (.md, .json)")
+    s.add_argument("model_dir", metavar="MODEL_DIR",
+                   help="the model's directory (model.pt and its metrics.json), checked first")
+    s.add_argument("--out", required=True, metavar="DIR",
+                   help="directory the checkpoint and the card go into (written atomically)")
+    s.add_argument("--measurements", metavar="PATH",
+                   help="long-form Parquet (tables/measurements.parquet): the card reports "
+                        "the cell's clean, AutoAttack and worst-case accuracy at each ε from it")
+
     s = sub.add_parser("make-preset", help="write params/paper.yaml + tableN.yaml from the CSV")
     s.add_argument("--csv", default=None, help="published values (default params/paper_tables.csv)")
     s.add_argument("--out-dir", default="params")
@@ -301,8 +311,9 @@ INPUT_FILES = ("model", "plan", "reference", "claims", "measurements", "adv_set"
                "inputs", "csv")
 INPUT_DIRS = ("tables",)
 # What a command writes: a file (written atomically into its directory) or a directory.
-OUTPUT_FILES = {"metrics": ("out", "csv")}  # other commands: ("out",)
+OUTPUT_FILES = {"metrics": ("out", "csv"), "export": ()}  # other commands: ("out",)
 OUTPUT_DIRS = ("out_dir", "raw_dir")
+OUTPUT_DIRS_OF = {"export": ("out",)}  # a command's own output directories beside OUTPUT_DIRS
 # The dataset splits a command reads from --data-dir (`lsqueeze data` writes them).
 SPLITS = {"train": ("train.pt", "test.pt")}
 
@@ -353,7 +364,8 @@ def _bad_paths(args) -> str | None:
         value = getattr(args, dest, None)
         if isinstance(value, str) and not Path(value).is_dir():
             return f"{_flag(dest)} {value}: no such directory"
-    for dest, is_dir in [(d, False) for d in outputs] + [(d, True) for d in OUTPUT_DIRS]:
+    dirs = OUTPUT_DIRS + OUTPUT_DIRS_OF.get(command, ())
+    for dest, is_dir in [(d, False) for d in outputs] + [(d, True) for d in dirs]:
         value = getattr(args, dest, None)
         if isinstance(value, str):
             problem = _cannot_write(Path(value), is_dir)

@@ -214,6 +214,14 @@ def plan(args):
         tmp.write_text(json.dumps(args.plan, indent=1, sort_keys=True) + "\n")
 
 
+def export(args):
+    from lsqueeze.export import export as run
+
+    paths = run(args.model_dir, args.out, args.measurements)
+    for path in paths.values():
+        print(path)
+
+
 def make_preset(args):
     from lsqueeze.presets import PAPER_CSV, write_presets
 
@@ -226,4 +234,4 @@ COMMANDS = {"data": data, "train": train, "evaluate": evaluate, "craft": craft,
             "activations": activations, "aggregate": aggregate, "figure": figure,
             "claims": claims, "metrics": metrics, "snapshot": snapshot, "restore": restore,
             "cost": cost, "pull": pull, "validate": validate, "plan": plan,
-            "make-preset": make_preset, "migrate": migrate}
+            "make-preset": make_preset, "migrate": migrate, "export": export}
