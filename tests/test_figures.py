@@ -166,3 +166,140 @@ def test_pipeline_draws_every_figure_kind(tmp_path):
     assert (acts.n_images == 60).all() and set(acts.layer) == {"penultimate", "logits"}
     t1 = pd.read_parquet(out / "tables/table_1.parquet")
     assert 0 <= t1["Eq. 4"].iloc[0] <= 100
+
+
+# The summary figure (`lsqueeze figure --measurements measurements.parquet`)
+
+def _cell(tag, method="regularized", alpha=0.0, beta=0.0, sigma=0.0, steps=20000, seed=0):
+    return {"dataset": "mnist", "method": method, "alpha": alpha, "beta": beta, "sigma": sigma,
+            "steps": steps, "seed": seed, "clip_noise": False, "cell_id": f"mnist/{tag}"}
+
+
+def _attack(aid, threat="white", source_id=None):
+    kind, loss = aid.split("-")[:2]
+    steps = 40 if kind == "pgd" else 1
+    return {"threat": threat, "attack_id": aid, "attack": kind, "loss": loss,
+            "attack_steps": steps, "eps": 0.3, "step_size": 0.01 if kind == "pgd" else None,
+            "restarts": 1, "random_start": aid.endswith("-rand"), "source_id": source_id}
+
+
+NAT = _cell("ls0-sq0-gn0-k20k-s0")
+SQ0 = _cell("ls0-sq2-gn0.5-k20k-s0", beta=2.0, sigma=0.5)
+SQ1 = _cell("ls0-sq2-gn0.5-k20k-s1", beta=2.0, sigma=0.5, seed=1)
+LS1 = _cell("ls0.1-sq0-gn0-k20k-s0", alpha=0.1)
+LS2 = _cell("ls0.2-sq0-gn0-k20k-s0", alpha=0.2)
+ADV = _cell("at40-e0.3-a0.01-rand-k20k-s0", method="adv")
+PGD, FGSM = "pgd-xent-n40-e0.3-a0.01-r1-rand", "fgsm-cw-e0.3"
+
+
+@pytest.fixture
+def measurements():
+    """Long-form measurements as `lsqueeze aggregate` writes them: clean accuracy for every
+    model; PGD for all but the natural one; FGSM white-box for two models (one of them at
+    exactly 0) and black-box (from the natural model) for one."""
+    clean = {"threat": "none", **{k: None for k in _attack(PGD) if k != "threat"}}
+    rows = [{**c, **clean, "metric": "test_accuracy", "value": 0.99, "n": None}
+            for c in (NAT, SQ0, SQ1, LS1, LS2, ADV)]
+    rows += [{**c, **_attack(PGD), "metric": "accuracy", "value": v, "n": 1000}
+             for c, v in ((SQ0, 0.34), (SQ1, 0.36), (LS1, 0.01), (LS2, 0.02), (ADV, 0.9))]
+    rows += [{**SQ0, **_attack(FGSM), "metric": "accuracy", "value": 0.68, "n": 1000},
+             {**LS2, **_attack(FGSM), "metric": "accuracy", "value": 0.0, "n": 1000},
+             {**SQ0, **_attack(FGSM, "black", NAT["cell_id"]), "metric": "accuracy",
+              "value": 0.73, "n": 1000},
+             {**SQ0, **clean, "metric": "mean_logit_norm", "value": 2.6, "n": None}]
+    return pd.DataFrame(rows)
+
+
+NAMES = ["natural", "logit squeezing + noise (seed 0)", "logit squeezing + noise (seed 1)",
+         "label smoothing (α=0.1)", "label smoothing (α=0.2)", "adv. trained (PGD-40, ε=0.3)"]
+
+
+def _bars(fig):
+    """{(panel title, model, attack id): bar} for every bar drawn."""
+    from matplotlib.patches import Rectangle
+
+    return {(ax.get_title(), *p.get_gid().split("|")): p for ax in fig.axes
+            for p in ax.patches if isinstance(p, Rectangle) and p.get_gid()}
+
+
+def _texts(fig):
+    return {(ax.get_title(), *t.get_gid().split("|")[:2]): t.get_text() for ax in fig.axes
+            for t in ax.texts if t.get_gid()}
+
+
+def test_summary_labels_models_in_the_papers_words(measurements):
+    import matplotlib.pyplot as plt
+
+    fig = figures.draw_summary(measurements)
+    labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert labels == NAMES and not any("mnist/" in n or "-k20k" in n for n in labels)
+    assert len(fig.axes) == 3  # the other panels share its rows
+    assert all(fig.axes[0].get_shared_y_axes().joined(fig.axes[0], ax) for ax in fig.axes)
+    plt.close(fig)
+
+
+def test_summary_one_colour_per_attack_in_every_panel(measurements):
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import to_hex
+
+    fig = figures.draw_summary(measurements)
+    bars = _bars(fig)
+    colour = {}
+    for (_, _, attack), bar in bars.items():
+        colour.setdefault(attack, set()).add(to_hex(bar.get_facecolor()))
+    assert set(colour) == {figures.CLEAN, PGD, FGSM}
+    assert all(len(c) == 1 for c in colour.values())  # FGSM: white- and black-box panels alike
+    assert len({c for cs in colour.values() for c in cs}) == 3
+    panels = {panel for panel, _, a in bars if a == FGSM}
+    assert len(panels) == 2 and any("transferred from natural" in p for p in panels)
+    legend = {t.get_text(): to_hex(h.get_facecolor())
+              for t, h in zip(fig.legends[0].get_texts(), fig.legends[0].legend_handles)}
+    assert legend["PGD-40 X-ent, ε=0.3, step 0.01, random start"] == colour[PGD].pop()
+    assert legend["FGSM CW, ε=0.3"] == colour[FGSM].pop()
+    assert "n/m: not measured" in legend
+    plt.close(fig)
+
+
+def test_summary_draws_not_measured_apart_from_zero(measurements):
+    import matplotlib.pyplot as plt
+
+    fig = figures.draw_summary(measurements)
+    bars, texts = _bars(fig), _texts(fig)
+    white = next(ax.get_title() for ax in fig.axes if ax.get_title().startswith("white"))
+    # measured 0: a bar of length 0 with its value written beside it
+    zero = (white, "label smoothing (α=0.2)", FGSM)
+    assert bars[zero].get_width() == 0 and texts[zero] == "0.0"
+    # not measured: no bar at all, the text "n/m" in its place
+    for model in ("natural", "label smoothing (α=0.1)", "logit squeezing + noise (seed 1)"):
+        assert (white, model, FGSM) not in bars and texts[(white, model, FGSM)] == "n/m"
+    assert (white, "natural", PGD) not in bars and texts[(white, "natural", PGD)] == "n/m"
+    assert bars[(white, "logit squeezing + noise (seed 0)", FGSM)].get_width() == pytest.approx(68)
+    # every model × attack slot of a panel is either a bar or "n/m"
+    for ax in fig.axes:
+        attacks = {a for p, _, a in bars if p == ax.get_title()}
+        for model in NAMES:
+            for a in attacks:
+                key = (ax.get_title(), model, a)
+                assert (key in bars) != (texts.get(key) == "n/m"), key
+    plt.close(fig)
+
+
+def test_summary_cli_writes_png_and_pdf(measurements, tmp_path):
+    path = tmp_path / "measurements.parquet"
+    measurements.to_parquet(path)
+    out = tmp_path / "summary.png"
+    assert main(["figure", "--measurements", str(path), "--out", str(out)]) == 0
+    assert out.read_bytes()[:8] == PNG and out.with_suffix(".pdf").read_bytes()[:5] == b"%PDF-"
+
+
+def test_summary_of_a_committed_run_names_its_models():
+    import matplotlib.pyplot as plt
+
+    run = REPO / "reproduced/mnist_100k_cpu"
+    fig = figures.draw_summary(pd.read_parquet(run / "measurements.parquet"))
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == [
+        "natural", "Gaussian noise", "logit squeezing + noise"]
+    assert [ax.get_title() for ax in fig.axes] == [
+        "clean test images", "white-box attacks", "black-box attacks\n(transferred from natural)",
+        "worst case over the attacks"]
+    plt.close(fig)
