@@ -97,6 +97,12 @@ def test_used_only_where_it_applies(data):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+# Measured on an H200 (torch 2.11, bf16 autocast): after 200 steps the graph step's weights differ
+# from the plain loop's by up to ~0.006 (conv1), beyond this tolerance; after 4,000 steps by 0.066,
+# with test accuracy 97.62% vs 97.68% (bench/gpu.sh). Whether that is more than the plain loop's
+# own run-to-run spread on a GPU is not measured yet, so `cuda_graphs` stays opt-in. strict: the
+# day the two agree, this test fails and the option can become the default.
+@pytest.mark.xfail(strict=True, reason="CUDA-graph weights differ from the plain loop's on a GPU")
 def test_cuda_graph_matches_the_plain_loop_on_a_gpu(data, tmp_path):
     s = spec("digits28", 200, alpha=0.2, sigma=0.3)
     opts = {"sync_every": 50, "checkpoint_every": 1000, "device": "cuda"}
