@@ -2,6 +2,9 @@
 #   snakemake --cores all                                   the paper preset
 #   snakemake --cores all --configfile params/demo.yaml     the offline demo
 # Rules only call the package CLI; the science lives in src/lsqueeze.
+from snakemake.utils import min_version
+
+min_version("9.0")  # the metadata format and the `localrule:` keyword the rules use
 
 # The paper preset unless a preset is given: `--configfile` must replace it, not merge into it.
 # A preset file that holds no keys (`{}`) is refused, not read as "no preset given".

@@ -1,5 +1,28 @@
 # The paper's figures: one job per configured figure (`figures:` in the preset; FIGS in
-# common.smk), reading the per-model analysis Parquets of its cells in the figure's order.
+# common.smk), reading the per-model analysis Parquets of its cells in the figure's order; and the
+# summary of every measurement, drawn for every preset.
+
+
+rule figure_summary:
+    input:
+        f"{RES}/tables/measurements.parquet",
+    output:
+        png=report(
+            f"{RES}/figures/summary.png",
+            caption="../report/summary.rst",
+            category="Figures",
+            subcategory="summary",
+        ),
+        pdf=f"{RES}/figures/summary.pdf",
+    log:
+        f"{RES}/logs/figure_summary.log",
+    localrule: True
+    conda:
+        ENV
+    params:
+        code=CODE["figures"],
+    shell:
+        "python -m lsqueeze figure --measurements {input:q} --out {output.png:q} > {log:q} 2>&1"
 
 
 if FIGS:

@@ -65,25 +65,3 @@ rule aggregate:
     shell:
         "python -m lsqueeze aggregate --plan {input.plan:q} --reference {input.reference:q}"
         " --inputs {input.fragments:q} --out-dir {params.out:q} > {log:q} 2>&1"
-
-
-rule figure_summary:
-    input:
-        f"{RES}/tables/measurements.parquet",
-    output:
-        png=report(
-            f"{RES}/figures/summary.png",
-            caption="../report/summary.rst",
-            category="Figures",
-            subcategory="summary",
-        ),
-        pdf=f"{RES}/figures/summary.pdf",
-    log:
-        f"{RES}/logs/figure_summary.log",
-    localrule: True
-    conda:
-        ENV
-    params:
-        code=CODE["figures"],
-    shell:
-        "python -m lsqueeze figure --measurements {input:q} --out {output.png:q} > {log:q} 2>&1"
