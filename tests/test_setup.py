@@ -63,7 +63,8 @@ def test_user_facing_text_has_no_internal_notes():
     files = [REPO / "README.md", REPO / "BENCHMARKS.md", REPO / "Makefile",
              REPO / "environment.yml", REPO / "pyproject.toml", *(REPO / "params").glob("*.yaml"),
              *(REPO / "bench").glob("*.py"), *(REPO / "bench").glob("*.sh"),
-             *(REPO / "workflow" / "report").glob("*.rst")]
+             *(REPO / "workflow" / "report").glob("*.rst"), *(REPO / "bench").glob("runs/*/README.md"),
+             *(REPO / "reproduced").glob("*/README.md")]
     if (REPO / "FIDELITY.md").exists():
         files.append(REPO / "FIDELITY.md")
     hits = [f"{p.relative_to(REPO)}:{i}: {line.strip()}" for p in files
