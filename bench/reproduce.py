@@ -8,7 +8,8 @@ that differ only in steps stay distinct cells) and the attacks on the whole test
 phase the tables are aggregated from what has finished, and OUT_DIR gets tables.md,
 table_*.parquet, measurements.parquet and run.json (GPU, commit, wall time per phase, every
 command's exit status), so a run cut off by its time limit still leaves its finished part.
-Models and adversarial sets stay in a scratch directory (--work), outside OUT_DIR.
+Models and adversarial sets stay in a scratch directory (--work), outside OUT_DIR, at the paths
+the workflow gives them (lsqueeze.layout: the same model store layout, the same tables plan).
 
 `--smoke`: the same on the CPU at toy size (digits28 instead of MNIST, a few steps, 50 test
 images), as the test suite runs it.
@@ -29,6 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from lsqueeze.config import attack_record, build_plan, load_config
+from lsqueeze.layout import Layout
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -56,16 +58,6 @@ def scaled_config(config: dict, scale: float, adv_scale: float, smoke: bool,
         config["blackbox_sources"] = {("digits28" if k == "mnist" else k): v
                                       for k, v in config.get("blackbox_sources", {}).items()}
     return config
-
-
-def tables_plan(plan, config) -> dict:
-    """The plan file the workflow's aggregation reads (workflow/rules/common.smk)."""
-    datasets = sorted({c["dataset"] for c in plan.cells.values()})
-    return {"tables": plan.tables, "cells": plan.cells,
-            "pixel_scale": {d: plan.recipe(d)["pixel_scale"] for d in datasets},
-            "num_classes": {d: plan.recipe(d)["num_classes"] for d in datasets},
-            "analysis_files": {}, "tolerance_pct": config.get("eval", {}).get("tolerance_pct", 5.0),
-            "preset": config.get("preset")}
 
 
 class Runner:
@@ -136,8 +128,12 @@ def main(argv=None) -> dict:
         args.n_test = args.n_test or 50
     base = load_config(args.preset)
     config = scaled_config(base, args.scale, args.adv_scale, args.smoke, args.rows)
-    config["results"], config["data_dir"] = str(work / "results"), str(work / "data")
+    if args.n_test:
+        config.setdefault("eval", {})["n_test"] = args.n_test
+    config.update(results=str(work / "results"), data_dir=str(work / "data"),
+                  store=str(work / "store"))
     plan = build_plan(config)
+    layout = Layout(plan)
     runner = Runner(out, work, args.jobs)
     record = {"preset": Path(args.preset).name, "gpu": gpu_name(), "commit": commit(),
               "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
@@ -145,8 +141,8 @@ def main(argv=None) -> dict:
               "n_test": args.n_test or "all", "cells": {c: v["steps"] for c, v in plan.cells.items()},
               "phases": {}, "jobs": runner.log}
     plan_file = work / "plan.json"
-    plan_file.write_text(json.dumps(tables_plan(plan, config), sort_keys=True, default=str))
-    res, data = work / "results", work / "data"
+    plan_file.write_text(json.dumps({**layout.tables_plan(), "analysis_files": {}},
+                                    sort_keys=True, default=str))  # no analyses run here
     n = ["--n", str(args.n_test)] if args.n_test else []
     bs = ["--batch-size", str(config.get("eval", {}).get("batch_size", 500))]
     t_start = time.perf_counter()
@@ -154,8 +150,7 @@ def main(argv=None) -> dict:
     def finish(phase, t0):
         record["phases"][phase] = round(time.perf_counter() - t0, 1)
         record["wall_s"] = round(time.perf_counter() - t_start, 1)
-        fragments = [str(p) for p in sorted(res.rglob("*.json"))
-                     if p.name == "metrics.json" or "eval" in p.parts]
+        fragments = [p for p in layout.fragments() if Path(p).is_file()]
         if fragments:
             runner.run(f"aggregate-after-{phase}",
                        ["aggregate", "--plan", str(plan_file), "--inputs", *fragments,
@@ -165,7 +160,7 @@ def main(argv=None) -> dict:
 
     t0 = time.perf_counter()
     for ds in sorted({c["dataset"] for c in plan.cells.values()}):
-        cmd = ["data", "--dataset", ds, "--out-dir", str(data / ds)]
+        cmd = ["data", "--dataset", ds, "--out-dir", layout.split_dir(ds)]
         if ds == "mnist" and args.mnist_raw:
             raw = work / "raw-mnist"  # decompressed files go here, not into the carried folder
             raw.mkdir(exist_ok=True)
@@ -180,36 +175,33 @@ def main(argv=None) -> dict:
                      * (41 if plan.cells[c]["method"] == "adv" else 1))
     opts = json.dumps(config.get("train", {}))
     runner.phase([(f"train/{c}", ["train", "--spec", json.dumps(plan.train_spec(c)),
-                                  "--data-dir", str(data / plan.cells[c]["dataset"]),
-                                  "--out-dir", str(res / "models" / c), "--no-progress",
+                                  "--data-dir", layout.split_dir(plan.cells[c]["dataset"]),
+                                  "--out-dir", layout.cell_dir(c), "--no-progress",
                                   "--options", opts]) for c in by_cost], args.train_timeout)
     finish("train", t0)
-
-    def model(c):
-        return str(res / "models" / c / "model.pt")
 
     def attack_job(name, command, cell, aid, out):
         """One crafting or white-box job: the same arguments, another command and output."""
         ds = plan.cells[cell]["dataset"]
         return (f"{name}/{cell}/{aid}", [
-            command, "--spec", json.dumps(plan.train_spec(cell)), "--model", model(cell),
-            "--data-dir", str(data / ds), "--attack", json.dumps(attack_record(plan, aid, ds)),
+            command, "--spec", json.dumps(plan.train_spec(cell)), "--model", layout.model(cell),
+            "--data-dir", layout.split_dir(ds), "--attack", json.dumps(attack_record(plan, aid, ds)),
             *n, *bs, "--out", str(out)])
 
     t0 = time.perf_counter()
-    crafts = [attack_job("craft", "craft", src, aid, res / "adv" / src / f"{aid}.pt")
+    crafts = [attack_job("craft", "craft", src, aid, layout.adv_set(src, aid))
               for src, aid in sorted(plan.crafted)]
-    white = [attack_job("white", "evaluate", c, aid, res / "eval" / c / "white" / f"{aid}.json")
+    white = [attack_job("white", "evaluate", c, aid, layout.white(c, aid))
              for c, aid in sorted(plan.white)]
     runner.phase(crafts + white, args.attack_timeout)
     finish("white-box and crafting", t0)
 
     t0 = time.perf_counter()
     runner.phase([(f"black/{t}/{aid}", [
-        "transfer", "--spec", json.dumps(plan.train_spec(t)), "--model", model(t),
-        "--adv-set", str(res / "adv" / s / f"{aid}.pt"),
+        "transfer", "--spec", json.dumps(plan.train_spec(t)), "--model", layout.model(t),
+        "--adv-set", layout.adv_set(s, aid), "--source-metrics", layout.metrics(s),
         "--attack", json.dumps(attack_record(plan, aid, plan.cells[t]["dataset"])),
-        "--out", str(res / "eval" / t / "black" / s.split("/")[1] / f"{aid}.json")])
+        "--out", layout.black(t, s, aid)])
         for t, s, aid in sorted(plan.black)], args.attack_timeout)
     finish("black-box", t0)
     return record

@@ -14,8 +14,9 @@ SRC = str(Path(workflow.basedir) / "src")
 if sys.path[0] != SRC:
     sys.path.insert(0, SRC)
 
-from lsqueeze.config import WILDCARDS, attack_record, build_plan, num, subset_key
+from lsqueeze.config import WILDCARDS, attack_record, build_plan
 from lsqueeze.fingerprint import fingerprint
+from lsqueeze.layout import Layout
 from lsqueeze.schema import ConfigError, validate_sources
 
 # Fail before any job runs: schema + semantic checks, one line naming file, line and key. The
@@ -31,13 +32,12 @@ except ConfigError as exc:
     raise WorkflowError(str(exc)) from None
 
 PLAN = build_plan(config)
-RES = config["results"].rstrip("/")
-# The model store, shared by every preset that names it (by default all of them): each cell's
-# model, adversarial sets and evaluations under <dataset>/<recipe key>/<tag>, so a cell that one
-# preset trained is found by the next; a preset's own folder (RES) keeps tables, figures, claims,
-# analyses and logs.
-STORE = config.get("store", "results/store").rstrip("/")
-DATA = config.get("data_dir", "results/data").rstrip("/")
+# Every path of the run (lsqueeze.layout, shared with runs without Snakemake): the model store,
+# shared by every preset that names it (each cell's model, adversarial sets and evaluations under
+# <dataset>/<recipe key>/<tag>), and the preset's own folder (RES: tables, figures, claims,
+# analyses, logs). The rules below hold the same paths as wildcard patterns.
+LAYOUT = Layout(PLAN)
+RES, STORE, DATA = LAYOUT.results, LAYOUT.store, LAYOUT.data
 EVAL = config.get("eval", {})
 ANALYSIS = config.get("analysis", {})
 
@@ -92,11 +92,11 @@ def n_flag(section: dict) -> str:
 
 
 N_ANALYSIS = n_flag(ANALYSIS)
-# The evaluated test images are part of an evaluation's address: `all`, or `n<N>` for the first N.
-SUBSET = subset_key(EVAL.get("n_test"))
 
 
 def subset_flag(w):
+    """The evaluated test images are part of an evaluation's address: `all`, or `n<N>` (the
+    first N, `--n N`)."""
     return "" if w.subset == "all" else f"--n {w.subset[1:]}"
 
 
@@ -123,13 +123,9 @@ def cid(w, tag=None):
     return f"{w.dataset}/{tag}"
 
 
-def cell_dir(cell_id):
-    return f"{STORE}/{PLAN.store_dir(cell_id)}"
-
-
 def model_of(w):
     """The store's model of an analysis job's cell (analyses stay in the preset's folder)."""
-    return model_path(cid(w))
+    return LAYOUT.model(cid(w))
 
 
 def spec_json(cell_id):
@@ -145,42 +141,11 @@ def attack_json(w):
     return json.dumps(attack_record(PLAN, w.attack, w.dataset), sort_keys=True)
 
 
-def model_path(cell_id):
-    return f"{cell_dir(cell_id)}/model.pt"
-
-
-def metrics_path(cell_id):
-    return f"{cell_dir(cell_id)}/metrics.json"
-
-
-WHITE = [f"{cell_dir(c)}/eval-{SUBSET}/white/{a}.json" for c, a in sorted(PLAN.white)]
-BLACK = [
-    f"{cell_dir(t)}/eval-{SUBSET}/black/{s.split('/')[1]}/{a}.json"
-    for t, s, a in sorted(PLAN.black)
-]
-ANALYSES = {f"{RES}/analysis/{c}/linear.parquet": c for c in sorted(PLAN.analyses)}
-METRICS = [metrics_path(c) for c in sorted(PLAN.cells)]
-
-
-def _tables_plan():
-    datasets = {c["dataset"] for c in PLAN.cells.values()}
-    return {
-        "tables": PLAN.tables,
-        "cells": PLAN.cells,
-        "pixel_scale": {d: PLAN.recipe(d)["pixel_scale"] for d in sorted(datasets)},
-        # chance accuracy, below which a broken model's agreement says nothing (agreement.py)
-        "num_classes": {d: PLAN.recipe(d)["num_classes"] for d in sorted(datasets)},
-        "analysis_files": ANALYSES,
-        "tolerance_pct": EVAL.get("tolerance_pct", 5.0),
-        "preset": config.get("preset"),  # the tables' provenance header names it
-    }
-
-
 # The tables plan is the output of rule tables_plan (report.smk), never written while the workflow
 # is read: a dry run writes nothing, and a preview with an edited preset cannot change the plan a
 # running aggregation reads. Its params carry the plan, so it is rewritten exactly when it changes.
 PLAN_FILE = f"{RES}/plan/tables.json"
-PLAN_JSON = json.dumps(_tables_plan(), sort_keys=True, default=str)
+PLAN_JSON = json.dumps(LAYOUT.tables_plan(), sort_keys=True, default=str)
 
 TABLES = [f"{RES}/tables/measurements.parquet", f"{RES}/tables/tables.md"]
 TABLES += [f"{RES}/tables/table_{t['id']}.parquet" for t in PLAN.tables]
@@ -220,21 +185,10 @@ CLAIMS = [f"{RES}/tables/claims.md", f"{RES}/tables/claims.parquet"]
 # reading the per-model analysis Parquets of its cells in the figure's order.
 FIGS = {f["name"]: f for f in PLAN.figures}
 FIGURE_NAMES = "|".join(map(re.escape, FIGS)) or "(?!)"  # (?!): no figure configured
-LANDSCAPE_EPS = 10.0  # the paper's −10 ≤ ε1, ε2 ≤ 10 (Figures 5, 9)
 
 
 def figure_inputs(w):
-    """landscape_* kinds read landscape-e<eps>.parquet, activations_* activations.parquet, the
-    rest the linear-model analysis (lsqueeze.figures.KINDS says the same; not imported here so
-    that parsing the workflow does not load matplotlib)."""
-    fig = FIGS[w.figure]
-    if fig["kind"].startswith("landscape"):
-        name = f"landscape-e{num(fig['eps'] or LANDSCAPE_EPS)}.parquet"
-    elif fig["kind"].startswith("activations"):
-        name = "activations.parquet"
-    else:
-        name = "linear.parquet"
-    return [f"{RES}/analysis/{c}/{name}" for c in fig["cells"]]
+    return LAYOUT.figure_inputs(FIGS[w.figure])
 
 
 def figure_spec(w):

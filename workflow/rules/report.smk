@@ -24,7 +24,7 @@ rule aggregate:
     input:
         plan=PLAN_FILE,
         reference=f"{workflow.basedir}/params/paper_tables.csv",
-        fragments=METRICS + WHITE + BLACK + list(ANALYSES),
+        fragments=LAYOUT.fragments() + list(LAYOUT.analyses()),
     output:
         # The report shows HTML as a page but Parquet only as base64 text: the Parquet files are
         # plain outputs, and their content reaches the report as HTML tables.
