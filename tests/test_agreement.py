@@ -95,9 +95,9 @@ def test_status_per_comparison(tables):
 def test_replicate_spread_is_the_papers_own(tables):
     cmp = tables["6"][1].set_index(["cell_id", "column"])
     for cid in ("mnist/rep-s0", "mnist/rep-s1"):  # 17.5 vs 19.6 printed for the same parameters
-        assert cmp.loc[(cid, "white PGD"), "replicate_spread"] == pytest.approx(2.1)
-        assert cmp.loc[(cid, "Test"), "replicate_spread"] == pytest.approx(0.1)
-    assert pd.isna(cmp.loc[("mnist/good", "white PGD"), "replicate_spread"])  # printed once
+        assert cmp.loc[(cid, "white PGD"), "replicate_spread_pct"] == pytest.approx(2.1)
+        assert cmp.loc[(cid, "Test"), "replicate_spread_pct"] == pytest.approx(0.1)
+    assert pd.isna(cmp.loc[("mnist/good", "white PGD"), "replicate_spread_pct"])  # printed once
     assert counts(tables["6"][1])["replicate_spread"] == pytest.approx(2.1)
     assert counts(tables["2"][1])["replicate_spread"] is None
 
@@ -119,8 +119,8 @@ def test_distinct_measurements_count_once(tables):
 def test_a_measurement_agrees_only_if_every_printing_does():
     cmp = pd.DataFrame({"measurement": ["m1", "m1", "m2", "m3", "m3"],
                         "status": ["within", "outside", "within", "uninformative", "within"],
-                        "published": [1.0] * 5, "measured": [1.0] * 5,
-                        "replicate_spread": [None] * 5})
+                        "published_pct": [1.0] * 5, "measured_pct": [1.0] * 5,
+                        "replicate_spread_pct": [None] * 5})
     s = counts(cmp)
     assert (s["measurements"], s["measurements_within"], s["measurements_uninformative"]) == (3, 2, 0)
     assert counts(None)["measurements"] == 0 and counts(cmp.iloc[:0])["compared"] == 0
@@ -151,4 +151,4 @@ def test_dvc_metrics_count_distinct_measurements(tmp_path, tables):
 def test_judge_needs_one_comparison_per_entry():
     table = PLAN["tables"][0]
     with pytest.raises(ValueError, match="table 2"):
-        judge(pd.DataFrame({"measured": [1.0], "published": [1.0]}), table, PLAN, _long(), 2.0)
+        judge(pd.DataFrame({"measured_pct": [1.0], "published_pct": [1.0]}), table, PLAN, _long(), 2.0)

@@ -38,14 +38,14 @@ def make_ctx(tables, n=1000, masking=None):
                 v = values.get(col["name"])
                 mean, sd, k = v if isinstance(v, tuple) else (v, None, 0 if v is None else 1)
                 recs.append({"table": tid, "row": prow, "cell_id": ids[0], "column": col["name"],
-                             "measured": mean, "sd": sd, "n_seeds": k,
-                             "published": (pubs or {}).get(col["name"])})
+                             "measured_pct": mean, "sd_pct": sd, "n_seeds": k,
+                             "published_pct": (pubs or {}).get(col["name"])})
                 long += [{"cell_id": c, "threat": col.get("threat", "none"),
                           "attack_id": col.get("attack_id"), "n": n,
                           "metric": col.get("metric", "accuracy")} for c in ids]
         plan["tables"].append({"id": tid, "paper_table": ptable, "columns": cols, "rows": plan_rows})
-        compare[tid] = pd.DataFrame(recs).astype({"measured": "float64", "sd": "float64",
-                                                  "published": "float64"})
+        compare[tid] = pd.DataFrame(recs).astype({"measured_pct": "float64", "sd_pct": "float64",
+                                                  "published_pct": "float64"})
     return C.Context(plan, compare, pd.DataFrame(long), masking)
 
 
@@ -158,7 +158,7 @@ def test_a_masked_model_is_not_reproduced():
     """A robustness check on a model that a masking check flags names the attack that breaks it
     and counts as not reproduced; without the flag the same numbers reproduce the claim."""
     masking = pd.DataFrame([{"cell_id": "mnist/r4-s0", "check": "autoattack_gap", "flagged": True,
-                             "value": 0.7, "reference": 45.0, "attack_id": "aa",
+                             "accuracy_pct": 0.7, "reference_pct": 45.0, "attack_id": "aa",
                              "reference_attack_id": "pgd40", "detail": ""}])
     rows = [(4, "r4", {PGD40["name"]: 45.0, AA["name"]: 0.7}, None),
             (2, "r2", {PGD40["name"]: 0.0, AA["name"]: 0.0}, None)]
@@ -277,10 +277,11 @@ def test_the_papers_own_numbers_under_the_same_rules():
     compare = {}
     for t in plan.tables:
         compare[str(t["id"])] = pd.DataFrame(
-            [{"cell_id": r["cell_id"], "column": c["name"], "measured": p, "sd": None,
-              "n_seeds": 1, "published": p}
+            [{"cell_id": r["cell_id"], "column": c["name"], "measured_pct": p, "sd_pct": None,
+              "n_seeds": 1, "published_pct": p}
              for r in t["rows"] for c in t["columns"]
-             for p in [published(ref, t, r, c)]]).astype({"measured": "float64", "sd": "float64"})
+             for p in [published(ref, t, r, c)]]).astype({"measured_pct": "float64",
+                                                          "sd_pct": "float64"})
     ctx = C.Context({"tables": plan.tables, "cells": plan.cells}, compare, None)
     res = C.evaluate_claims(C.load_claims(CLAIMS_FILE), ctx)
     measured = res[res["verdict"] != C.UNMEASURED]
@@ -327,7 +328,8 @@ def test_claims_stage_on_the_tiny_run(tiny_run, tmp_path):
     assert "not measured in this preset" in md and "train 60 steps" in md
     # seeds: the row with two seeds shows mean ± sd, the others stay as they were
     t2 = pd.read_parquet(tables / "table_2.parquet")
-    assert "Test sd" in t2.columns and sorted(t2["seeds"]) == [1, 2]
+    assert "test_sd_pct" in t2.columns and sorted(t2["seeds"]) == [1, 2]
+    assert t2.attrs["columns"]["test_sd_pct"] == {"title": "Test sd", "unit": "percent"}
     assert "(2 seeds)" in (tables / "tables.md").read_text()
     # the DVC metric: claims per verdict
     from lsqueeze.dvc_metrics import summarize

@@ -203,28 +203,108 @@ def test_metrics_keys_are_cell_names(tmp_path):
 
     from lsqueeze.dvc_metrics import write_metrics
 
-    plan = {"tolerance_pct": 5, "tables": [{"id": "2", "rows": [
+    test = {"name": "Test", "metric": "test_accuracy"}
+    pgd = {"name": "x", "threat": "white", "attack_id": "pgd",
+           "attack_paper": {"attack": "pgd", "loss": "xent", "eps": 0.3, "restarts": 1}}
+    plan = {"tolerance_pct": 5, "tables": [{"id": "2", "columns": [test, pgd], "rows": [
         {"cell": "smooth", "cell_id": "digits28/ls0.2-sq0-gn0.3-k60-s0"},
         {"cell": "squeeze", "cell_id": "digits28/ls0-sq0.5-gn0.5-k60-s0"}]}]}
     (tmp_path / "plan.json").write_text(json.dumps(plan))
     pd.DataFrame([
         {"table": "2", "row": 8, "cell_id": "digits28/ls0.2-sq0-gn0.3-k60-s0", "column": "Test",
-         "measured": 90.0, "published": 99.0, "delta": -9.0},
+         "measured_pct": 90.0, "published_pct": 99.0, "delta_pct": -9.0},
+        {"table": "2", "row": 8, "cell_id": "digits28/ls0.2-sq0-gn0.3-k60-s0", "column": "x",
+         "measured_pct": None, "published_pct": 70.0, "delta_pct": None},
         {"table": "2", "row": 1, "cell_id": "digits28/ls0-sq0.5-gn0.5-k60-s0", "column": "Test",
-         "measured": 97.0, "published": 99.0, "delta": -2.0},
+         "measured_pct": 97.0, "published_pct": 99.0, "delta_pct": -2.0},
         {"table": "2", "row": 1, "cell_id": "digits28/ls0-sq0.5-gn0.5-k60-s0", "column": "x",
-         "measured": 50.0, "published": None, "delta": None},
+         "measured_pct": 50.123, "published_pct": None, "delta_pct": None},
     ]).assign(measurement=lambda f: f.cell_id + "|" + f.column,  # lsqueeze.agreement.judge's
-              status=["outside", "within", None], replicate_spread=None  # columns
+              status=["outside", None, "within", None], replicate_spread_pct=None  # columns
               ).to_parquet(tmp_path / "table_2_compare.parquet")
     m = write_metrics(tmp_path / "plan.json", tmp_path, tmp_path / "m.json", tmp_path / "c.csv")
     assert m["compared"] == 2 and m["within_tolerance"] == 1
     t = m["tables"]["2"]
     assert t["mean_abs_delta"] == 5.5 and t["compared"] == 2 and t["within_tolerance"] == 1
     assert "values" not in t  # every number goes to the CSV, not to `dvc metrics show`
+    # a few headline accuracies per model, by the preset's cell name; none where not measured
+    assert m["models"] == {"smooth": {"clean_pct": 90.0},
+                           "squeeze": {"clean_pct": 97.0, "pgd_pct": 50.12}}
     assert json.loads((tmp_path / "m.json").read_text()) == m
+    # the plot's data: only numbers with a published value and a measured one (none at 0)
     lines = (tmp_path / "c.csv").read_text().splitlines()
-    assert lines[1] == "2,smooth,Test,90.0,99.0,-9.0" and lines[3] == "2,squeeze,x,50.0,,"
+    assert lines == ["table,cell,column,measured,published,delta", "2,smooth,Test,90.0,99.0,-9.0",
+                     "2,squeeze,Test,97.0,99.0,-2.0"]
+
+
+def _flat(d, prefix=""):
+    """Metric keys as `dvc metrics` flattens them: nested keys joined by '.'."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+@pytest.mark.parametrize("preset", ["tiny", "demo"])
+def test_headline_metrics_of_each_model_fit_a_terminal(preset):
+    """Each model's headline accuracies as `dvc metrics diff` lists them (one row per metric:
+    path, key, old, new, change) and as one line per model (its keys and values) fit in 100
+    columns, with the widest values (100.00) — for the presets' plans, whatever a run measures."""
+    from lsqueeze.config import build_plan, load_config
+    from lsqueeze.dvc_metrics import HEADLINE, headline_columns
+
+    cfg = REPO / ("tests/config/tiny.yaml" if preset == "tiny" else "params/demo.yaml")
+    plan = build_plan(load_config(cfg))
+    where = headline_columns({"tables": plan.tables})
+    models = {cell: {k: 100.0 for k in [*keys, "clean_pct"]} for cell, keys in where.items()}
+    assert set(models) >= {"squeeze", "smooth"}
+    assert set(where["squeeze"]) == set(HEADLINE)  # clean, PGD, AutoAttack, worst case
+    path = f"metrics/{preset}.json"
+    for cell, values in models.items():
+        flat = _flat({"models": {cell: values}})
+        for key, value in flat.items():
+            row = f"{path}  {key}  {value:.2f}  {value:.2f}  {-value:.2f}"
+            assert len(row) <= 100, row
+        line = f"{path}  models.{cell}  " + "  ".join(f"{k} {v:.2f}" for k, v in values.items())
+        assert len(line) <= 100, line
+
+
+def test_plot_template_skips_unpublished_points_and_draws_y_equals_x():
+    """The committed Vega-Lite template, filled by DVC's renderer as `dvc plots show` fills it:
+    a point needs both numbers, the tooltip names table, cell and column, a y = x line."""
+    from dvc_render import VegaRenderer
+
+    points = [{"table": "2", "cell": "smooth", "column": "Test", "measured": "90.0",
+               "published": "99.0", "delta": "-9.0", "rev": "workspace"},
+              {"table": "strong", "cell": "squeeze", "column": "AutoAttack", "measured": "0.0",
+               "published": "", "delta": "", "rev": "workspace"}]
+    props = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["pipeline"]["plots"][0]
+    props = dict(next(iter(props.values())))
+    assert props["template"] == "measured_vs_published"
+    renderer = VegaRenderer(points, "metrics/tiny_compare.csv", template_dir=str(REPO / ".dvc/plots"),
+                            **{k: v for k, v in props.items() if k not in ("cache", "persist")})
+    spec = renderer.get_filled_template()
+    text = json.dumps(spec)
+    assert "<DVC_METRIC" not in text and spec["data"]["values"] == points
+    line, dots = spec["layer"]
+    assert line["mark"]["type"] == "line" and line["encoding"]["x"]["field"] == \
+        line["encoding"]["y"]["field"] == "percent"
+    assert [v["percent"] for v in line["data"]["values"]] == [0, 100]
+    keep = dots["transform"][0]["filter"]
+    assert "datum['published'] !== ''" in keep and "datum['measured'] !== ''" in keep
+    assert (dots["encoding"]["x"]["field"], dots["encoding"]["y"]["field"]) == ("published",
+                                                                                "measured")
+    assert {"table", "cell", "column", "measured", "published", "delta"} <= {
+        t["field"] for t in dots["encoding"]["tooltip"]}
+    assert dots["encoding"]["x"]["title"] == "published accuracy (%)"
+
+
+def test_gitignore_keeps_dvc_and_report_outputs_out():
+    ignored = sh(REPO, "git", "check-ignore", "dvc_plots/index.html", "report.html").stdout
+    assert ignored.split() == ["dvc_plots/index.html", "report.html"]
 
 
 def test_pull_with_an_unreachable_remote_says_so_in_one_line(tmp_path):

@@ -165,7 +165,7 @@ def test_pipeline_draws_every_figure_kind(tmp_path):
     acts = pd.read_parquet(next(out.glob("analysis/digits28/*/activations.parquet")))
     assert (acts.n_images == 60).all() and set(acts.layer) == {"penultimate", "logits"}
     t1 = pd.read_parquet(out / "tables/table_1.parquet")
-    assert 0 <= t1["Eq. 4"].iloc[0] <= 100
+    assert 0 <= t1["eq_4_pct"].iloc[0] <= 100
 
 
 # The summary figure (`lsqueeze figure --measurements measurements.parquet`)

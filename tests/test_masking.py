@@ -31,8 +31,8 @@ def test_unbounded_eps_not_reaching_zero_is_flagged():
     ]
     out = flags(rows).set_index("cell_id")
     assert set(out.index) == {"sq", "masked"}
-    assert not out.loc["sq", "flagged"] and out.loc["sq", "value"] == 0.0
-    assert out.loc["masked", "flagged"] and out.loc["masked", "value"] == pytest.approx(0.30)
+    assert not out.loc["sq", "flagged"] and out.loc["sq", "accuracy_pct"] == 0.0
+    assert out.loc["masked", "flagged"] and out.loc["masked", "accuracy_pct"] == pytest.approx(30)
     assert out.loc["masked", "attack_id"].endswith("e255-r1")
     # ε = 100/255 ≈ 0.39 < 0.5 is not "unbounded" by default; a lower threshold includes it
     assert flags([rows[1]]).empty and len(flags([rows[1]], large_eps=0.3)) == 1
@@ -60,10 +60,10 @@ def test_black_box_stronger_than_white_box_is_flagged():
     bb = out[out["check"] == "black_beats_white"]
     assert len(bb) == 3
     ok = bb[bb.cell_id == "ok"].iloc[0]
-    assert not ok["flagged"] and ok["reference"] == 0.50 and ok["source_id"] == "src"
-    bad = bb[bb.cell_id == "bad"].sort_values("value")
+    assert not ok["flagged"] and ok["reference_pct"] == 50 and ok["source_id"] == "src"
+    bad = bb[bb.cell_id == "bad"].sort_values("accuracy_pct")
     assert list(bad["flagged"]) == [True, False]
-    assert bad.iloc[0]["reference"] == pytest.approx(0.45)  # the strongest comparable white-box
+    assert bad.iloc[0]["reference_pct"] == pytest.approx(45)  # the strongest comparable white-box
     assert bad.iloc[0]["reference_attack_id"].startswith("pgd-xent-n40")
 
 
@@ -90,10 +90,10 @@ def test_autoattack_far_below_pgd_is_flagged():
     out = flags(rows)
     aa = out[out.check == "autoattack_gap"].set_index("cell_id")
     assert aa.loc["sq", "flagged"] and not aa.loc["at", "flagged"]
-    assert aa.loc["sq", "gap"] == pytest.approx(-0.65)
+    assert aa.loc["sq", "gap_pct"] == pytest.approx(-65)
     # AutoAttack is comparable to any black-box attack at its ε, whatever the loss
     bb = out[out.check == "black_beats_white"]
-    assert len(bb) == 1 and bb.iloc[0]["reference"] == pytest.approx(0.88) and not bb.iloc[0]["flagged"]
+    assert len(bb) == 1 and bb.iloc[0]["reference_pct"] == pytest.approx(88) and not bb.iloc[0]["flagged"]
 
 
 def test_ignores_other_metrics_and_empty_frames():
@@ -115,8 +115,9 @@ def test_accuracy_that_falls_with_a_bigger_budget_is_flagged():
     out = flags(rows)
     nc = out[out.check == "not_converged"].set_index("cell_id")
     assert len(nc) == 2  # one row per cell: its largest gap
-    assert nc.loc["sq", "flagged"] and nc.loc["sq", "gap"] == pytest.approx(0.32)
-    assert nc.loc["sq", "value"] == 0.33 and nc.loc["sq", "reference"] == 0.01
-    assert not nc.loc["at", "flagged"] and nc.loc["at", "gap"] == pytest.approx(0.02)
+    assert nc.loc["sq", "flagged"] and nc.loc["sq", "gap_pct"] == pytest.approx(32)
+    assert nc.loc["sq", "accuracy_pct"] == pytest.approx(33)
+    assert nc.loc["sq", "reference_pct"] == pytest.approx(1)
+    assert not nc.loc["at", "flagged"] and nc.loc["at", "gap_pct"] == pytest.approx(2)
     assert nc.loc["sq", "detail"].endswith("lower by more than 5 points")  # percent, as printed
     assert flags(rows, converge_tol=0.5).query("check == 'not_converged'")["flagged"].sum() == 0

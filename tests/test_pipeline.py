@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from lsqueeze.config import build_plan, load_config
-from conftest import run_snakemake
+from conftest import cell_dir, run_snakemake
 
 pytestmark = pytest.mark.slow
 
@@ -33,8 +33,8 @@ def test_every_model_attack_pair_measured(tiny_run, tiny_config):
 def test_tables_and_figure(tiny_run):
     out = tiny_run / "results/tiny"
     t2 = pd.read_parquet(out / "tables/table_2.parquet")
-    assert list(t2.columns[:4]) == ["α", "β", "σ", "k"]  # the paper's defense-param columns
-    assert {"Train", "Test", "white PGD X-ent", "black FGSM CW"} <= set(t2.columns)
+    assert list(t2.columns[:4]) == ["alpha", "beta", "sigma", "k"]  # the paper's defense params
+    assert {"train_pct", "test_pct", "white_pgd_x_ent_pct", "black_fgsm_cw_pct"} <= set(t2.columns)
     md = (out / "tables/tables.md").read_text()
     assert "99.21" in md  # Table 2 row 1 published test accuracy beside the measured one
     png = (out / "figures/summary.png").read_bytes()
@@ -60,13 +60,15 @@ def test_worst_case_over_every_attack_from_the_stored_vectors(tiny_run, tiny_con
                       & (acc.eps == w.eps)]
         assert w.value <= attacks.value.min() + 1e-12 and w.n == 100
         assert len(w.worst_of.split(", ")) == len(attacks)
-        files = [p for p in (out / "eval" / w.cell_id).rglob("*.json")]
+        # the cell's evaluations in the model store (every attack of this run: one subset)
+        files = sorted((tiny_run / cell_dir(tiny_config, w.cell_id)).glob("eval-*/**/*.json"))
+        assert len(files) == len(attacks), files
         bits = [unpack(json.loads(p.read_text())["per_example"], 100)[1] for p in files]
         assert w.value == pytest.approx(np.logical_and.reduce(bits).mean())
     strong = pd.read_parquet(out / "tables/table_strong.parquet")
     row = strong.iloc[0]
-    assert row["worst case"] <= min(row["white PGD X-ent"], row["white PGD-100 X-ent"],
-                                    row["AutoAttack"])
+    assert row["worst_case_pct"] <= min(row["white_pgd_x_ent_pct"], row["white_pgd_100_x_ent_pct"],
+                                        row["autoattack_pct"])
 
 
 def test_second_run_has_nothing_to_do(tiny_run, tiny_config):

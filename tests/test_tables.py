@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
@@ -61,30 +62,57 @@ def demo_run(tmp_path):
 
 
 def test_layout_has_the_papers_columns(demo_run):
+    """The paper's columns under snake_case names with their unit; the titles the Markdown
+    prints are in the file's metadata."""
     plan, _, out = demo_run
     t2 = pd.read_parquet(out / "table_2.parquet")
     assert list(t2.index.names) == ["cell_id", "model"]
-    assert list(t2.columns) == ["α", "β", "σ", "k", "Train", "Test", "white PGD-40 X-ent",
-                                "white PGD-40 CW", "black FGSM CW", "black PGD-40 CW"]
+    assert list(t2.columns) == ["alpha", "beta", "sigma", "k", "train_pct", "test_pct",
+                                "white_pgd_40_x_ent_pct", "white_pgd_40_cw_pct",
+                                "black_fgsm_cw_pct", "black_pgd_40_cw_pct"]
+    titles = {k: v["title"] for k, v in t2.attrs["columns"].items()}
+    assert [titles[c] for c in t2.columns] == ["α", "β", "σ", "k", "Train", "Test",
+                                               "white PGD-40 X-ent", "white PGD-40 CW",
+                                               "black FGSM CW", "black PGD-40 CW"]
+    assert t2.attrs["columns"]["train_pct"]["unit"] == "percent"
+    field = pq.read_schema(out / "table_2.parquet").field("white_pgd_40_x_ent_pct")
+    assert field.metadata == {b"title": b"white PGD-40 X-ent", b"unit": b"percent"}
     row = t2.xs("digits28/ls0-sq0.5-gn0.5-k2k-s0", level="cell_id").iloc[0]
-    assert (row["α"], row["β"], row["σ"], row["k"]) == (0, 0.5, 0.5, 2000)
-    assert row["Train"] == pytest.approx(90) and row["black PGD-40 CW"] == pytest.approx(50)
+    assert (row["alpha"], row["beta"], row["sigma"], row["k"]) == (0, 0.5, 0.5, 2000)
+    assert row["train_pct"] == pytest.approx(90) and row["black_pgd_40_cw_pct"] == pytest.approx(50)
     madry = t2.xs("Madry adv. tr. (ε=0.1)", level="model").iloc[0]
-    assert np.isnan(madry["α"]) and madry["k"] == 2000  # baselines print no α, β, σ
+    assert np.isnan(madry["alpha"]) and madry["k"] == 2000  # baselines print no α, β, σ
     t1 = pd.read_parquet(out / "table_1.parquet")
-    assert t1["Eq. 4"].tolist() == pytest.approx([90.0, 90.0])
+    assert t1["eq_4_pct"].tolist() == pytest.approx([90.0, 90.0])
+    t9 = pd.read_parquet(out / "table_9.parquet")
+    assert list(t9.columns[4:]) == ["pgd_40_eps_0_1_pct", "pgd_100_unbounded_eps_pct"]
+
+
+def test_column_slugs_are_ascii_snake_case_and_distinct():
+    from lsqueeze.config import SD_SUFFIX
+    from lsqueeze.tablemeta import layout_names, slug
+
+    assert slug("white PGD-40+Rand X-ent") == "white_pgd_40_rand_x_ent"
+    assert slug("PGD-100 x10 restarts, β=2") == "pgd_100_x10_restarts_beta_2"
+    assert slug("ε_L > ε") == "eps_l_eps" and slug("10 restarts") == "c_10_restarts"
+    assert slug("Δ%") == "delta"
+    names = layout_names(["X-ent", "X ent", "x_ent sd"], SD_SUFFIX)
+    assert names["X-ent"] == "x_ent_pct" and names["X ent"] == "x_ent_2_pct"
+    assert names["X-ent sd"] == "x_ent_sd_pct" and names["x_ent sd"] == "x_ent_sd_2_pct"
+    assert len(set(names.values())) == len(names)
 
 
 def test_published_values_and_deltas(demo_run):
     _, _, out = demo_run
     cmp = pd.read_parquet(out / "table_2_compare.parquet")
     test = cmp[(cmp.row == 1) & (cmp.column == "Test")].iloc[0]
-    assert test.published == pytest.approx(99.21) and test.delta == pytest.approx(80 - 99.21)
+    assert test.published_pct == pytest.approx(99.21)
+    assert test.delta_pct == pytest.approx(80 - 99.21) and test.measured_pct == pytest.approx(80)
     assert not test.within
     bb = cmp[(cmp.row == 8) & (cmp.column == "black FGSM CW")].iloc[0]
     ref = pd.read_csv(REFERENCE)
     want = ref[(ref.table == 2) & (ref.row == 8) & (ref.threat == "black") & (ref.attack == "fgsm")]
-    assert bb.published == pytest.approx(float(want.value_percent.iloc[0]))
+    assert bb.published_pct == pytest.approx(float(want.value_percent.iloc[0]))
 
 
 def test_markdown_and_html_show_published_beside_measured(demo_run):
@@ -94,8 +122,8 @@ def test_markdown_and_html_show_published_beside_measured(demo_run):
     ordering = md.split("## White-box PGD-40")[1].split("\n## ")[0]  # a table the paper lacks
     assert "No published number to compare with" in ordering and "0 of 0" not in md
     cmp = pd.concat(pd.read_parquet(p) for p in out.glob("*_compare.parquet"))
-    both = cmp.dropna(subset=["delta"])
-    assert both.status.notna().all() and cmp[cmp.delta.isna()].status.isna().all()
+    both = cmp.dropna(subset=["delta_pct"])
+    assert both.status.notna().all() and cmp[cmp.delta_pct.isna()].status.isna().all()
     # the headline counts distinct measurements, each once however many tables print it
     distinct = both.groupby("measurement").status.agg(set)
     agree = sum(st <= {"within", "uninformative"} and "within" in st for st in distinct)
@@ -177,7 +205,26 @@ def test_measurements_schema_units_and_dtypes(demo_run):
         assert str(long[col].dtype) == "boolean", (col, long[col].dtype)
     pgd = long[(long.attack == "pgd") & (long.threat == "white")]
     assert len(pgd) and pgd.random_start.notna().all() and set(pgd.attack_steps) == {40, 100}
-    assert long[long.metric == "test_accuracy"].n.isna().all()
+    # clean accuracies: the whole split (the digits: 1,500 training, 297 test images)
+    assert set(long[long.metric == "test_accuracy"].n) == {297}
+    assert set(long[long.metric == "train_accuracy"].n) == {1500}
+
+
+def test_split_sizes_are_the_datasets(digits):
+    """The n of a clean accuracy is its split's size: the digits as lsqueeze.data writes them,
+    MNIST's training split without the 5,000 validation images."""
+    import torch
+
+    from lsqueeze.data import MNIST_VALIDATION
+    from lsqueeze.tablemeta import SPLIT_IMAGES, split_images
+
+    for split in ("train", "test"):
+        y = torch.load(digits / f"{split}.pt")["y"]
+        assert SPLIT_IMAGES["digits28"][split] == SPLIT_IMAGES["digits32"][split] == len(y)
+    assert SPLIT_IMAGES["mnist"] == {"train": 60_000 - MNIST_VALIDATION, "test": 10_000}
+    assert split_images("test_accuracy", "mnist") == 10_000
+    assert split_images("train_accuracy", "mnist", {"n_train": 123}) == 123  # a record's own
+    assert split_images("accuracy", "mnist") is None
 
 
 def test_tables_carry_provenance_captions_and_masking(demo_run):
@@ -244,7 +291,7 @@ def test_one_cell_in_two_rows_shows_each_rows_published_value():
         row = next(tr for tr in html.splitlines() if f"<td>{label}</td>" in tr)
         assert text in row, (label, row)
     _, compare = tables["2"]
-    assert compare["published"].tolist() == pytest.approx([pub[1], pub[8]])
+    assert compare["published_pct"].tolist() == pytest.approx([pub[1], pub[8]])
 
 
 def test_a_bar_in_a_label_or_column_name_keeps_the_markdown_cells_in_place():
@@ -261,3 +308,22 @@ def test_a_bar_in_a_label_or_column_name_keeps_the_markdown_cells_in_place():
         return len([c for c in line.replace(r"\|", "").split("|")])
 
     assert cells(row) == cells(head) == len(["", "model", "α", "β", "σ", "k", "Test", ""])
+
+
+def test_runs_of_an_older_version_read_with_this_versions_columns():
+    """The committed runs (reproduced/) keep the column names they were written with: the
+    readers (claims, DVC metrics) rename them, and masking's fractions become percent."""
+    from lsqueeze.tablemeta import read_table
+
+    run = REPO / "reproduced" / "mnist_100k_cpu"
+    old = pd.read_parquet(run / "table_6_compare.parquet")
+    new = read_table(run / "table_6_compare.parquet", "compare")
+    assert {"measured", "published", "delta"} <= set(old.columns)
+    assert new["measured_pct"].tolist() == old["measured"].tolist()
+    assert {"published_pct", "delta_pct", "sd_pct", "replicate_spread_pct"} <= set(new.columns)
+    masking_old = pd.read_parquet(run / "masking.parquet")
+    masking = read_table(run / "masking.parquet", "masking")
+    assert masking["accuracy_pct"].tolist() == pytest.approx((100 * masking_old["value"]).tolist())
+    assert masking["gap_pct"].dropna().tolist() == pytest.approx(
+        (100 * masking_old["gap"]).dropna().tolist())
+    assert read_table(run / "table_6_compare.parquet", "compare").equals(new)  # files untouched

@@ -54,7 +54,7 @@ def clean_accuracy_pct(long: pd.DataFrame, cell_ids) -> float | None:
 def judge(cmp: pd.DataFrame, table: dict, plan: dict, long: pd.DataFrame,
           tolerance: float) -> pd.DataFrame:
     """Add `measurement`, `status` (within | outside | uninformative | None when not compared)
-    and `replicate_spread` (the paper's max − min over this entry's replicate rows) to one
+    and `replicate_spread_pct` (the paper's max − min over this entry's replicate rows) to one
     table's comparison frame, whose rows follow table rows × columns in order."""
     cmp = cmp.copy()
     keys, status, groups = [], [], []
@@ -67,7 +67,7 @@ def judge(cmp: pd.DataFrame, table: dict, plan: dict, long: pd.DataFrame,
         # Replicates: same printed parameters and label, any seed.
         groups.append((col["name"], row.get("label", ""), cell["dataset"], cell["method"],
                        cell.get("alpha"), cell.get("beta"), cell.get("sigma"), cell["steps"]))
-        m, p = rec["measured"], rec["published"]
+        m, p = rec["measured_pct"], rec["published_pct"]
         if missing(m) or missing(p):
             status.append(None)
             continue
@@ -79,10 +79,10 @@ def judge(cmp: pd.DataFrame, table: dict, plan: dict, long: pd.DataFrame,
         else:
             status.append("within" if abs(m - p) <= tolerance else "outside")
     cmp["measurement"] = keys
-    cmp["status"] = pd.Series(status, index=cmp.index, dtype="object")
-    spreads = _spreads(groups, cmp["published"])
-    cmp["replicate_spread"] = pd.Series([spreads.get(g) for g in groups], index=cmp.index,
-                                        dtype="float64")
+    cmp["status"] = pd.Series(status, index=cmp.index, dtype=object)
+    spreads = _spreads(groups, cmp["published_pct"])
+    cmp["replicate_spread_pct"] = pd.Series([spreads.get(g) for g in groups], index=cmp.index,
+                                            dtype="float64")
     return cmp
 
 
@@ -109,12 +109,12 @@ def counts(cmp: pd.DataFrame | None) -> dict:
         return out
     both = cmp[cmp["status"].notna()]
     per = both.groupby("measurement")["status"].agg(set)
-    spread = cmp["replicate_spread"].dropna()
+    spread = cmp["replicate_spread_pct"].dropna()
     out.update({
-        "published": int(cmp["published"].notna().sum()), "compared": len(both),
+        "published": int(cmp["published_pct"].notna().sum()), "compared": len(both),
         "within": int((both["status"] == "within").sum()),
         "uninformative": int((both["status"] == "uninformative").sum()),
-        "missing_measured": int((cmp["published"].notna() & cmp["measured"].isna()).sum()),
+        "missing_measured": int((cmp["published_pct"].notna() & cmp["measured_pct"].isna()).sum()),
         "measurements": len(per),
         "measurements_within": int(sum("within" in st and "outside" not in st for st in per)),
         "measurements_uninformative": int(sum(st == {"uninformative"} for st in per)),

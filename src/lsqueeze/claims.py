@@ -108,10 +108,10 @@ def training_images(compare: dict | None = None) -> tuple[float, str]:
     num = den = 0.0
     count = 0
     for frame in (compare or {}).values():
-        if frame is None or not {"n_seeds", "sd", "measured"} <= set(frame.columns):
+        if frame is None or not {"n_seeds", "sd_pct", "measured_pct"} <= set(frame.columns):
             continue
         for r in frame.itertuples():
-            sd, m = _num(r.sd), _num(r.measured)
+            sd, m = _num(r.sd_pct), _num(r.measured_pct)
             if r.n_seeds and r.n_seeds > 1 and sd and m is not None and 5 < m < 95:
                 num += (m / 100) * (1 - m / 100)
                 den += (sd / 100) ** 2
@@ -139,7 +139,8 @@ def spread(entry: dict, train_images: float | None = None) -> float:
 
 
 def _num(v):
-    return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
+    return None if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)) \
+        else float(v)
 
 
 def _matches(col: dict, want) -> bool:
@@ -180,7 +181,8 @@ class Context:
                 self.n[(r.cell_id, r.threat, r.attack_id, r.metric)] = int(r.n)
                 self.n.setdefault((r.cell_id, r.metric), int(r.n))
                 ns.append(int(r.n))
-        # clean train/test accuracy carry no n: the largest evaluated subset stands in
+        # a run of an older version recorded no n for the clean train/test accuracy: the largest
+        # evaluated subset stands in
         self.default_n = max(ns) if ns else None
         self.train_images, self.train_basis = training_images(compare)
         # what a flagged model's robustness check names: the table's name for an attack
@@ -235,7 +237,7 @@ class Context:
                 for col in cols:
                     rec = (cmp[(cmp["cell_id"] == row["cell_id"]) & (cmp["column"] == col["name"])]
                            if cmp is not None else [])
-                    value = _num(rec["measured"].iloc[0]) if len(rec) else None
+                    value = _num(rec["measured_pct"].iloc[0]) if len(rec) else None
                     if value is None:
                         continue
                     ids = row.get("cell_ids") or [row["cell_id"]]
@@ -245,9 +247,9 @@ class Context:
                         "attack_id": (row.get("attack_ids") or {}).get(col["name"],
                                                                        col.get("attack_id")),
                         "eps": (col.get("attack_paper") or {}).get("eps"),
-                        "sd": _num(rec["sd"].iloc[0]) if "sd" in rec else None,
+                        "sd": _num(rec["sd_pct"].iloc[0]) if "sd_pct" in rec else None,
                         "seeds": int(rec["n_seeds"].iloc[0]) if "n_seeds" in rec else 1,
-                        "published": _num(rec["published"].iloc[0]),
+                        "published": _num(rec["published_pct"].iloc[0]),
                         "n": self._n(ids, row, col), "cells": list(ids)})
                 out.append(((str(t["id"]), i), text, entries))
         if want_rows != "all":
@@ -468,8 +470,8 @@ def masked_by(result: dict, ctx: Context) -> str | None:
     names = []
     for f in flagged.itertuples():
         ref = getattr(f, "reference_attack_id", None)
-        stronger = ref if isinstance(ref, str) and _num(f.reference) is not None \
-            and f.reference < f.value else f.attack_id
+        stronger = ref if isinstance(ref, str) and _num(f.reference_pct) is not None \
+            and f.reference_pct < f.accuracy_pct else f.attack_id
         # a flag matters at the check's ε, and only if the check did not measure that attack
         if stronger == result["robust_attack"] or (
                 stronger in ctx.attack_eps and result["robust_eps"] is not None

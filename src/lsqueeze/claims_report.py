@@ -7,18 +7,17 @@ Aggregation layer, like lsqueeze.claims: pandas only, no model code (no torch im
 from __future__ import annotations
 
 import html
-import json
 import math
 import re
 from pathlib import Path
 
 import pandas as pd
 
-from lsqueeze.io import atomic_path, read_json, read_parquet, save_parquet
+from lsqueeze.io import atomic_path, read_json, read_parquet
 
 from lsqueeze.claims import (MASKED, SIGMAS, UNMEASURED, ClaimsError, Context, evaluate_claims,
                              load_claims, masking_for, summary)
-from lsqueeze.tablemeta import checked_model
+from lsqueeze.tablemeta import CLAIMS_COLUMNS, PCT, checked_model, read_table, save_table, typed
 
 
 def _f(v, sd=None, seeds=None) -> str:
@@ -152,6 +151,23 @@ def to_html(markdown: str, title: str = "Claims") -> str:
     return "\n".join(out + ["</body></html>"]) + "\n"
 
 
+# claims.parquet's accuracies (percent points: values, sds, published numbers, the margin d and
+# its spread) carry the unit in their names
+PCT_COLUMNS = ["lhs_value", "lhs_sd", "lhs_published", "rhs_value", "rhs_sd", "rhs_published", "d",
+               "spread"]
+
+
+def claims_parquet(results: pd.DataFrame) -> pd.DataFrame:
+    """The verdicts as claims.parquet stores them: accuracies as `<name>_pct`, seeds as integers,
+    paper_holds as a nullable boolean, `cells` as a list of cell ids."""
+    out = results.copy()
+    out["cells"] = [list(c) for c in out["cells"]]  # a Parquet list<string>
+    out = typed(out, ints=["lhs_seeds", "rhs_seeds"], bools=["paper_holds"], floats=PCT_COLUMNS,
+                strings=[c for c in out.columns if c not in (*PCT_COLUMNS, "cells", "lhs_seeds",
+                                                            "rhs_seeds", "paper_holds")])
+    return out.rename(columns={c: f"{c}{PCT}" for c in PCT_COLUMNS})
+
+
 def run(plan_path, claims_path, tables_dir, out_dir, note: str = "", preset: str = "") -> dict:
     """The claims stage: claims.md and claims.parquet from the aggregated tables."""
     plan = read_json(plan_path)
@@ -162,19 +178,15 @@ def run(plan_path, claims_path, tables_dir, out_dir, note: str = "", preset: str
         p = tables_dir / f"table_{t['id']}_compare.parquet"
         if not p.exists():
             raise ClaimsError(f"{p}: missing (run the aggregate step first)")
-        compare[str(t["id"])] = read_parquet(p)
+        compare[str(t["id"])] = read_table(p, "compare")
     long_path, masking_path = tables_dir / "measurements.parquet", tables_dir / "masking.parquet"
     long = read_parquet(long_path) if long_path.exists() else None
-    masking = read_parquet(masking_path) if masking_path.exists() else None
+    masking = read_table(masking_path, "masking") if masking_path.exists() else None
     ctx = Context(plan, compare, long, masking)
     results = evaluate_claims(claims, ctx)
     text = render(claims, results, masking, preset or plan.get("preset") or "", note, plan,
                   ctx.train_basis)
-    out = results.copy()
-    out["cells"] = [json.dumps(c) for c in out["cells"]]  # Parquet-friendly: a JSON list
-    out["masked_by"] = out["masked_by"].astype("string")
-    out["paper_verdict"] = out["paper_verdict"].astype("string")
-    save_parquet(out, out_dir / "claims.parquet")
+    save_table(claims_parquet(results), out_dir / "claims.parquet", CLAIMS_COLUMNS)
     for name, page in (("claims.md", text), ("claims.html", to_html(text))):
         with atomic_path(out_dir / name) as tmp:
             tmp.write_text(page)

@@ -18,6 +18,8 @@ each computed per model cell from rows that are already in measurements.parquet:
   The number a table reports for the smaller budget then overstates the robustness.
 
 `masking_flags` returns one row per check performed, flagged or not, so a table can say "checked".
+Its accuracies are percent points (accuracy_pct, reference_pct, gap_pct = accuracy − reference),
+as the tables print them; the long form it reads holds fractions.
 """
 
 from __future__ import annotations
@@ -27,9 +29,11 @@ import math
 import pandas as pd
 
 from lsqueeze.config import RECIPES
+from lsqueeze.tablemeta import typed
 
-COLUMNS = ["cell_id", "dataset", "check", "flagged", "value", "reference", "gap", "attack_id",
-           "reference_attack_id", "source_id", "detail"]
+COLUMNS = ["cell_id", "dataset", "check", "flagged", "accuracy_pct", "reference_pct", "gap_pct",
+           "attack_id", "reference_attack_id", "source_id", "detail"]
+STRINGS = ["cell_id", "dataset", "check", "attack_id", "reference_attack_id", "source_id", "detail"]
 
 
 def _eps_pixel(eps, dataset, pixel_scale) -> float:
@@ -66,10 +70,11 @@ def _pct(fraction: float) -> str:
 
 
 def _row(r, check, flagged, value, reference, ref_attack=None, source=None, detail=""):
+    """One check's row; value and reference are fractions (the long form's), stored as percent."""
     return {"cell_id": r["cell_id"], "dataset": r["dataset"], "check": check,
-            "flagged": bool(flagged), "value": float(value),
-            "reference": None if reference is None else float(reference),
-            "gap": None if reference is None else float(value) - float(reference),
+            "flagged": bool(flagged), "accuracy_pct": 100 * float(value),
+            "reference_pct": None if reference is None else 100 * float(reference),
+            "gap_pct": None if reference is None else 100 * (float(value) - float(reference)),
             "attack_id": r["attack_id"], "reference_attack_id": ref_attack,
             "source_id": source, "detail": detail}
 
@@ -90,7 +95,7 @@ def masking_flags(long: pd.DataFrame, *, large_eps: float = 0.5, zero_tol: float
     df = _accuracy_rows(long, pixel_scale)
     out = []
     if df.empty:
-        return pd.DataFrame(out, columns=COLUMNS)
+        return _frame(out)
     white, black = df[df["threat"] == "white"], df[df["threat"] == "black"]
     for cid, rows in white.groupby("cell_id"):
         big = rows[rows["eps_pixel"] >= large_eps]
@@ -131,4 +136,13 @@ def masking_flags(long: pd.DataFrame, *, large_eps: float = 0.5, zero_tol: float
                         best["value"], ref_attack=best["attack_id"], source=b.get("source_id"),
                         detail=f"black-box vs strongest comparable white-box attack; flagged when "
                                f"the black-box accuracy is lower by more than {_pct(black_tol)} points"))
-    return pd.DataFrame(out, columns=COLUMNS)
+    return _frame(out)
+
+
+def _frame(rows: list[dict]) -> pd.DataFrame:
+    """The checks with Parquet types: floats (NaN where no reference), strings, a bool flag."""
+    frame = pd.DataFrame(rows, columns=COLUMNS)
+    frame["flagged"] = frame["flagged"].astype(bool)
+    for col in ("accuracy_pct", "reference_pct", "gap_pct"):
+        frame[col] = pd.to_numeric(frame[col]).astype("float64")
+    return typed(frame, strings=STRINGS)

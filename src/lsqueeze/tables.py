@@ -5,9 +5,11 @@ Outputs (all under the preset's results/tables/):
   a column, plus provenance (code version, config hash, device, wall time); threat "worst" rows
   give the worst case per model and ε over every attack run at that ε (`worst_of` names them);
 - table_<id>.parquet: the paper's layout, measured values in percent; the index is (cell_id,
-  model) and the columns are the paper's: α, β, σ, k, then the table's columns (Train, Test,
-  attacks, Eq. 4);
-- table_<id>_compare.parquet: one row per number: measured, published, Δ, within tolerance;
+  model) and the columns are the paper's: alpha, beta, sigma, k, then the table's columns (Train,
+  Test, attacks, Eq. 4) as snake_case names ending in `_pct` (train_pct, white_pgd_40_x_ent_pct);
+  the titles the Markdown prints are in the file's metadata (lsqueeze.tablemeta);
+- table_<id>_compare.parquet: one row per number: measured_pct, published_pct, delta_pct, within
+  tolerance;
 - tables.md / tables.html: every number as "measured (published, Δ)" and a tolerance summary.
 """
 
@@ -22,10 +24,12 @@ import pandas as pd
 from lsqueeze.agreement import counts, headline, judge
 from lsqueeze.config import (PAPER_PARAMS, SD_SUFFIX, cell_id, config_hash, model_name, steps_tag,
                              table_files)
-from lsqueeze.io import atomic_path, read_json, read_parquet, save_parquet
+from lsqueeze.io import atomic_path, read_json, read_parquet
 from lsqueeze.perexample import WORST, worst_case_id, worst_cases
-from lsqueeze.tablemeta import (caption, masking_section, measurements_html, missing, provenance,
-                                provenance_lines, typed_measurements)
+from lsqueeze.tablemeta import (COMPARE_COLUMNS, MASKING_COLUMNS, caption, layout_names,
+                                masking_section, measurements_html, missing, provenance,
+                                provenance_lines, save_table, split_images, typed,
+                                typed_measurements)
 
 CELL_COLS = ["cell_id", "dataset", "method", "alpha", "beta", "sigma", "steps", "seed", "clip_noise"]
 ATTACK_COLS = ["threat", "attack_id", "attack", "loss", "attack_steps", "eps", "step_size",
@@ -58,8 +62,10 @@ def measurement_rows(rec: dict) -> list[dict]:
         prov = {"code_version": rec["code_version"], "config_hash": config_hash(rec["spec"]),
                 "device": rec["device"], "wall_time_s": rec["wall_time_s"],
                 "diverged": rec["diverged"], "steps_done": rec["steps_done"]}
+        # n: the images of the split the metric was computed on (the whole train or test split)
         return [{**_cell_cols(cell), **_attack_cols("none", None), "metric": m, "value": rec.get(m),
-                 "n": None, **prov} for m in ("train_accuracy", "test_accuracy", "mean_logit_norm")]
+                 "n": split_images(m, cell["dataset"], rec), **prov}
+                for m in ("train_accuracy", "test_accuracy", "mean_logit_norm")]
     cell = rec["cell"]
     prov = {"code_version": rec["code_version"], "config_hash": config_hash(rec["attack"]),
             "device": rec["device"], "wall_time_s": rec["wall_time_s"], "diverged": None,
@@ -188,22 +194,48 @@ def build_tables(plan: dict, long: pd.DataFrame, reference: pd.DataFrame, analys
                 compare.append({"table": table["id"], "paper_table": table.get("paper_table"),
                                 "row": row.get("paper_row"), "cell_id": row["cell_id"],
                                 "model": label, "column": col["name"],
-                                "measured": m, "sd": sd, "n_seeds": n_seeds, "published": p,
-                                "delta": d, "within": None if d is None else abs(d) <= tolerance})
+                                "measured_pct": m, "sd_pct": sd, "n_seeds": n_seeds,
+                                "published_pct": p, "delta_pct": d,
+                                "within": None if d is None else abs(d) <= tolerance})
             layout.append(rec)
         names = [c["name"] for c in table["columns"]]
         sds = [f"{n}{SD_SUFFIX}" for n in names] + ["seeds"] if seeded else []
         frame = pd.DataFrame(layout, columns=["cell_id", "model", *PAPER_PARAMS, *names, *sds])
         frame = frame.astype({n: "float64" for n in names + sds[:-1]})
         frame = frame.set_index(["cell_id", "model"])
-        cmp = pd.DataFrame(compare, columns=["table", "paper_table", "row", "cell_id", "model",
-                                             "column", "measured", "sd", "n_seeds", "published",
-                                             "delta", "within"])
-        cmp = cmp.astype({"measured": "float64", "sd": "float64", "published": "float64",
-                          "delta": "float64"})
+        cmp = pd.DataFrame(compare, columns=COMPARE)
+        cmp = typed(cmp, ints=["paper_table", "row", "n_seeds"], bools=["within"],
+                    floats=["measured_pct", "sd_pct", "published_pct", "delta_pct"],
+                    strings=["table", "cell_id", "model", "column"])
         # + measurement key, within/outside/uninformative, the paper's replicate spread
         out[table["id"]] = (frame, judge(cmp, table, plan, long, tolerance))
     return out
+
+
+COMPARE = ["table", "paper_table", "row", "cell_id", "model", "column", "measured_pct", "sd_pct",
+           "n_seeds", "published_pct", "delta_pct", "within"]
+# the long form's columns with a title or a unit of their own (`value`'s unit: the `unit` column)
+MEASUREMENT_COLUMNS = {
+    "value": {"title": "the metric's value", "unit": "per row: the unit column"},
+    "n": {"title": "images the value was measured on"},
+    "eps": {"title": "ε of the attack", "unit": "the paper's units for the dataset "
+                                                 "(MNIST: [0,1] pixels; CIFAR: 0-255)"},
+    "step_size": {"title": "step of the attack", "unit": "as eps"},
+    "wall_time_s": {"title": "wall time of the job", "unit": "seconds"},
+}
+
+
+def layout_parquet(table: dict, layout: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+    """A paper-layout frame as its Parquet stores it: snake_case columns (alpha, beta, sigma, k,
+    then <column>_pct), and {column: {"title", "unit"}} for its metadata, the titles being the
+    names the Markdown prints."""
+    names = layout_names([c["name"] for c in table["columns"]], SD_SUFFIX)
+    frame = layout.rename(columns=names)  # k and seeds: plain integers, never missing
+    units = {"k": "training steps", "seeds": "count"}
+    meta = {new: {"title": old, **({"unit": "percent"} if new.endswith("_pct") else {}),
+                  **({"unit": units[new]} if new in units else {})}
+            for old, new in names.items() if new in frame.columns}
+    return frame, meta
 
 
 def summary(tables: dict) -> dict:
@@ -242,12 +274,12 @@ def _grid(table: dict, layout: pd.DataFrame, compare: pd.DataFrame, tolerance: f
             if (c.cell_id, c.column) != (cid, col["name"]):
                 raise ValueError(f"table {table['id']}: comparison {c.cell_id} {c.column!r} is "
                                  f"out of place (row {cid}, column {col['name']!r})")
-            text = _fmt(c.measured)
+            text = _fmt(c.measured_pct)
             if c.n_seeds > 1:  # mean ± sd over the row's seeds
-                text += f" ± {_fmt(c.sd)}"
-            if not missing(c.published):
-                text += f" ({_fmt(c.published)}, Δ {_fmt(c.delta)})"
-            cells.append((text, not missing(c.delta) and abs(c.delta) > tolerance))
+                text += f" ± {_fmt(c.sd_pct)}"
+            if not missing(c.published_pct):
+                text += f" ({_fmt(c.published_pct)}, Δ {_fmt(c.delta_pct)})"
+            cells.append((text, not missing(c.delta_pct) and abs(c.delta_pct) > tolerance))
         rows.append(cells)
     return ["model", *PAPER_PARAMS] + [c["name"] for c in table["columns"]], rows
 
@@ -371,17 +403,18 @@ def aggregate(plan_path, inputs, reference_path, out_dir) -> pd.DataFrame:
     long = pd.DataFrame(rows + _eq4_rows(plan, analyses))
     long = long.drop_duplicates(subset=["cell_id", "threat", "attack_id", "attack", "eps",
                                         "source_id", "metric"], ignore_index=True)
-    save_parquet(typed_measurements(long), out_dir / "measurements.parquet")
+    save_table(typed_measurements(long), out_dir / "measurements.parquet", MEASUREMENT_COLUMNS)
     from lsqueeze.masking import masking_flags  # gradient-masking checks, one row per check
 
     masking = masking_flags(long, pixel_scale=plan.get("pixel_scale"))
     masking.insert(1, "model", masking["cell_id"].map(_model_names(plan)).astype("string"))
-    save_parquet(masking, out_dir / "masking.parquet")
-    for tid, (layout, compare) in tables.items():
-        layout_file, compare_file, _ = table_files(tid)
-        with atomic_path(out_dir / layout_file) as tmp:  # keep the (cell_id, model) index
-            layout.to_parquet(tmp)
-        save_parquet(compare, out_dir / compare_file)
+    save_table(masking, out_dir / "masking.parquet", MASKING_COLUMNS)
+    for table in plan["tables"]:
+        layout, compare = tables[table["id"]]
+        layout_file, compare_file, _ = table_files(table["id"])
+        frame, columns = layout_parquet(table, layout)
+        save_table(frame, out_dir / layout_file, columns, index=True)  # (cell_id, model) index
+        save_table(compare, out_dir / compare_file, COMPARE_COLUMNS)
     prov = provenance(plan, long)
     for table in plan["tables"]:  # one page per table, for the Snakemake report
         with atomic_path(out_dir / table_files(table["id"])[2]) as tmp:
