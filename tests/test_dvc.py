@@ -228,8 +228,8 @@ def test_metrics_keys_are_cell_names(tmp_path):
     assert t["mean_abs_delta"] == 5.5 and t["compared"] == 2 and t["within_tolerance"] == 1
     assert "values" not in t  # every number goes to the CSV, not to `dvc metrics show`
     # a few headline accuracies per model, by the preset's cell name; none where not measured
-    assert m["models"] == {"smooth": {"clean_pct": 90.0},
-                           "squeeze": {"clean_pct": 97.0, "pgd_pct": 50.12}}
+    assert m["accuracy_pct"] == {"smooth": {"clean": 90.0},
+                                 "squeeze": {"clean": 97.0, "pgd": 50.12}}
     assert json.loads((tmp_path / "m.json").read_text()) == m
     # the plot's data: only numbers with a published value and a measured one (none at 0)
     lines = (tmp_path / "c.csv").read_text().splitlines()
@@ -254,21 +254,21 @@ def test_headline_metrics_of_each_model_fit_a_terminal(preset):
     path, key, old, new, change) and as one line per model (its keys and values) fit in 100
     columns, with the widest values (100.00) — for the presets' plans, whatever a run measures."""
     from lsqueeze.config import build_plan, load_config
-    from lsqueeze.dvc_metrics import HEADLINE, headline_columns
+    from lsqueeze.dvc_metrics import HEADLINE, MODELS, headline_columns
 
     cfg = REPO / ("tests/config/tiny.yaml" if preset == "tiny" else "params/demo.yaml")
     plan = build_plan(load_config(cfg))
     where = headline_columns({"tables": plan.tables})
-    models = {cell: {k: 100.0 for k in [*keys, "clean_pct"]} for cell, keys in where.items()}
+    models = {cell: {k: 100.0 for k in [*keys, "clean"]} for cell, keys in where.items()}
     assert set(models) >= {"squeeze", "smooth"}
     assert set(where["squeeze"]) == set(HEADLINE)  # clean, PGD, AutoAttack, worst case
     path = f"metrics/{preset}.json"
     for cell, values in models.items():
-        flat = _flat({"models": {cell: values}})
+        flat = _flat({MODELS: {cell: values}})
         for key, value in flat.items():
             row = f"{path}  {key}  {value:.2f}  {value:.2f}  {-value:.2f}"
             assert len(row) <= 100, row
-        line = f"{path}  models.{cell}  " + "  ".join(f"{k} {v:.2f}" for k, v in values.items())
+        line = f"{path}  {MODELS}.{cell}  " + "  ".join(f"{k} {v:.2f}" for k, v in values.items())
         assert len(line) <= 100, line
 
 

@@ -1,8 +1,9 @@
 """Summary numbers of a run for `dvc metrics` / `dvc plots` (written by the DVC stage).
 
 `dvc metrics show` gets a few scalars per table (numbers compared, within tolerance, mean |Δ|)
-and a few headline accuracies per model (`models.<cell>`: clean, the paper's white-box PGD,
-AutoAttack, the worst case; percent): a row a reader can take in, for the paper too. Every number
+and a few headline accuracies per model in percent (`accuracy_pct.<cell>.clean`, `.pgd` the
+paper's white-box PGD, `.aa` AutoAttack, `.worst` the worst case): a row a reader can take in, for
+the paper too. Every number
 beside its published value sits in the comparison CSV instead, the data of `dvc plots show` /
 `dvc plots diff`. Keys are stable across parameter edits — table id, the preset's cell name, the
 column name — not canonical cell ids, which change with a cell's values; so a diff after editing
@@ -24,12 +25,13 @@ from lsqueeze.tablemeta import read_table
 
 CSV_COLUMNS = ["table", "cell", "column", "measured", "published", "delta"]
 # The headline accuracies of a model (percent), each from the first table column of its kind that
-# shows the model, in the preset's table order: `dvc metrics show` keys models.<cell>.<key>.
+# shows the model, in the preset's table order: `dvc metrics show` keys accuracy_pct.<cell>.<key>.
+MODELS = "accuracy_pct"
 HEADLINE = {
-    "clean_pct": "clean test accuracy",
-    "pgd_pct": "white-box PGD on the cross-entropy, one restart, bounded ε (the paper's main attack)",
-    "aa_pct": "AutoAttack",
-    "worst_pct": "the worst case per image over every attack at one ε",
+    "clean": "clean test accuracy",
+    "pgd": "white-box PGD on the cross-entropy, one restart, bounded ε (the paper's main attack)",
+    "aa": "AutoAttack",
+    "worst": "the worst case per image over every attack at one ε",
 }
 
 
@@ -42,16 +44,16 @@ def headline_kind(col: dict) -> str | None:
     """Which headline number a table column gives (a HEADLINE key), or None."""
     attack = col.get("attack_paper") or {}
     if col.get("metric") == "test_accuracy":
-        return "clean_pct"
+        return "clean"
     if col.get("threat") == "worst":
-        return "worst_pct"
+        return "worst"
     if col.get("threat") != "white" or col.get("metric", "accuracy") != "accuracy":
         return None
     if attack.get("attack") == "autoattack":
-        return "aa_pct"
+        return "aa"
     if attack.get("attack") == "pgd" and attack.get("loss") == "xent" \
             and (attack.get("restarts") or 1) == 1 and attack.get("eps") is not None:
-        return "pgd_pct"
+        return "pgd"
     return None
 
 
@@ -108,7 +110,7 @@ def summarize(plan_path, tables_dir) -> tuple[dict, list[dict]]:
     metrics.update({"compared": c["compared"], "within_tolerance": c["within"],
                     **{k: c[k] for k in ("uninformative", "measurements", "measurements_within",
                                          "measurements_uninformative", "replicate_spread")}})
-    metrics["models"] = _models(plan, measured, Path(tables_dir) / "measurements.parquet")
+    metrics[MODELS] = _models(plan, measured, Path(tables_dir) / "measurements.parquet")
     claims = Path(tables_dir) / "claims.parquet"
     if claims.exists():  # the claims stage's verdicts: claims reproduced / total, and the rest
         from lsqueeze.claims import summary as claims_summary
@@ -132,9 +134,9 @@ def _models(plan: dict, measured: dict, long_path: Path) -> dict:
     for cell in ids:
         where = where_all.get(cell, {})
         values = {k: measured.get(w) for k, w in where.items()}
-        if values.get("clean_pct") is None:
+        if values.get("clean") is None:
             seeds = [clean[c] for c in ids[cell] if c in clean]
-            values["clean_pct"] = sum(seeds) / len(seeds) if seeds else None
+            values["clean"] = sum(seeds) / len(seeds) if seeds else None
         values = {k: round(values[k], 2) for k in HEADLINE if values.get(k) is not None}
         if values:
             models[cell] = values
