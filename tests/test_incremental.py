@@ -242,11 +242,13 @@ def test_after_snakemake_itself_is_killed_unlock_then_rerun_incomplete(work):
     from conftest import SNAKEMAKE
 
     workdir, cfg = work
-    model = f"{cell_dir(cfg, 'digits28/ls0.2-sq0-gn0.3-k60-s0')}/model.pt"
+    cell = "digits28/ls0-sq0.5-gn0.5-k60-s1"  # in the preset whatever the tests before edited
+    model = f"{cell_dir(cfg, cell)}/model.pt"
     base = [SNAKEMAKE, "-s", str(CHECKOUT["snakefile"]), "--directory", str(workdir),
             "--cores", "2", "--configfile", str(cfg)]
-    proc = subprocess.Popen(base + ["--forcerun", model], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    out = workdir / "killed-snakemake.log"
+    proc = subprocess.Popen(base + ["--forcerun", model], stdout=open(out, "w"),
+                            stderr=subprocess.STDOUT, start_new_session=True)
     # Kill as soon as the forced job has started: Snakemake has then taken its lock and marked
     # the model incomplete (waiting a fixed time instead races a fast machine to the job's end).
     incomplete = workdir / ".snakemake" / "incomplete"
@@ -256,14 +258,17 @@ def test_after_snakemake_itself_is_killed_unlock_then_rerun_incomplete(work):
                                        for f in incomplete.rglob("*") if f.is_file()):
             break
         time.sleep(0.01)
-    assert proc.poll() is None, "the forced training job ended before it could be killed"
+    assert proc.poll() is None, f"the forced job ended before it could be killed:\n{out.read_text()}"
     os.killpg(proc.pid, signal.SIGKILL)  # Snakemake and its jobs, as a lost terminal would
     proc.wait(timeout=60)
     stuck = run_snakemake(workdir, configfile=cfg, snakefile=CHECKOUT["snakefile"], check=False)
     assert stuck.returncode != 0 and "cannot be locked" in stuck.stdout + stuck.stderr
     run_snakemake(workdir, "--unlock", configfile=cfg, snakefile=CHECKOUT["snakefile"])
-    run_snakemake(workdir, "--rerun-incomplete", configfile=cfg, snakefile=CHECKOUT["snakefile"])
-    assert planned(workdir, cfg) == {}
+    # the same command again, with --rerun-incomplete (here it forced the model: without the
+    # --forcerun, Snakemake would leave the missing model be, its evaluations being complete)
+    run_snakemake(workdir, "--forcerun", model, "--rerun-incomplete", configfile=cfg,
+                  snakefile=CHECKOUT["snakefile"])
+    assert (workdir / model).is_file() and planned(workdir, cfg) == {}
 
 
 def test_a_second_preset_finds_the_models_the_first_trained(work):

@@ -441,12 +441,14 @@ def test_the_command_snakemake_prints_reruns_the_job_by_hand(tiny_run, tiny_conf
     assert '--device "${LSQUEEZE_DEVICE:-auto}"' in cmd
     assert '"${LSQUEEZE_TRAIN_OPTIONS:-{\\"checkpoint_every\\": 50\\}}"' in cmd
     shutil.copytree(tiny_run / "results/data/digits28", tmp_path / "results/data/digits28")
-    (tmp_path / "results/tiny/logs/train/digits28").mkdir(parents=True)
+    store, rest = target.removesuffix("/model.pt").split("/", 2)[1:]  # results/store/<ds>/<r>/<tag>
+    log = tmp_path / "results" / store / "logs/train" / f"{rest}.log"
+    log.parent.mkdir(parents=True)
     env = {k: v for k, v in ENV.items() if not k.startswith("LSQUEEZE_")}
     env["PATH"] = f"{os.path.dirname(sys.executable)}:{env['PATH']}"
     env["PYTHONPATH"] = str(REPO / "src")
     done = subprocess.run(["bash", "-c", cmd], cwd=tmp_path, env=env, capture_output=True,
                           text=True, timeout=300)
-    log = (tmp_path / "results/tiny/logs/train/digits28/ls0-sq0-gn0-k60-s0.log").read_text()
+    log = log.read_text()
     assert done.returncode == 0, log
     assert (tmp_path / target).exists() and "Traceback" not in log

@@ -120,21 +120,24 @@ def test_tiny_preset_on_slurm_equals_local_run(slurm, tmp_path, tiny_config):
     assert all(jobs[i][1] == "COMPLETED" for i in ids), jobs
     # The transfer evaluations of every target (each seed of a row is one) ran bundled in one
     # group job.
-    n_black = len(list((local / "results" / "tiny" / "eval").rglob("black/*/*.json")))
+    n_black = len(list((local / "results" / "store").rglob("black/*/*.json")))
     assert n_black >= 2
     group_log = next(p for p in plugin_logs if p.parts[-2] == "group_transfer_evaluate_black")
     assert f"{n_black} of {n_black} steps (100%) done" in group_log.read_text()
 
-    # Same seed, same thread counts, CPU: the same numbers as the local run.
+    # Same seed, same thread counts, CPU: the same numbers as the local run (the model store and
+    # the preset's own outputs).
+    store_l, store_s = local / "results" / "store", cluster / "results" / "store"
     res_l, res_s = local / "results" / "tiny", cluster / "results" / "tiny"
-    results = sorted(p.relative_to(res_l) for p in res_l.rglob("*.json"))
+    results = sorted(p.relative_to(store_l) for p in store_l.rglob("*.json"))
     assert len(results) >= 8
     for rel in results:
-        assert _comparable(res_l / rel) == _comparable(res_s / rel), rel
-    tensors = sorted(p.relative_to(res_l) for p in res_l.rglob("*.pt") if "data" not in p.parts)
-    assert any(p.name == "model.pt" for p in tensors) and any("adv" in p.parts for p in tensors)
+        assert _comparable(store_l / rel) == _comparable(store_s / rel), rel
+    tensors = sorted(p.relative_to(store_l) for p in store_l.rglob("*.pt"))
+    assert any(p.name == "model.pt" for p in tensors) and any(
+        p.parent.name.startswith("adv-") for p in tensors)
     for rel in tensors:
-        assert _tensors_equal(res_l / rel, res_s / rel), rel
+        assert _tensors_equal(store_l / rel, store_s / rel), rel
     for rel in ("tables/tables.md", "figures/summary.png"):
         assert (res_s / rel).stat().st_size > 0
 
