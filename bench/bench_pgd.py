@@ -17,10 +17,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import common
 import torch
 import torch.nn.functional as F
 
-import common
 from lsqueeze import attacks
 from lsqueeze.config import RECIPES
 from lsqueeze.data import load_split, to_float

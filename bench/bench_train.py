@@ -17,17 +17,16 @@ import tempfile
 import time
 from pathlib import Path
 
+import common
 import torch
 import torchvision.datasets as tvd
 import torchvision.transforms as T
 from torch.utils.data import DataLoader
 
-import common
 from lsqueeze import config as C
-from lsqueeze.models import build_model, n_params
 from lsqueeze.data import load_split
+from lsqueeze.models import build_model, n_params
 from lsqueeze.train import clean_stats, native_bf16, regularized_loss, train, train_autocast
-
 
 # The paper's Madry CNN (compute-bound on a CPU) and the offline demo's small one (data-bound).
 ARCHS = {"madry": {"name": "madry_cnn", "conv1": 32, "conv2": 64, "fc": 1024},
@@ -122,8 +121,9 @@ def main(argv=None):
     ratio, fp32_ratio = best[ours][0] / baseline, best[ours_fp32][0] / baseline
     data_path = best[ours][0] / best[tuned][0]
     body = (f"## Training loop vs DataLoader (CPU, {args.arch} CNN, num_workers={args.workers})\n\n"
-            f"`.venv/bin/python bench/bench_train.py --arch {args.arch} --steps {args.steps} --workers {args.workers}`"
-            f" — real MNIST, {args.arch} CNN ({n_params(build_model(recipe, (1, 28, 28))):,} parameters), α=0.2, σ=0.3, batch 50, Adam,"
+            f"`.venv/bin/python bench/bench_train.py --arch {args.arch} --steps {args.steps}"
+            f" --workers {args.workers}` — real MNIST, {args.arch} CNN"
+            f" ({n_params(build_model(recipe, (1, 28, 28))):,} parameters), α=0.2, σ=0.3, batch 50, Adam,"
             f" {args.steps} steps per run; best of {args.rounds} interleaved rounds; {common.machine()};"
             f" native bf16: {native_bf16(torch.device('cpu'))}.\n\n"
             f"{table}\n\n**Ratio: {ratio:.2f}×** (ours as it runs by default / the plain loop, same run);"

@@ -54,7 +54,9 @@ def machine() -> str:
 def write_section(name: str, body: str) -> None:
     """Replace (or append) the `name` section of BENCHMARKS.md, leaving other sections alone."""
     path = REPO / "BENCHMARKS.md"
-    text = path.read_text() if path.exists() else "# Benchmarks\n\nEach section is written by its script in `bench/`; ratios are measured in one run.\n"
+    text = path.read_text() if path.exists() else (
+        "# Benchmarks\n\nEach section is written by its script in `bench/`; "
+        "ratios are measured in one run.\n")
     start, end = f"<!-- {name} -->", f"<!-- /{name} -->"
     block = f"{start}\n{body.strip()}\n{end}"
     if start in text:

@@ -284,8 +284,9 @@ def markdown(res: dict) -> str:
                   "|---|---|---|---|---|---|---|"]
         base = m["runs"][0]["aggregate_steps_per_s"]
         for r in m["runs"]:
+            per_job = ", ".join(f"{v:.0f}" for v in r["steps_per_s_per_job"])
             lines.append(f"| {r['jobs']} | {'CUDA graph' if r['cuda_graphs'] else 'plain loop'} | "
-                         f"{r['steps_per_job']} | {', '.join(f'{v:.0f}' for v in r['steps_per_s_per_job'])} | "
+                         f"{r['steps_per_job']} | {per_job} | "
                          f"{r['aggregate_steps_per_s']:.0f} | {r['aggregate_steps_per_s'] / base:.2f}× | "
                          f"{400_000 / min(r['steps_per_s_per_job']) / 60:.0f} min |")
         if "same_seed" in m:

@@ -10,8 +10,8 @@ from torch import nn
 from lsqueeze.activations import activation_magnitudes, inactive
 from lsqueeze.analysis import linear_model
 from lsqueeze.figures import cumulative_curve
-from lsqueeze.tables import predicted_accuracy
 from lsqueeze.landscape import grid, loss_landscape
+from lsqueeze.tables import predicted_accuracy
 
 
 class Linear(nn.Module):

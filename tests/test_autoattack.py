@@ -9,11 +9,11 @@ more accuracy than PGD-40.
 
 import pytest
 import torch
+from test_attacks import accuracy, data, fit, tiny_cnn  # noqa: F401  (data: a fixture)
 from torch import nn
 
 from lsqueeze import attacks
 from lsqueeze import autoattack as aa
-from test_attacks import accuracy, data, fit, tiny_cnn  # noqa: F401  (data: a fixture)
 
 pyautoattack = pytest.importorskip("pyautoattack")
 EPS = 0.05  # on this model: ~88% clean, ~55% under PGD-40, so every member has work to do

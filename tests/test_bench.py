@@ -72,10 +72,10 @@ def test_reproduce_script_runs_a_table_through_the_cli(tmp_path):
 
 
 def test_flop_count_of_a_training_step_is_about_three_forwards(one_thread):
+    import gpu
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    import gpu
     from lsqueeze.config import RECIPES
     from lsqueeze.models import build_model
 

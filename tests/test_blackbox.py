@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import run_snakemake
 from lsqueeze import evaluate
 from lsqueeze.attacks import predict
 from lsqueeze.config import RECIPES, attack_id, build_plan, load_config, resolve_attack
@@ -15,8 +16,6 @@ from lsqueeze.inputs import load_model
 from lsqueeze.integrity import model_record
 from lsqueeze.io import load_torch, save_json, save_torch
 from lsqueeze.models import build_model
-
-from conftest import run_snakemake
 
 RECIPE = {**RECIPES["digits28"], "arch": {"name": "madry_cnn", "conv1": 4, "conv2": 8, "fc": 16}}
 

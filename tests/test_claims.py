@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from lsqueeze import claims as C
-from lsqueeze.claims_report import run, to_html
 from conftest import REPO
+from lsqueeze import claims as C
+from lsqueeze.claims_report import to_html
 
 CLAIMS_FILE = REPO / "params" / "claims.yaml"
 PGD40 = {"name": "white PGD-40 X-ent", "threat": "white", "attack_id": "pgd40",

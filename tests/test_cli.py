@@ -6,10 +6,9 @@ import sys
 
 import pytest
 
+from conftest import REPO, tiny_spec
 from lsqueeze import __version__
 from lsqueeze.cli import FIGURE_KINDS, _parser, main
-
-from conftest import REPO, tiny_spec
 
 
 def test_version(capsys):

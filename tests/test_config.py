@@ -4,9 +4,9 @@ import re
 import pytest
 import yaml
 
+from conftest import PRESETS, REPO
 from lsqueeze.config import attack_id, build_plan, cell_id, num, resolve_cell, steps_tag
 from lsqueeze.schema import ConfigError, validate
-from conftest import PRESETS, REPO
 
 
 def test_numbers_have_one_spelling():

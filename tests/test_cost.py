@@ -6,10 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from conftest import PRESETS
 from lsqueeze import cli, cost
 from lsqueeze.config import build_plan, load_config
-
-from conftest import PRESETS
 
 PARAMS = Path(__file__).resolve().parents[1] / "params"
 

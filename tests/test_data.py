@@ -2,7 +2,6 @@ import gzip
 import hashlib
 import io
 import pickle
-import shutil
 import tarfile
 
 import numpy as np
@@ -10,8 +9,8 @@ import pytest
 import torch
 import torchvision.datasets as tvd
 
-from lsqueeze import data
 from conftest import SHARED_MNIST
+from lsqueeze import data
 
 
 def test_mnist_from_local_mirror_matches_checksums(tmp_path, http_server):

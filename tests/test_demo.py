@@ -7,13 +7,12 @@ steps (README "What the demo shows" gives the full run's numbers).
 import pytest
 import torch
 
+from conftest import REPO
 from lsqueeze.config import CELL_DEFAULTS, build_plan, load_config, resolve_attack
 from lsqueeze.data import prepare
 from lsqueeze.evaluate import white_box
 from lsqueeze.schema import validate
 from lsqueeze.train import train
-
-from conftest import REPO
 
 DEMO = REPO / "params" / "demo.yaml"
 

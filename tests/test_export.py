@@ -14,14 +14,14 @@ import pytest
 import torch
 
 import lsqueeze
-from lsqueeze import cost, data, export as E, inputs
+from conftest import REPO, SHARED_MNIST, tiny_spec
+from lsqueeze import cost, data, inputs
+from lsqueeze import export as E
 from lsqueeze.cli import main
 from lsqueeze.integrity import IntegrityError
 from lsqueeze.io import file_digest, save_parquet
 from lsqueeze.models import build_model
 from lsqueeze.train import train
-
-from conftest import REPO, SHARED_MNIST, tiny_spec
 
 REPRODUCED = REPO / "reproduced" / "mnist_100k_cpu"
 REAL_CELL = REPRODUCED / "models" / "ls0-sq2-gn0.5-k100k-s0-clip"

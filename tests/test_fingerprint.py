@@ -54,7 +54,8 @@ def test_each_edit_reruns_the_stages_that_use_it(pkg):
         before.update(after)
         return diff
 
-    assert changed("autoattack.py", "x, y = x.detach().clone()", "x, y = x.detach().clone() + 0") == {"evaluate"}
+    assert changed("autoattack.py", "x, y = x.detach().clone()",
+                   "x, y = x.detach().clone() + 0") == {"evaluate"}
     assert changed("attacks.py", 'if kind == "fgsm":', 'if kind == "fgsm" and True:') == {"evaluate"}
     assert changed("step.py", "total = total + beta", "total = total + 1.0 * beta") == {"train"}
     assert changed("pgd.py", "def project(x_adv, x, eps):", "def project(x_adv, x, eps, unused=0):") \

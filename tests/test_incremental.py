@@ -11,7 +11,6 @@ the whole module runs: the workflow fingerprints and runs its own checkout's cod
 
 import re
 import shutil
-from pathlib import Path
 
 import pytest
 import yaml
@@ -73,7 +72,8 @@ def test_noop_rerun_does_nothing(work):
     assert planned(workdir, cfg) == {}
     plan_file = workdir / "results/tiny/plan/tables.json"
     before = plan_file.stat().st_mtime_ns
-    run_snakemake(workdir, "-n", configfile=cfg, snakefile=CHECKOUT["snakefile"])  # parsing again must not touch the plan file
+    # parsing again must not touch the plan file
+    run_snakemake(workdir, "-n", configfile=cfg, snakefile=CHECKOUT["snakefile"])
     assert plan_file.stat().st_mtime_ns == before
 
 

@@ -25,7 +25,8 @@ def test_unbounded_eps_not_reaching_zero_is_flagged():
         row("sq", "white", "pgd", 0.1448, 50, steps=30), row("sq", "white", "pgd", 0.0207, 100, steps=50),
         row("sq", "white", "pgd", 0.0022, 150, steps=50), row("sq", "white", "pgd", 0.0, 255, steps=200),
         # a masked model: even ε = 255 leaves 30% accuracy
-        row("masked", "white", "pgd", 0.35, 150, steps=50), row("masked", "white", "pgd", 0.30, 255, steps=200),
+        row("masked", "white", "pgd", 0.35, 150, steps=50),
+        row("masked", "white", "pgd", 0.30, 255, steps=200),
         # an ordinary bounded evaluation: no unbounded check for this cell
         row("plain", "white", "pgd", 0.5, 8, steps=20),
     ]

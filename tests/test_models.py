@@ -9,8 +9,15 @@ import torch
 import torch.nn.functional as F
 
 from lsqueeze.config import RECIPES
-from lsqueeze.models import (MadryCNN, MadryWRN, SameConv, WideResNet, build_model, n_params,
-                             per_image_standardization)
+from lsqueeze.models import (
+    MadryCNN,
+    MadryWRN,
+    SameConv,
+    WideResNet,
+    build_model,
+    n_params,
+    per_image_standardization,
+)
 
 
 def madry_w28_10_params(num_classes=10, units=5, filters=(16, 160, 320, 640)):

@@ -6,8 +6,8 @@ import re
 import pandas as pd
 import pytest
 
-from lsqueeze.config import build_plan, load_config
 from conftest import cell_dir, run_snakemake
+from lsqueeze.config import build_plan, load_config
 
 pytestmark = pytest.mark.slow
 

@@ -8,11 +8,11 @@ import pandas as pd
 import pytest
 import yaml
 
+from conftest import PRESETS, REPO, run_snakemake
 from lsqueeze.config import build_plan, load_config
 from lsqueeze.presets import dump, make_preset
 from lsqueeze.schema import validate
 from lsqueeze.tables import published
-from conftest import PRESETS, REPO, run_snakemake
 
 CSV = REPO / "params" / "paper_tables.csv"
 PAPER = REPO / "params" / "paper.yaml"

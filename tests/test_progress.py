@@ -3,7 +3,6 @@
 import re
 
 import pytest
-import torch
 
 from lsqueeze import config as C
 from lsqueeze import evaluate

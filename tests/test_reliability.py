@@ -18,14 +18,13 @@ import pytest
 import torch
 import yaml
 
+from conftest import REPO, SMALL_ARCH, cell_dir, run_snakemake, tiny_spec
 from lsqueeze import config as C
+from lsqueeze.device import pick_device
 from lsqueeze.integrity import DeviceError, checkpoint_key
 from lsqueeze.io import load_torch, save_torch
 from lsqueeze.schema import ConfigError, validate
-from lsqueeze.device import pick_device
 from lsqueeze.train import _resumable, train
-
-from conftest import REPO, SMALL_ARCH, cell_dir, run_snakemake, tiny_spec
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # one thread: CPU reductions stay bitwise equal
 
@@ -346,8 +345,15 @@ def flip_byte(path, at=0.5):
 def test_every_written_file_records_its_digest(tmp_path):
     import pandas as pd
 
-    from lsqueeze.io import (CorruptFileError, digest_path, file_digest, read_json, read_parquet,
-                             save_json, save_parquet)
+    from lsqueeze.io import (
+        CorruptFileError,
+        digest_path,
+        file_digest,
+        read_json,
+        read_parquet,
+        save_json,
+        save_parquet,
+    )
 
     save_json({"accuracy": 0.5}, tmp_path / "e.json")
     save_parquet(pd.DataFrame({"value": [0.25, 0.5]}), tmp_path / "t.parquet")

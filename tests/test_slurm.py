@@ -128,7 +128,7 @@ def test_tiny_preset_on_slurm_equals_local_run(slurm, tmp_path, tiny_config):
     # Same seed, same thread counts, CPU: the same numbers as the local run (the model store and
     # the preset's own outputs).
     store_l, store_s = local / "results" / "store", cluster / "results" / "store"
-    res_l, res_s = local / "results" / "tiny", cluster / "results" / "tiny"
+    res_s = cluster / "results" / "tiny"
     results = sorted(p.relative_to(store_l) for p in store_l.rglob("*.json"))
     assert len(results) >= 8
     for rel in results:

@@ -1,6 +1,7 @@
 """Aggregation on synthetic fragments: layout, published lookup, Δ, tolerance summary, renderings."""
 
 import json
+from datetime import UTC
 
 import numpy as np
 import pandas as pd
@@ -8,17 +9,18 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from lsqueeze.config import attack_record, build_plan, model_name
-from lsqueeze.tables import aggregate, published
-from lsqueeze.tablemeta import checked_model
 from conftest import REPO
+from lsqueeze.config import attack_record, build_plan, model_name
+from lsqueeze.tablemeta import checked_model
+from lsqueeze.tables import aggregate, published
 
 REFERENCE = REPO / "params" / "paper_tables.csv"
 
 
 def _plan_json(plan, analyses):
     return {"tables": plan.tables, "cells": plan.cells, "tolerance_pct": 5,
-            "pixel_scale": {d: plan.recipe(d)["pixel_scale"] for d in {c["dataset"] for c in plan.cells.values()}},
+            "pixel_scale": {d: plan.recipe(d)["pixel_scale"]
+                            for d in {c["dataset"] for c in plan.cells.values()}},
             "analysis_files": analyses}
 
 
@@ -240,13 +242,13 @@ def test_tables_carry_provenance_captions_and_masking(demo_run):
 
 
 def test_provenance_names_every_device_and_version():
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from lsqueeze.tablemeta import provenance
 
     long = pd.DataFrame({"metric": ["accuracy", "accuracy", "test_accuracy"], "n": [100, 50, None],
                          "code_version": ["v1", "v2", "v1"], "device": ["gpu A", "cpu", None]})
-    prov = provenance({"preset": "demo"}, long, now=datetime(2024, 1, 2, 3, 4, tzinfo=timezone.utc))
+    prov = provenance({"preset": "demo"}, long, now=datetime(2024, 1, 2, 3, 4, tzinfo=UTC))
     assert prov == {"preset": "demo", "code": "v1, v2", "date": "2024-01-02 03:04 UTC",
                     "devices": "cpu; gpu A", "n": "50, 100"}
 

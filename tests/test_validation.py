@@ -10,12 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import REPO, cell_dir, run_snakemake, tiny_spec
 from lsqueeze import config as C
 from lsqueeze.cli import main as lsqueeze_main
 from lsqueeze.schema import ConfigError, read_yaml, validate, validate_file
-
-from conftest import REPO, cell_dir, run_snakemake, tiny_spec
-
 
 TINY_TEXT = (REPO / "tests/config/tiny.yaml").read_text()
 

@@ -1,5 +1,5 @@
-"""The workflow's own code: Snakemake's linter and snakefmt are clean, stage files hold rules only,
-and the job environment (workflow/envs/lsqueeze.yaml) pins what pyproject.toml pins."""
+"""The project's own code: ruff, Snakemake's linter and snakefmt are clean, stage files hold
+rules only, and the job environment (workflow/envs/lsqueeze.yaml) pins what pyproject.toml pins."""
 
 import re
 import subprocess
@@ -28,6 +28,15 @@ def test_snakefmt_is_clean():
     snakefmt = BIN / "snakefmt"
     assert snakefmt.exists(), "snakefmt is part of the test extra: pip install -e '.[test]'"
     proc = subprocess.run([str(snakefmt), "--check", "Snakefile", "workflow/"], cwd=REPO,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_ruff_is_clean():
+    """The package, its tests and benchmarks pass the linter pyproject.toml configures."""
+    ruff = BIN / "ruff"
+    assert ruff.exists(), "ruff is part of the test extra: pip install -e '.[test]'"
+    proc = subprocess.run([str(ruff), "check", "--no-cache", "src", "tests", "bench"], cwd=REPO,
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 

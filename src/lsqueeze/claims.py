@@ -27,7 +27,6 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-
 REPRODUCED, REFUTED, UNCLEAR, UNMEASURED = ("reproduced", "not reproduced", "not distinguishable",
                                             "not measured in this preset")
 PARTLY = "partly measured"                                # a claim with an unmeasured check

@@ -13,10 +13,18 @@ from pathlib import Path
 
 import pandas as pd
 
+from lsqueeze.claims import (
+    MASKED,
+    SIGMAS,
+    UNMEASURED,
+    ClaimsError,
+    Context,
+    evaluate_claims,
+    load_claims,
+    masking_for,
+    summary,
+)
 from lsqueeze.io import atomic_path, read_json, read_parquet
-
-from lsqueeze.claims import (MASKED, SIGMAS, UNMEASURED, ClaimsError, Context, evaluate_claims,
-                             load_claims, masking_for, summary)
 from lsqueeze.tablemeta import CLAIMS_COLUMNS, PCT, checked_model, read_table, save_table, typed
 
 

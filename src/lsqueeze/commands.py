@@ -142,9 +142,7 @@ def restore(args):
 
 def cost(args):
     from lsqueeze.config import load_config
-    from lsqueeze.cost import estimate, report
-
-    from lsqueeze.cost import readme_table
+    from lsqueeze.cost import estimate, readme_table, report
 
     if args.readme:
         print(readme_table(args.gpu))

@@ -341,9 +341,10 @@ def build_plan(config: dict) -> Plan:
             over = {}
             for name, ref in (row.pop("attacks", None) or {}).items():
                 if by_name.get(name, {}).get("threat", "none") == "none":
+                    attack_cols = [c["name"] for c in cols if c.get("threat", "none") != "none"]
                     raise ValueError(f"table {table['id']} row {_row_name(row)}: attacks: "
                                      f"{name!r} is not an attack column (columns: "
-                                     f"{', '.join(c['name'] for c in cols if c.get('threat', 'none') != 'none')})")
+                                     f"{', '.join(attack_cols)})")
                 over[name] = add_attack(ref)
             if over:
                 row["attack_ids"] = over

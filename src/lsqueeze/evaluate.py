@@ -8,7 +8,6 @@ long-form table and the worst case over attacks.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import torch
 

@@ -97,7 +97,7 @@ def masking_flags(long: pd.DataFrame, *, large_eps: float = 0.5, zero_tol: float
     if df.empty:
         return _frame(out)
     white, black = df[df["threat"] == "white"], df[df["threat"] == "black"]
-    for cid, rows in white.groupby("cell_id"):
+    for _, rows in white.groupby("cell_id"):
         big = rows[rows["eps_pixel"] >= large_eps]
         if len(big):
             best = big.loc[big["value"].idxmin()]  # the strongest unbounded attack decides

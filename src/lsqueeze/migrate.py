@@ -49,7 +49,7 @@ def migrate(config: dict, root=".") -> dict:
     evals, sets = f"eval-{part}", f"adv-{part}"
     done = {"moved": [], "kept": [], "skipped": []}
     usable = set()
-    for cid, cell in sorted(plan.cells.items()):
+    for cid in sorted(plan.cells):
         old_dir = res / "models" / cid
         if not (old_dir / "metrics.json").is_file():
             continue

@@ -65,7 +65,7 @@ def worst_cases(records: list[dict]) -> list[dict]:
             key = (rec["cell_id"], eps_key(rec["attack"]["paper"].get("eps")))
             groups.setdefault(key, []).append(rec)
     out = []
-    for (cid, eps), recs in sorted(groups.items()):
+    for (cid, _eps), recs in sorted(groups.items()):
         if any("per_example" not in r for r in recs):
             continue
         vectors = []

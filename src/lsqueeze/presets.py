@@ -314,8 +314,9 @@ def make_preset(csv_path=PAPER_CSV, tables=None, name="paper", results=None) -> 
         src, r = SOURCES[ds]
         cells.setdefault(src, cell_spec(r))
         sources[ds] = src
+    numbers = ", ".join(str(t) for t in sorted({t["paper_table"] for t in out}))
     preset = {"preset": name,
-              "description": f"Shafahi et al. 2019, Tables {', '.join(str(t) for t in sorted({t['paper_table'] for t in out}))}"
+              "description": f"Shafahi et al. 2019, Tables {numbers}"
                              " (GPU; downloads MNIST/CIFAR from the official mirrors)",
               "results": results or f"results/{name}", "data_dir": "results/data",
               "device": "cuda",  # a GPU preset: jobs fail fast where no GPU is visible

@@ -17,8 +17,17 @@ import jsonschema
 import yaml
 from jsonschema.exceptions import best_match
 
-from lsqueeze.config import (ATTACK_DEFAULTS, CELL_DEFAULTS, LAYOUT_COLUMNS, RECIPES, SD_SUFFIX,
-                             WILDCARDS, build_plan, resolve_cell, table_files)
+from lsqueeze.config import (
+    ATTACK_DEFAULTS,
+    CELL_DEFAULTS,
+    LAYOUT_COLUMNS,
+    RECIPES,
+    SD_SUFFIX,
+    WILDCARDS,
+    build_plan,
+    resolve_cell,
+    table_files,
+)
 from lsqueeze.yamlfile import ConfigError, read_yaml
 
 # The schema lives in params/ beside the presets; the package finds it from an editable install.

@@ -18,7 +18,7 @@ import json
 import math
 import re
 import unicodedata
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pandas as pd
 
@@ -223,7 +223,7 @@ def provenance(plan: dict, long: pd.DataFrame, now: datetime | None = None) -> d
     ns = sorted({int(v) for v in acc["n"] if not missing(v)}) if "n" in acc else []
     return {"preset": str(plan.get("preset") or "?"),
             "code": ", ".join(distinct("code_version")) or "?",
-            "date": (now or datetime.now(timezone.utc)).strftime("%Y-%m-%d %H:%M UTC"),
+            "date": (now or datetime.now(UTC)).strftime("%Y-%m-%d %H:%M UTC"),
             "devices": "; ".join(distinct("device")) or "?",
             "n": ", ".join(map(str, ns)) or "—"}
 

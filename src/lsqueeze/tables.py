@@ -22,14 +22,24 @@ from pathlib import Path
 import pandas as pd
 
 from lsqueeze.agreement import counts, headline, judge
-from lsqueeze.config import (PAPER_PARAMS, SD_SUFFIX, cell_id, config_hash, model_name, steps_tag,
-                             table_files)
+from lsqueeze.config import PAPER_PARAMS, SD_SUFFIX, cell_id, config_hash, model_name, steps_tag, table_files
 from lsqueeze.io import atomic_path, read_json, read_parquet
 from lsqueeze.perexample import WORST, worst_case_id, worst_cases
-from lsqueeze.tablemeta import (COMPARE_COLUMNS, MASKING_COLUMNS, caption, layout_names,
-                                masking_section, measurements_html, missing, provenance,
-                                provenance_lines, save_table, split_images, typed,
-                                typed_measurements)
+from lsqueeze.tablemeta import (
+    COMPARE_COLUMNS,
+    MASKING_COLUMNS,
+    caption,
+    layout_names,
+    masking_section,
+    measurements_html,
+    missing,
+    provenance,
+    provenance_lines,
+    save_table,
+    split_images,
+    typed,
+    typed_measurements,
+)
 
 CELL_COLS = ["cell_id", "dataset", "method", "alpha", "beta", "sigma", "steps", "seed", "clip_noise"]
 ATTACK_COLS = ["threat", "attack_id", "attack", "loss", "attack_steps", "eps", "step_size",
