@@ -11,7 +11,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 # MNIST's four .gz files (LSQUEEZE_MNIST_MIRROR, else ../shared/mnist beside the checkout), served
 # on 127.0.0.1 by the benchmarks' helper.
-from common import serve_directory  # noqa: E402  (bench/ joins the path above)
+from common import MIRROR, serve_directory  # noqa: E402  (bench/ joins the path above)
+
+SHARED_MNIST = MIRROR
 
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 # The committed presets (params/ also holds the figures fragment and the claims file).
