@@ -57,10 +57,10 @@ def test_the_configuration_is_the_reference_standard(n_classes):
 
 
 def test_cost_counts_the_reference_budget():
-    from lsqueeze.cost import AUTOATTACK_STEPS, attack_image_steps
+    from lsqueeze.attack_kinds import AUTOATTACK_STEPS, image_steps
 
     assert AUTOATTACK_STEPS == aa.IMAGE_STEPS == pytest.approx(3566.7, abs=0.1)
-    assert attack_image_steps({"attack": "autoattack", "eps": 0.3}) == aa.IMAGE_STEPS
+    assert image_steps({"attack": "autoattack", "eps": 0.3}) == aa.IMAGE_STEPS
 
 
 def _ten_iterations(adv):

@@ -8,6 +8,7 @@ import pytest
 
 from conftest import PRESETS
 from lsqueeze import cli, cost
+from lsqueeze.attack_kinds import image_steps
 from lsqueeze.config import build_plan, load_config
 
 PARAMS = Path(__file__).resolve().parents[1] / "params"
@@ -55,10 +56,10 @@ def test_paper_tables_cost_what_their_cells_cost():
 
 
 def test_attack_passes_scale_with_steps_restarts_and_images():
-    assert cost.attack_image_steps({"attack": "fgsm"}) == 1
+    assert image_steps({"attack": "fgsm"}) == 1
     pgd = {"attack": "pgd", "steps": 40, "restarts": 10, "random_start": True}
-    assert cost.attack_image_steps(pgd) == 400
-    assert cost.attack_image_steps({**pgd, "random_start": False}) == 40  # restarts are identical
+    assert image_steps(pgd) == 400
+    assert image_steps({**pgd, "random_start": False}) == 40  # restarts are identical
     config = load_config(PARAMS / "table2.yaml")
     full = cost.estimate(config)["total"]["attack_h"]
     tenth = cost.estimate({**config, "eval": {**config["eval"], "n_test": 1000}})["total"]["attack_h"]

@@ -18,7 +18,7 @@ PACKAGE = Path(lsqueeze.__file__).resolve().parent
 
 LAYERS = {
     # what the jobs are built from; may import each other (no cycle)
-    "primitives": {"activations", "attacks", "autoattack", "config", "data", "device", "fast",
+    "primitives": {"activations", "attack_kinds", "attacks", "autoattack", "config", "data", "device", "fast",
                    "fingerprint", "gpu", "inputs", "integrity", "io", "landscape", "layout",
                    "models", "pgd", "perexample", "progress", "restore", "schema", "step",
                    "yamlfile"},

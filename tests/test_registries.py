@@ -7,7 +7,7 @@ import json
 import pytest
 
 from conftest import REPO
-from lsqueeze import attacks, autoattack, cli, config, data, figures, integrity, models, pgd
+from lsqueeze import attack_kinds, cli, config, data, figures, integrity, models, pgd
 
 SCHEMA = json.loads((REPO / "params" / "schema.json").read_text())
 
@@ -34,8 +34,6 @@ def enum_at(suffix: str) -> list:
 
 @pytest.mark.parametrize("suffix, registry", [
     ("arch/properties/name", models.ARCHS),
-    ("properties/attack", attacks.KINDS),
-    ("properties/version", autoattack.VERSIONS),
     ("properties/loss", tuple(pgd.LOSSES)),
     ("properties/kind", tuple(figures.KINDS)),
 ])
@@ -52,6 +50,22 @@ def test_datasets_are_the_recipes():
     bad = {"results": "results/x", "cells": {"c": {"dataset": "svhn", "steps": 1}}}
     with pytest.raises(ConfigError, match="svhn"):
         validate(bad)
+
+
+def test_attack_kinds_and_their_settings_are_the_registry():
+    """The schema's attack enum and each kind's own settings (AutoAttack's version) are filled in
+    from lsqueeze.attack_kinds when a preset is validated."""
+    from lsqueeze.schema import ConfigError, _load_schema, validate
+
+    props = _load_schema()["$defs"]["attack"]["properties"]
+    assert "enum" not in SCHEMA["$defs"]["attack"]["properties"]["attack"]
+    assert props["attack"]["enum"] == list(attack_kinds.KINDS) == ["fgsm", "pgd", "autoattack"]
+    assert props["version"]["enum"] == list(attack_kinds.AUTOATTACK_VERSIONS)
+    preset = config.load_config(REPO / "tests" / "config" / "tiny.yaml")
+    for bad, word in (({"attack": "square", "eps": 0.3}, "square"),
+                      ({"attack": "pgd", "eps": 0.3, "step_size": 0.1, "version": "plus"}, "version")):
+        with pytest.raises(ConfigError, match=word):
+            validate({**preset, "attacks": {**preset["attacks"], "aa": bad}})
 
 
 def test_a_new_cell_value_with_a_default_is_a_valid_preset_key(monkeypatch):

@@ -1,5 +1,5 @@
-"""Evaluation attacks: FGSM, PGD with nested random restarts, AutoAttack, and the dispatcher
-that runs an attack record; in [0,1] pixel units.
+"""Evaluation attacks: FGSM, PGD with nested random restarts, AutoAttack's runner, and the
+dispatcher that runs an attack record by its kind (lsqueeze.attack_kinds); in [0,1] pixel units.
 
 Only evaluation and black-box crafting use this module, so editing it re-evaluates without
 retraining; the PGD step that training shares lives in lsqueeze/pgd.py. Every attack returns inputs
@@ -9,13 +9,14 @@ they were, and takes gradients w.r.t. the input only.
 
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 import torch
 
+from lsqueeze.attack_kinds import kind_of
 from lsqueeze.device import eval_mode
 from lsqueeze.pgd import check_loss, effective_eps, frozen, input_grad, pgd, project
-
-KINDS = ("fgsm", "pgd", "autoattack")  # what `attack` runs; params/schema.json lists the same
 
 
 def fgsm(model, x, y, eps, loss="xent", confidence=50.0, in_eval=True, reduction="sum"):
@@ -93,26 +94,39 @@ def _pgd_restarts(model, x, y, spec, seed: int, index, batched: bool):
     return advs[first, torch.arange(len(y), device=x.device)], robust
 
 
+def run_fgsm(model, x, y, spec, seed=0, index=None, batched_restarts=False):
+    x_adv = fgsm(model, x, y, spec.get("eps"), spec.get("loss", "xent"),
+                 float(spec.get("confidence", 50.0)))
+    return x_adv, predict(model, x_adv) == y
+
+
+def run_pgd(model, x, y, spec, seed=0, index=None, batched_restarts=False):
+    return _pgd_restarts(model, x, y, spec, seed, index, batched_restarts)
+
+
+def run_autoattack(model, x, y, spec, seed=0, index=None, batched_restarts=False):
+    from lsqueeze.autoattack import autoattack
+
+    # One seed per batch, fixed by (seed, the batch's first example): batches differ, reruns agree.
+    first = 0 if index is None or not len(index) else int(torch.as_tensor(index)[0])
+    batch_seed = int(np.random.SeedSequence([int(seed), first]).generate_state(1)[0] >> 1)
+    x_adv = autoattack(model, x, y, spec.get("eps"), spec.get("version", "standard"), batch_seed)
+    return x_adv, predict(model, x_adv) == y
+
+
+def runner(kind):
+    """The function an attack kind names ("lsqueeze.<module>:<function>")."""
+    module, _, name = kind.run.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
 def attack(model, x, y, spec: dict, seed: int = 0, index=None, batched_restarts: bool = False):
     """Run one attack spec on a batch; return (worst-case x_adv, per-example robust mask).
 
-    spec: {attack: fgsm|pgd|autoattack, loss, eps (None = unbounded), steps, step_size,
-    random_start, restarts, confidence} in [0,1] pixel units. seed and index (each example's
-    position in the evaluated set; default 0..B-1) fix PGD's random starts per example.
+    spec: {attack: a kind of lsqueeze.attack_kinds, loss, eps (None = unbounded), steps,
+    step_size, random_start, restarts, confidence, the kind's own settings} in [0,1] pixel units.
+    seed and index (each example's position in the evaluated set; default 0..B-1) fix random
+    starts per example.
     """
-    kind = spec["attack"]
-    if kind == "fgsm":
-        x_adv = fgsm(model, x, y, spec.get("eps"), spec.get("loss", "xent"),
-                     float(spec.get("confidence", 50.0)))
-        return x_adv, predict(model, x_adv) == y
-    if kind == "pgd":
-        return _pgd_restarts(model, x, y, spec, seed, index, batched_restarts)
-    if kind == "autoattack":
-        from lsqueeze.autoattack import autoattack
-
-        # One seed per batch, fixed by (seed, the batch's first example): batches differ, reruns agree.
-        first = 0 if index is None or not len(index) else int(torch.as_tensor(index)[0])
-        batch_seed = int(np.random.SeedSequence([int(seed), first]).generate_state(1)[0] >> 1)
-        x_adv = autoattack(model, x, y, spec.get("eps"), spec.get("version", "standard"), batch_seed)
-        return x_adv, predict(model, x_adv) == y
-    raise ValueError(f"attack: unknown attack {kind!r} (known: {', '.join(KINDS)})")
+    return runner(kind_of(spec))(model, x, y, spec, seed=seed, index=index,
+                                 batched_restarts=batched_restarts)

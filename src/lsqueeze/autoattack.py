@@ -18,10 +18,9 @@ from __future__ import annotations
 
 import torch
 
+from lsqueeze.attack_kinds import AUTOATTACK_VERSIONS as VERSIONS
 from lsqueeze.device import eval_mode
 from lsqueeze.pgd import effective_eps, project
-
-VERSIONS = ("standard", "plus", "rand")
 
 # The reference's version "standard" for L∞ (auto-attack's AutoAttack._set_version), member by
 # member: what `configuration` must read off the adversary before it runs.

@@ -12,6 +12,8 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
+from lsqueeze import attack_kinds
+from lsqueeze.attack_kinds import attack_id, num
 from lsqueeze.perexample import WORST, worst_case_id
 from lsqueeze.yamlfile import read_yaml
 
@@ -64,8 +66,6 @@ ADV_TRAINING = {
 
 CELL_DEFAULTS = {"method": "regularized", "alpha": 0.0, "beta": 0.0, "sigma": 0.0,
                  "clip_noise": False, "seed": 0}
-ATTACK_DEFAULTS = {"loss": "xent", "steps": 1, "step_size": None, "random_start": False,
-                   "restarts": 1, "confidence": 50.0}
 
 
 # The workflow's wildcard patterns (workflow/rules/common.smk) for the path parts built from ids.
@@ -94,39 +94,12 @@ def table_files(table_id) -> list[str]:
     return [pattern.format(table_id) for pattern in TABLE_FILES]
 
 
-def num(x) -> str:
-    """One spelling per number: 0.5, 0.50 and 5e-1 all become '0.5'; 2.0 becomes '2'."""
-    return f"{float(x):.6g}"
-
-
 def steps_tag(k: int) -> str:
     k = int(k)
     for unit, size in (("M", 1_000_000), ("k", 1000)):
         if k >= size and k % size == 0:
             return f"{k // size}{unit}"
     return str(k)
-
-
-def _id_part(v) -> str:
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        return str(v).lower()
-    return num(v)
-
-
-def attack_id(a: dict) -> str:
-    a = {**ATTACK_DEFAULTS, **a}
-    eps = "inf" if a.get("eps") is None else num(a["eps"])  # eps: null = unbounded (Table 9)
-    if a["attack"] == "autoattack":
-        return f"aa-{a.get('version', 'standard')}-e{eps}"
-    if a["attack"] == "fgsm":
-        return f"fgsm-{a['loss']}-e{eps}"
-    if a["attack"] != "pgd":  # a kind without a format of its own: each setting it changes
-        changed = [(k, v) for k, v in sorted(a.items())
-                   if k != "attack" and ATTACK_DEFAULTS.get(k) != v]
-        return "-".join([a["attack"], *(f"{k.replace('_', '')}{_id_part(v)}" for k, v in changed)])
-    rid = f"pgd-{a['loss']}-n{int(a['steps'])}-e{eps}-a{num(a['step_size'])}"
-    rid += f"-r{int(a['restarts'])}"
-    return rid + ("-rand" if a["random_start"] else "")
 
 
 def cell_tag(c: dict) -> str:
@@ -240,7 +213,7 @@ def resolve_cell(config: dict, ref) -> dict:
     c = {**CELL_DEFAULTS, **_ref(config, "cells", ref)}
     if c["method"] == "adv":
         base = ADV_TRAINING.get(c["dataset"], ADV_TRAINING["mnist"])
-        c["adv"] = {**ATTACK_DEFAULTS, **base, **_ref(config, "attacks", c.get("adv", {}))}
+        c["adv"] = {**attack_kinds.BASE, **base, **_ref(config, "attacks", c.get("adv", {}))}
         c["beta"] = 0.0
         c["sigma"] = 0.0
     elif c["method"] == "natural":
@@ -253,15 +226,9 @@ def resolve_cell(config: dict, ref) -> dict:
 
 
 def resolve_attack(config: dict, ref) -> dict:
-    a = {**ATTACK_DEFAULTS, **_ref(config, "attacks", ref)}
-    if a["attack"] == "fgsm":
-        a.update(steps=1, step_size=None, random_start=False, restarts=1)
-    elif a["attack"] == "autoattack":  # parameter-free ensemble: only ε and the version matter
-        a.update(loss=None, steps=None, step_size=None, random_start=False, restarts=1,
-                 version=a.get("version", "standard"))
-    elif a["step_size"] is None:
-        raise ValueError(f"attack {a}: PGD needs a step_size")
-    return a
+    """A preset's attack (a name under `attacks:` or the settings themselves), resolved by its
+    kind (lsqueeze.attack_kinds)."""
+    return attack_kinds.resolve(_ref(config, "attacks", ref))
 
 
 def _row_name(row: dict) -> str:

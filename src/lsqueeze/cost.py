@@ -2,8 +2,9 @@
 
 GPU-hours = Σ training steps × the measured step time of the cell's architecture, batch and
 precision (an adversarially trained cell's PGD steps each count as one more step) + Σ attack
-passes × the measured time per image and attack step (FGSM: 1 step; PGD: steps × restarts;
-a black-box set is crafted once per source and attack; a transfer is one forward, ⅓ of a step).
+passes × the measured time per image and attack step (each attack kind's image-steps,
+lsqueeze.attack_kinds: FGSM 1; PGD steps × restarts; AutoAttack its members' sum; a black-box set
+is crafted once per source and attack; a transfer is one forward, ⅓ of a step).
 The ε_L analysis, figures and the download are minutes and are not counted.
 
 Step times come from `params/step_times.csv` (one GPU model per row, each row saying whether it
@@ -24,17 +25,13 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lsqueeze.attack_kinds import image_steps
 from lsqueeze.config import Plan, build_plan
 
 STEP_TIMES = Path(__file__).resolve().parents[2] / "params" / "step_times.csv"
 TEST_SIZE = {"mnist": 10_000, "cifar10": 10_000, "cifar100": 10_000, "digits28": 297,
              "digits32": 297}
 TRANSFER_STEPS = 1 / 3          # one forward pass, no backward
-# AutoAttack's image-steps per image that survives every member of the reference's standard
-# version (lsqueeze.autoattack.IMAGE_STEPS, kept equal by a test; that module imports torch):
-# APGD-CE 100 + APGD-T 9 × 100 + FAB-T 9 × 100 + Square 5,000 forwards at ⅓ step. An upper bound:
-# each member attacks only what the earlier ones left, so a masked model costs far less.
-AUTOATTACK_STEPS = 100 + 9 * 100 + 9 * 100 + 5_000 / 3
 FAMILY = {"madry_cnn": "madry_cnn", "wrn": "wrn", "madry_wrn": "wrn"}
 
 
@@ -135,15 +132,6 @@ IMAGE_SHAPE = {"mnist": (1, 28, 28), "digits28": (1, 28, 28), "cifar10": (3, 32,
                "cifar100": (3, 32, 32), "digits32": (3, 32, 32)}
 
 
-def attack_image_steps(attack: dict) -> float:
-    if attack["attack"] == "fgsm":
-        return 1.0
-    if attack["attack"] == "autoattack":
-        return float(AUTOATTACK_STEPS)
-    restarts = max(1, int(attack.get("restarts", 1))) if attack.get("random_start") else 1
-    return float(attack["steps"]) * restarts
-
-
 @dataclass
 class Costs:
     """Seconds per job: trainings by cell id, attacks by (kind, ids...)."""
@@ -181,10 +169,10 @@ def job_costs(plan: Plan, times: StepTimes) -> Costs:
 
     for cid, aid in plan.white:
         n, sec = per_image(plan.cells[cid]["dataset"])
-        attack[("white", cid, aid)] = n * attack_image_steps(plan.attacks[aid]) * sec
+        attack[("white", cid, aid)] = n * image_steps(plan.attacks[aid]) * sec
     for src, aid in plan.crafted:
         n, sec = per_image(plan.cells[src]["dataset"])
-        attack[("craft", src, aid)] = n * attack_image_steps(plan.attacks[aid]) * sec
+        attack[("craft", src, aid)] = n * image_steps(plan.attacks[aid]) * sec
     for target, src, aid in plan.black:
         n, sec = per_image(plan.cells[target]["dataset"])
         attack[("black", target, src, aid)] = n * TRANSFER_STEPS * sec

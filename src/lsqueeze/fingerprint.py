@@ -21,6 +21,7 @@ from __future__ import annotations
 import ast
 import functools
 import hashlib
+import re
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent
@@ -29,6 +30,10 @@ PACKAGE = Path(__file__).resolve().parent
 # params (a rerun trigger of their own).
 PLUMBING = frozenset({"__init__", "__main__", "cli", "commands", "dvc_metrics", "fingerprint",
                       "gpu", "integrity", "io", "presets", "restore", "schema", "yamlfile"})
+# The modules that import a registry's runners by name (lsqueeze.attacks runs an attack kind's
+# "lsqueeze.<module>:<function>"): a job that uses one depends on every runner named, so an edit
+# to a new kind's module re-evaluates; the tables, which read the same registry, do not.
+DISPATCHERS = frozenset({"attacks"})
 
 
 def _is_main_block(node) -> bool:
@@ -38,9 +43,9 @@ def _is_main_block(node) -> bool:
             and node.test.comparators[0].value == "__main__")
 
 
-def _normalized(path: Path) -> tuple[str, set[str]]:
-    """The module's code without comments, docstrings or formatting, and the lsqueeze modules
-    it imports."""
+def _normalized(path: Path) -> tuple[str, set[str], set[str]]:
+    """The module's code without comments, docstrings or formatting, the lsqueeze modules it
+    imports, and those it names as runners."""
     tree = ast.parse(path.read_text(), filename=str(path))
     # `python -m lsqueeze.<module>` code: a job imports the module and never runs it.
     tree.body = [node for node in tree.body if not _is_main_block(node)] or [ast.Pass()]
@@ -50,7 +55,15 @@ def _normalized(path: Path) -> tuple[str, set[str]]:
                 and body and isinstance(body[0], ast.Expr)
                 and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str)):
             node.body = body[1:] or [ast.Pass()]
-    return ast.unparse(tree), lsqueeze_imports(tree)
+    return ast.unparse(tree), lsqueeze_imports(tree), runner_modules(tree)
+
+
+def runner_modules(tree: ast.AST) -> set[str]:
+    """The modules a registry names as text, "lsqueeze.<module>:<function>" (an attack kind's
+    runner, lsqueeze.attack_kinds)."""
+    return {m.group(1) for node in ast.walk(tree)
+            if isinstance(node, ast.Constant) and isinstance(node.value, str)
+            for m in [re.fullmatch(r"lsqueeze\.(\w+):\w+", node.value)] if m}
 
 
 def lsqueeze_imports(tree: ast.AST) -> set[str]:
@@ -69,14 +82,17 @@ def lsqueeze_imports(tree: ast.AST) -> set[str]:
 
 def modules(module: str, root: Path = PACKAGE) -> dict[str, str]:
     """{module: normalized code} for `module` and what it imports, plumbing excluded."""
-    code, todo = {}, [module]
+    code, todo, runners, seen = {}, [module], set(), set()
     while todo:
         name = todo.pop()
         path = Path(root) / f"{name}.py"
-        if name in code or name in PLUMBING or not path.exists():  # a name, not a module
-            continue
-        code[name], imported = _normalized(path)
-        todo.extend(sorted(imported))
+        if name not in seen and name not in PLUMBING and path.exists():  # else a name, not a module
+            code[name], imported, named = _normalized(path)
+            runners |= named
+            todo.extend(sorted(imported))
+        seen.add(name)
+        if not todo and DISPATCHERS & code.keys():  # a job that runs what the registry names
+            todo.extend(sorted(runners - seen))
     if module not in code:
         raise ValueError(f"fingerprint: no module {module!r} in {root}")
     return code

@@ -28,6 +28,7 @@ import math
 
 import pandas as pd
 
+from lsqueeze.attack_kinds import budget
 from lsqueeze.config import RECIPES
 from lsqueeze.tablemeta import typed
 
@@ -44,15 +45,6 @@ def _eps_pixel(eps, dataset, pixel_scale) -> float:
     return float(eps) / float(scale)
 
 
-def _steps(row) -> float:
-    if row["attack"] == "fgsm":
-        return 1
-    if row["attack"] == "autoattack":  # hundreds of iterations, and a gradient-free member
-        return math.inf
-    s = row.get("attack_steps")
-    return 1 if s is None or pd.isna(s) else float(s) * max(1, int(row.get("restarts") or 1))
-
-
 def _accuracy_rows(long: pd.DataFrame, pixel_scale) -> pd.DataFrame:
     if not {"metric", "threat", "value"} <= set(long.columns):
         return long.iloc[0:0]
@@ -60,7 +52,7 @@ def _accuracy_rows(long: pd.DataFrame, pixel_scale) -> pd.DataFrame:
     if df.empty:
         return df
     df["eps_pixel"] = [_eps_pixel(e, d, pixel_scale) for e, d in zip(df["eps"], df["dataset"])]
-    df["eff_steps"] = [_steps(r) for _, r in df.iterrows()]
+    df["eff_steps"] = [budget(r) for _, r in df.iterrows()]
     return df
 
 

@@ -17,8 +17,8 @@ import jsonschema
 import yaml
 from jsonschema.exceptions import best_match
 
+from lsqueeze import attack_kinds
 from lsqueeze.config import (
-    ATTACK_DEFAULTS,
     CELL_DEFAULTS,
     LAYOUT_COLUMNS,
     RECIPES,
@@ -258,19 +258,24 @@ def adversary_problem(cell: dict) -> str | None:
     if adv.get("restarts", 1) != 1:
         return (f"restarts {adv['restarts']!r}: the training adversary makes one attempt per "
                 "batch; leave restarts out")
-    if adv.get("loss") == "cw" and adv.get("confidence") != ATTACK_DEFAULTS["confidence"]:
+    if adv.get("loss") == "cw" and adv.get("confidence") != attack_kinds.BASE["confidence"]:
         return (f"confidence {adv.get('confidence')!r}: the training adversary's CW loss uses "
-                f"confidence {ATTACK_DEFAULTS['confidence']:g}; leave confidence out")
+                f"confidence {attack_kinds.BASE['confidence']:g}; leave confidence out")
     return None
 
 
 def _load_schema(schema_path=SCHEMA_PATH) -> dict:
     """The schema, with the registries it names filled in, so that each has one place: the
-    datasets are the recipes' keys, and a cell value with a default (config.CELL_DEFAULTS) that
-    the schema does not describe, a new defense's, is a boolean or a number >= 0 like its
-    default."""
+    datasets are the recipes' keys, the attack kinds and their own settings lsqueeze.attack_kinds',
+    and a cell value with a default (config.CELL_DEFAULTS) that the schema does not describe, a
+    new defense's, is a boolean or a number >= 0 like its default."""
     schema = json.loads(Path(schema_path).read_text())
     schema["$defs"]["dataset"]["enum"] = list(RECIPES)
+    attack = schema["$defs"]["attack"]["properties"]
+    attack["attack"]["enum"] = list(attack_kinds.KINDS)
+    for kind in attack_kinds.KINDS.values():  # each kind's own settings (its resolve refuses
+        for key, (_, fragment) in kind.settings.items():  # another kind's)
+            attack.setdefault(key, fragment)
     cell = schema["$defs"]["cell"]["properties"]
     for key, default in CELL_DEFAULTS.items():
         if key not in cell:

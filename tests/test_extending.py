@@ -1,0 +1,124 @@
+"""The README's Extending section, proved: a toy attack kind, a toy regularizer and a toy dataset,
+each added in the one registry the README names (monkeypatched here), reach validation, the
+plan, the cost projection, the masking checks and the job that runs them, and plan only the jobs
+they should."""
+
+import shutil
+
+import pytest
+import torch
+
+from conftest import REPO, SMALL_ARCH
+from lsqueeze import attack_kinds, attacks, config, cost
+from lsqueeze.schema import ConfigError, validate
+
+TINY = REPO / "tests" / "config" / "tiny.yaml"
+
+
+def tiny() -> dict:
+    return config.load_config(TINY)
+
+
+# -- an attack kind ------------------------------------------------------------------------------
+
+def randsign(model, x, y, spec, seed=0, index=None, batched_restarts=False):
+    """A toy gradient-free attack: `queries` random vertices of the ε-box, the first that fools
+    the model kept per image."""
+    gen = torch.Generator().manual_seed(int(seed))
+    best, robust = x.clone(), attacks.predict(model, x) == y
+    for _ in range(int(spec["queries"])):
+        signs = torch.randint(0, 2, x.shape, generator=gen).to(x) * 2 - 1
+        cand = (x + spec["eps"] * signs).clamp(0, 1)
+        fooled = robust & (attacks.predict(model, cand) != y)
+        best[fooled], robust = cand[fooled], robust & ~fooled
+    return best, robust
+
+
+RANDOM_SIGN = attack_kinds.AttackKind(
+    "randsign", "test_extending:randsign", "random vertices of the ε-box",
+    fixed={"loss": None, "steps": None, "step_size": None, "random_start": False, "restarts": 1},
+    settings={"queries": (10, {"type": "integer", "minimum": 1})},
+    image_steps=lambda a: a["queries"] / 3,  # forwards only
+    budget=lambda a: 1.0)
+
+
+@pytest.fixture
+def random_sign_kind(monkeypatch):
+    monkeypatch.setitem(attack_kinds.KINDS, "randsign", RANDOM_SIGN)
+
+
+def with_random_sign(preset: dict, **settings) -> dict:
+    """tiny.yaml with one more column on the `strong` table: the toy attack at ε 0.3."""
+    preset = {**preset, "attacks": {**preset["attacks"],
+                                    "rs": {"attack": "randsign", "eps": 0.3, **settings}}}
+    tables = [dict(t) for t in preset["tables"]]
+    strong = next(t for t in tables if t["id"] == "strong")
+    strong["columns"] = [*strong["columns"], {"name": "random sign", "threat": "white",
+                                              "attack": "rs"}]
+    return {**preset, "tables": tables}
+
+
+def test_a_new_attack_kind_is_one_registry_entry(random_sign_kind):
+    preset = with_random_sign(tiny(), queries=7)
+    validate(preset)  # the schema's enum and the kind's own setting come from the registry
+    with pytest.raises(ConfigError, match="queries"):
+        validate(with_random_sign(tiny(), queries=0))
+    with pytest.raises(ConfigError, match="queries is a setting of another kind"):
+        validate({**preset, "attacks": {**preset["attacks"], "aa": {
+            "attack": "autoattack", "eps": 0.3, "queries": 3}}})
+
+    before, after = config.build_plan(tiny()), config.build_plan(preset)
+    (aid,) = set(after.attacks) - set(before.attacks)
+    assert aid == "randsign-eps0.3-queries7"  # the generic id: each setting it sets
+    assert after.attacks[aid] == {**attack_kinds.BASE, **RANDOM_SIGN.fixed, "attack": "randsign",
+                                  "eps": 0.3, "queries": 7}
+    # only the new white-box evaluation of the table's row: no training, no other job
+    assert after.cells == before.cells and after.black == before.black
+    (squeeze,) = {c for c, a in after.white if a == aid}
+    assert after.white - before.white == {(squeeze, aid)}
+
+    est = cost.job_costs(after, cost.StepTimes.load("h100"))
+    pgd5 = next(a for a in after.attacks if a.startswith("pgd-xent-n5-"))
+    ratio = est.attack[("white", squeeze, aid)] / est.attack[("white", squeeze, pgd5)]
+    assert ratio == pytest.approx((7 / 3) / 5)  # its own image-steps against PGD-5's
+    assert attack_kinds.budget({"attack": "randsign", "attack_steps": None}) == 1.0
+
+
+def test_a_new_attack_kind_runs_within_eps_and_the_box(random_sign_kind):
+    from lsqueeze.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model({**config.RECIPES["digits28"], "arch": SMALL_ARCH}, (1, 28, 28)).eval()
+    x, y = torch.rand(16, 1, 28, 28), torch.randint(0, 10, (16,))
+    plan = config.build_plan(with_random_sign(tiny(), queries=5))
+    pixel = plan.attack_spec("randsign-eps0.3-queries5", "digits28")  # [0,1] units
+    x_adv, robust = attacks.attack(model, x, y, pixel, seed=3)
+    assert (x_adv - x).abs().max() <= 0.3 + 1e-6 and x_adv.min() >= 0 and x_adv.max() <= 1
+    assert torch.equal(robust, attacks.predict(model, x_adv) == y)
+    assert robust.sum() <= (attacks.predict(model, x) == y).sum()
+
+
+def test_a_new_attack_kinds_module_is_in_the_evaluations_fingerprint(tmp_path):
+    """The registry names the runner as text; an edit to that module re-evaluates, and does not
+    touch the tables (which read the registry's entry, never its runner)."""
+    from lsqueeze import fingerprint as F
+
+    pkg = tmp_path / "lsqueeze"
+    shutil.copytree(F.PACKAGE, pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    (pkg / "toy_attack.py").write_text("def run(model, x, y, spec, **kw):\n    return x, y\n")
+    kinds = pkg / "attack_kinds.py"
+    kinds.write_text(kinds.read_text().replace(
+        "KINDS: dict[str, AttackKind] = {k.name: k for k in (",
+        'KINDS: dict[str, AttackKind] = {k.name: k for k in (\n'
+        '    AttackKind("toy", "lsqueeze.toy_attack:run", "a toy"),'))
+
+    def fps():
+        F.fingerprint.cache_clear()
+        return {m: F.fingerprint(m, pkg) for m in ("evaluate", "tables", "train")}
+
+    before = fps()
+    (pkg / "toy_attack.py").write_text("def run(model, x, y, spec, **kw):\n    return x + 0, y\n")
+    after = fps()
+    assert after["evaluate"] != before["evaluate"]
+    assert after["tables"] == before["tables"] and after["train"] == before["train"]
+    F.fingerprint.cache_clear()
