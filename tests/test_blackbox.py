@@ -11,11 +11,12 @@ from conftest import run_snakemake
 from lsqueeze import evaluate
 from lsqueeze.attacks import predict
 from lsqueeze.config import RECIPES, attack_id, build_plan, load_config, resolve_attack
-from lsqueeze.data import prepare, to_float
+from lsqueeze.data import prepare
 from lsqueeze.inputs import load_model
 from lsqueeze.integrity import model_record
 from lsqueeze.io import load_torch, save_json, save_torch
 from lsqueeze.models import build_model
+from lsqueeze.splits import to_float
 
 RECIPE = {**RECIPES["digits28"], "arch": {"name": "madry_cnn", "conv1": 4, "conv2": 8, "fc": 16}}
 

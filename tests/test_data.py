@@ -10,7 +10,7 @@ import torch
 import torchvision.datasets as tvd
 
 from conftest import SHARED_MNIST
-from lsqueeze import data
+from lsqueeze import data, splits
 
 
 def test_mnist_from_local_mirror_matches_checksums(tmp_path, http_server):
@@ -18,7 +18,7 @@ def test_mnist_from_local_mirror_matches_checksums(tmp_path, http_server):
         pytest.skip("no offline MNIST mirror at ../shared/mnist")
     url = http_server(SHARED_MNIST)
     paths = data.prepare("mnist", tmp_path / "mnist", mirror=url)
-    x, y = data.load_split(paths["train"])
+    x, y = splits.load_split(paths["train"])
     # mnist_challenge's 55k: the official training file without its first 5,000 images
     assert x.shape == (55000, 1, 28, 28) and x.dtype == torch.uint8
     assert y.shape == (55000,) and set(y.unique().tolist()) == set(range(10))
@@ -26,7 +26,7 @@ def test_mnist_from_local_mirror_matches_checksums(tmp_path, http_server):
     raw = tmp_path / "mnist" / "raw"
     assert torch.equal(x[:, 0], read_image_file(str(raw / "train-images-idx3-ubyte"))[5000:])
     assert torch.equal(y, read_label_file(str(raw / "train-labels-idx1-ubyte"))[5000:].long())
-    xt, yt = data.load_split(paths["test"])
+    xt, yt = splits.load_split(paths["test"])
     assert xt.shape == (10000, 1, 28, 28)
     # the decompressed files match the official MD5 sums
     for name, md5 in data.MNIST_RAW_MD5.items():
@@ -41,7 +41,7 @@ def test_truncated_download_fails_clearly_and_leaves_no_output(tmp_path, http_se
         blob = src.read_bytes() if src.exists() else gzip.compress(b"\0" * 100)
         (mirror / f"{name}.gz").write_bytes(blob[: len(blob) // 2])  # truncated
     url = http_server(mirror)
-    with pytest.raises(data.DataError, match="(checksum|gzip)"):
+    with pytest.raises(splits.DataError, match="(checksum|gzip)"):
         data.prepare("mnist", tmp_path / "out", mirror=url)
     assert not (tmp_path / "out" / "train.pt").exists()
     assert not (tmp_path / "out" / "test.pt").exists()
@@ -90,9 +90,9 @@ def test_cifar_download_through_torchvision(tmp_path, http_server, monkeypatch):
     mirror.mkdir()
     _fake_cifar(mirror, monkeypatch)
     paths = data.prepare("cifar10", tmp_path / "c10", mirror=http_server(mirror))
-    x, y = data.load_split(paths["train"])
+    x, y = splits.load_split(paths["train"])
     assert x.shape == (20, 3, 32, 32) and x.dtype == torch.uint8
-    assert data.load_split(paths["test"])[0].shape == (10, 3, 32, 32)
+    assert splits.load_split(paths["test"])[0].shape == (10, 3, 32, 32)
 
 
 def test_cifar_checksum_mismatch(tmp_path, http_server, monkeypatch):
@@ -100,7 +100,7 @@ def test_cifar_checksum_mismatch(tmp_path, http_server, monkeypatch):
     mirror.mkdir()
     _fake_cifar(mirror, monkeypatch)
     monkeypatch.setattr(tvd.CIFAR10, "tgz_md5", "0" * 32)
-    with pytest.raises(data.DataError, match="checksum|corrupted"):
+    with pytest.raises(splits.DataError, match="checksum|corrupted"):
         data.prepare("cifar10", tmp_path / "c10", mirror=http_server(mirror))
     assert not (tmp_path / "c10" / "train.pt").exists()
 
@@ -118,7 +118,7 @@ def test_digits_variants(variant, shape):
 
 
 def test_unknown_dataset(tmp_path):
-    with pytest.raises(data.DataError, match="unknown"):
+    with pytest.raises(splits.DataError, match="unknown"):
         data.prepare("imagenet", tmp_path)
 
 
@@ -126,4 +126,4 @@ def test_bad_split_file_is_reported(tmp_path):
     bad = tmp_path / "train.pt"
     bad.write_bytes(b"garbage")
     with pytest.raises(RuntimeError, match="cannot read"):
-        data.load_split(bad)
+        splits.load_split(bad)

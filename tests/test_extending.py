@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from conftest import REPO, SMALL_ARCH
-from lsqueeze import attack_kinds, attacks, config, cost
+from lsqueeze import attack_kinds, attacks, config, cost, datasets
 from lsqueeze.schema import ConfigError, validate
+from lsqueeze.splits import load_split
 
 TINY = REPO / "tests" / "config" / "tiny.yaml"
 
@@ -122,3 +123,71 @@ def test_a_new_attack_kinds_module_is_in_the_evaluations_fingerprint(tmp_path):
     assert after["evaluate"] != before["evaluate"]
     assert after["tables"] == before["tables"] and after["train"] == before["train"]
     F.fingerprint.cache_clear()
+
+
+# -- a dataset -----------------------------------------------------------------------------------
+
+def toy_split(name, raw, mirror):
+    """A toy dataset's converter: 12×12 grey images of 4 classes, a bright square per class."""
+    g = torch.Generator().manual_seed(0)
+
+    def part(n):
+        y = torch.arange(n) % 4
+        x = torch.randint(0, 60, (n, 1, 12, 12), generator=g, dtype=torch.uint8)
+        for k in range(4):
+            x[y == k, :, 3 * k:3 * k + 3, 3 * k:3 * k + 3] = 255
+        return {"x": x, "y": y}
+
+    return {"train": part(96), "test": part(16)}
+
+
+TOY = datasets.Dataset(
+    "toy", {**datasets.RECIPES["digits28"], "num_classes": 4, "batch_size": 16,
+            "arch": {"name": "madry_cnn", "conv1": 4, "conv2": 8, "fc": 16}},
+    (1, 12, 12), 16, "test_extending:toy_split")
+
+
+def with_toy_row(preset: dict) -> dict:
+    """tiny.yaml with a toy-dataset row in table 2 (trained 30 steps)."""
+    preset = {**preset, "cells": {**preset["cells"],
+                                  "toy": {"dataset": "toy", "sigma": 0.3, "steps": 30}}}
+    tables = [dict(t) for t in preset["tables"]]
+    two = next(t for t in tables if t["id"] == "2")
+    two["rows"] = [*two["rows"], {"cell": "toy"}]
+    two["columns"] = [c for c in two["columns"] if c.get("threat") != "black"]
+    return {**preset, "tables": tables}
+
+
+def test_a_new_dataset_is_one_registry_entry(monkeypatch, tmp_path):
+    from lsqueeze import data, evaluate, train
+
+    with pytest.raises(ConfigError, match="toy"):
+        validate(with_toy_row(tiny()))
+    monkeypatch.setitem(datasets.DATASETS, "toy", TOY)
+    preset = with_toy_row(tiny())
+    validate(preset)  # the schema's dataset enum is the registry's names
+
+    base = config.build_plan({**preset, "cells": tiny()["cells"], "tables": [
+        {**t, "rows": [r for r in t["rows"] if r["cell"] != "toy"]} for t in preset["tables"]]})
+    plan = config.build_plan(preset)
+    (cid,) = set(plan.cells) - set(base.cells)
+    assert cid.startswith("toy/") and plan.recipe("toy") == TOY.recipe
+    white = next(a for c, a in plan.white if c == cid)
+    assert plan.white - base.white == {(cid, white)} and plan.black == base.black
+
+    est = cost.job_costs(plan, cost.StepTimes.load("h100"))  # the registry's shape and test size
+    per_image = est.attack[("white", cid, white)] / attack_kinds.image_steps(plan.attacks[white])
+    assert per_image == pytest.approx(16 * cost.StepTimes.load("h100").rate(
+        "attack", TOY.recipe, TOY.image_shape, "fp32").seconds)
+
+    paths = data.prepare("toy", tmp_path / "data")  # the registry's converter
+    x, y = load_split(paths["test"])
+    assert x.shape == (16, 1, 12, 12) and x.dtype == torch.uint8
+    spec = plan.train_spec(cid)
+    metrics = train.train(spec, tmp_path / "data", tmp_path / "model", progress=False,
+                          options={"device": "cpu"})
+    assert metrics["steps_done"] == 30 and not metrics["diverged"]
+    rec = evaluate.white_box(spec, tmp_path / "model" / "model.pt", tmp_path / "data",
+                             config.attack_record(plan, white, "toy"), tmp_path / "white.json",
+                             device="cpu")
+    assert rec["n"] == 16 and 0 <= rec["accuracy"] <= metrics["test_accuracy"]

@@ -31,9 +31,11 @@ def fp(module, root):
 
 def test_stages_cover_the_modules_that_compute_them():
     train, evaluate = set(modules("train")), set(modules("evaluate"))
-    assert train >= {"train", "step", "pgd", "device", "models", "data", "fast"}
+    assert train >= {"train", "step", "pgd", "device", "models", "splits", "fast"}
     # evaluation-only attacks (FGSM, restarts, AutoAttack, the dispatcher) never retrain a model
     assert not train & {"attacks", "autoattack", "evaluate", "inputs", "config"}
+    # nor a downloader or a recipe (a recipe is part of the model's store address)
+    assert not train & {"data", "datasets"}
     assert evaluate >= {"evaluate", "attacks", "autoattack", "pgd", "device", "models", "inputs"}
     # a training edit (loss, augmentation, the CUDA-graph step) re-evaluates only retrained models
     assert not evaluate & {"train", "step", "fast", "analysis"}
@@ -68,7 +70,7 @@ def test_each_edit_reruns_the_stages_that_use_it(pkg):
     # an attack kind's entry: its id, cost or budget are read by the tables, its runner by evaluate
     assert changed("attack_kinds.py", "budget=lambda a: math.inf)", "budget=lambda a: 1e9)") \
         == {"evaluate", "tables", "figures"}
-    assert changed("models.py", "shapes = {", "shapes = {'cifar100': (3, 32, 32), ") == set()
+    assert changed("models.py", "recipe = ds.recipe", "recipe = dict(ds.recipe)") == set()
 
 
 def test_comments_docstrings_and_formatting_do_not_count(pkg):

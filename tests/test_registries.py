@@ -86,6 +86,6 @@ def test_a_new_cell_value_with_a_default_is_a_valid_preset_key(monkeypatch):
 
 
 def test_registries_agree_with_each_other():
-    assert set(config.RECIPES) == set(data.DATASETS)  # every dataset has its recipe
+    assert set(config.RECIPES) == set(data.DATASETS)  # every dataset has its recipe (one registry)
     assert set(cli.FIGURE_KINDS) == set(figures.KINDS)  # the CLI lists them without matplotlib
     assert sorted(ENUMS["properties/device"]) == sorted(integrity.DEVICE_POLICIES)

@@ -66,8 +66,8 @@ def test_beta_means_the_same_for_summed_and_mean_ce(alpha, beta):
 def _train_digits32_squeeze(data_dir, loss_fn, steps=120, beta=5.0):
     """The CIFAR recipe (digits32 stand-in: SGD 0.1, momentum, wd, lr steps, crop+flip, mean CE,
     its batch 64) on a tiny Madry WRN, with a given loss; the test accuracy it reaches."""
-    from lsqueeze.data import load_split
     from lsqueeze.models import build_model
+    from lsqueeze.splits import load_split
     from lsqueeze.train import Batches, clean_stats, make_optimizer, make_scheduler
 
     recipe = C._deep_merge(C.RECIPES["digits32"], {"arch": {"base": 8}})

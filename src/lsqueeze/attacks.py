@@ -9,14 +9,13 @@ they were, and takes gradients w.r.t. the input only.
 
 from __future__ import annotations
 
-import importlib
-
 import numpy as np
 import torch
 
 from lsqueeze.attack_kinds import kind_of
 from lsqueeze.device import eval_mode
 from lsqueeze.pgd import check_loss, effective_eps, frozen, input_grad, pgd, project
+from lsqueeze.registry import load_function
 
 
 def fgsm(model, x, y, eps, loss="xent", confidence=50.0, in_eval=True, reduction="sum"):
@@ -114,12 +113,6 @@ def run_autoattack(model, x, y, spec, seed=0, index=None, batched_restarts=False
     return x_adv, predict(model, x_adv) == y
 
 
-def runner(kind):
-    """The function an attack kind names ("lsqueeze.<module>:<function>")."""
-    module, _, name = kind.run.partition(":")
-    return getattr(importlib.import_module(module), name)
-
-
 def attack(model, x, y, spec: dict, seed: int = 0, index=None, batched_restarts: bool = False):
     """Run one attack spec on a batch; return (worst-case x_adv, per-example robust mask).
 
@@ -128,5 +121,5 @@ def attack(model, x, y, spec: dict, seed: int = 0, index=None, batched_restarts:
     seed and index (each example's position in the evaluated set; default 0..B-1) fix random
     starts per example.
     """
-    return runner(kind_of(spec))(model, x, y, spec, seed=seed, index=index,
+    return load_function(kind_of(spec).run)(model, x, y, spec, seed=seed, index=index,
                                  batched_restarts=batched_restarts)

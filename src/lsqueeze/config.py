@@ -14,55 +14,9 @@ from dataclasses import dataclass, field
 
 from lsqueeze import attack_kinds
 from lsqueeze.attack_kinds import attack_id, num
+from lsqueeze.datasets import ADV_TRAINING, RECIPES
 from lsqueeze.perexample import WORST, worst_case_id
 from lsqueeze.yamlfile import read_yaml
-
-# The Madry recipes the paper reuses (README, "Units and definitions"; FIDELITY.md gives each key's
-# source); a preset may override any key. `ce_reduction` sets the CE scale Madry's learning rates
-# were tuned for; β means the same under either (lsqueeze.step.regularized_loss).
-MADRY_WRN = {"name": "madry_wrn", "units": 5, "widen": 10, "base": 16}  # cifar10_challenge "w28-10"
-
-
-def _madry_cifar(**over) -> dict:
-    """cifar10_challenge's recipe (w28-10, SGD with its lr steps, crop + flip), `over` replacing
-    keys: one definition for CIFAR-10, CIFAR-100 and their offline stand-in."""
-    return {"pixel_scale": 255.0, "arch": dict(MADRY_WRN), "optimizer": "sgd", "lr": 0.1,
-            "momentum": 0.9, "weight_decay": 2e-4, "batch_size": 128, "lr_boundaries": [0.5, 0.75],
-            "ce_reduction": "mean", "augment": "crop_flip", **over}
-
-
-RECIPES: dict[str, dict] = {
-    "mnist": {
-        "num_classes": 10, "pixel_scale": 1.0,
-        "arch": {"name": "madry_cnn", "conv1": 32, "conv2": 64, "fc": 1024},
-        "optimizer": "adam", "lr": 1e-4, "batch_size": 50, "weight_decay": 0.0,
-        "lr_boundaries": [], "ce_reduction": "sum", "augment": "none",
-    },
-    "cifar10": _madry_cifar(num_classes=10),
-    "cifar100": _madry_cifar(num_classes=100),
-    # Real handwritten digits shipped with scikit-learn: the offline stand-ins for MNIST and CIFAR.
-    "digits28": {
-        "num_classes": 10, "pixel_scale": 1.0,
-        "arch": {"name": "madry_cnn", "conv1": 8, "conv2": 16, "fc": 64},
-        "optimizer": "adam", "lr": 1e-3, "batch_size": 50, "weight_decay": 0.0,
-        "lr_boundaries": [], "ce_reduction": "sum", "augment": "none",
-    },
-    # Madry's design at his "non-wide" widths (16/16/32/64), one unit per stage
-    "digits32": _madry_cifar(num_classes=10, batch_size=64,
-                             arch={"name": "madry_wrn", "units": 1, "widen": 1, "base": 16}),
-}
-
-# Madry's adversarial-training attacks, in the dataset's config units.
-ADV_TRAINING = {
-    "mnist": {"attack": "pgd", "loss": "xent", "steps": 40, "eps": 0.3, "step_size": 0.01,
-              "random_start": True},
-    "cifar10": {"attack": "pgd", "loss": "xent", "steps": 7, "eps": 8, "step_size": 2,
-                "random_start": True},
-    # Table 5's CIFAR-100 baseline is PGD-2 adversarial training, with the CIFAR "weak"
-    # adversary's step 5 (footnote 2; Section 6 reuses the CIFAR-10 settings).
-    "cifar100": {"attack": "pgd", "loss": "xent", "steps": 2, "eps": 8, "step_size": 5,
-                 "random_start": True},
-}
 
 CELL_DEFAULTS = {"method": "regularized", "alpha": 0.0, "beta": 0.0, "sigma": 0.0,
                  "clip_noise": False, "seed": 0}

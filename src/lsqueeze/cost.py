@@ -27,10 +27,9 @@ from pathlib import Path
 
 from lsqueeze.attack_kinds import image_steps
 from lsqueeze.config import Plan, build_plan
+from lsqueeze.datasets import IMAGE_SHAPE, RECIPES, TEST_SIZE
 
 STEP_TIMES = Path(__file__).resolve().parents[2] / "params" / "step_times.csv"
-TEST_SIZE = {"mnist": 10_000, "cifar10": 10_000, "cifar100": 10_000, "digits28": 297,
-             "digits32": 297}
 TRANSFER_STEPS = 1 / 3          # one forward pass, no backward
 FAMILY = {"madry_cnn": "madry_cnn", "wrn": "wrn", "madry_wrn": "wrn"}
 
@@ -106,8 +105,6 @@ def _paper_size(arch: dict) -> bool:
 
 
 def _paper_recipe(name: str, recipe: dict) -> dict:
-    from lsqueeze.config import RECIPES
-
     paper = {"madry_cnn": RECIPES["mnist"]["arch"], "wrn": {"name": "wrn", "depth": 28, "widen": 10}}
     arch = paper.get(name) or next(r["arch"] for r in RECIPES.values() if r["arch"]["name"] == name)
     return {**recipe, "arch": dict(arch)}
@@ -126,10 +123,6 @@ def _flops(recipe: dict, image_shape) -> float:
     with FlopCounterMode(display=False) as counter:
         model(x)
     return float(counter.get_total_flops())
-
-
-IMAGE_SHAPE = {"mnist": (1, 28, 28), "digits28": (1, 28, 28), "cifar10": (3, 32, 32),
-               "cifar100": (3, 32, 32), "digits32": (3, 32, 32)}
 
 
 @dataclass
@@ -164,7 +157,8 @@ def job_costs(plan: Plan, times: StepTimes) -> Costs:
         recipe, img = shape(ds)
         rate = times.rate("attack", recipe, img, "fp32")  # evaluation runs without autocast
         basis[f"attack {recipe['arch']['name']}"] = f"{rate.seconds * 1e6:.3g} µs/image-step, {rate.basis}"
-        n = n_test or TEST_SIZE.get(ds, 10_000)
+        size = TEST_SIZE.get(ds, 10_000)
+        n = min(int(n_test), size) if n_test else size  # n_test beyond the split: all of it
         return n, rate.seconds
 
     for cid, aid in plan.white:

@@ -16,7 +16,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lsqueeze.io import file_digest, load_torch, save_torch
+from lsqueeze.datasets import DATASETS
+from lsqueeze.io import file_digest, save_torch
+from lsqueeze.registry import load_function
+from lsqueeze.splits import SPLITS, DataError
 
 # MD5 of the *decompressed* IDX files: the official sums, and the ones any re-gzipped mirror keeps.
 MNIST_RAW_MD5 = {
@@ -29,12 +32,6 @@ MNIST_RAW_MD5 = {
 # the first 5,000 of the 60,000 training images as its validation set, so the training split is
 # images 5,000-59,999 (55,000). The 10,000 test images are the official test set.
 MNIST_VALIDATION = 5000
-DATASETS = ("mnist", "cifar10", "cifar100", "digits28", "digits32")
-SPLITS = ("train", "test")
-
-
-class DataError(RuntimeError):
-    pass
 
 
 # torchvision is imported only where a dataset is downloaded or converted: it takes seconds to
@@ -143,8 +140,21 @@ def digits(shape: str, test_size: int = 297, seed: int = 0) -> dict[str, dict]:
     return {"train": {"x": x[idx_train], "y": y[idx_train]}, "test": {"x": x[idx_test], "y": y[idx_test]}}
 
 
+def mnist(name: str, raw: Path, mirror: str | None) -> dict[str, dict]:
+    return _mnist(raw, mirror or default_mirror(name))
+
+
+def cifar(name: str, raw: Path, mirror: str | None) -> dict[str, dict]:
+    return _cifar(name, raw, mirror or default_mirror(name))
+
+
+def digits_split(name: str, raw: Path, mirror: str | None) -> dict[str, dict]:
+    return digits(name, DATASETS[name].test_size)
+
+
 def prepare(name: str, out_dir, raw_dir=None, mirror: str | None = None) -> dict[str, Path]:
-    """Download (if needed), verify and convert one dataset; return the split file paths."""
+    """Download (if needed), verify and convert one dataset (its converter: lsqueeze.datasets);
+    return the split file paths."""
     if name not in DATASETS:
         raise DataError(f"dataset: unknown {name!r} (known: {', '.join(DATASETS)})")
     out_dir = Path(out_dir)
@@ -152,26 +162,9 @@ def prepare(name: str, out_dir, raw_dir=None, mirror: str | None = None) -> dict
     raw.mkdir(parents=True, exist_ok=True)
     if mirror and not mirror.endswith("/"):
         mirror += "/"
-    if name.startswith("digits"):
-        split = digits(name)
-    elif name == "mnist":
-        split = _mnist(raw, mirror or default_mirror(name))
-    else:
-        split = _cifar(name, raw, mirror or default_mirror(name))
+    split = load_function(DATASETS[name].load)(name, raw, mirror)
     paths = {}
     for s in SPLITS:
         paths[s] = out_dir / f"{s}.pt"
         save_torch(split[s], paths[s])
     return paths
-
-
-def load_split(path, device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
-    """One read: uint8 images and int64 labels, moved to `device` as they are (uint8 stays uint8)."""
-    blob = load_torch(path)
-    if not isinstance(blob, dict) or "x" not in blob or "y" not in blob:
-        raise DataError(f"{path}: not a split file written by `lsqueeze data`")
-    return blob["x"].to(device), blob["y"].to(device)
-
-
-def to_float(x: torch.Tensor) -> torch.Tensor:
-    return x.float().div_(255.0)

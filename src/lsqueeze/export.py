@@ -25,16 +25,13 @@ import math
 import re
 from pathlib import Path
 
-from lsqueeze.config import ADV_TRAINING, cell_id, config_hash, model_name, num, steps_tag
+from lsqueeze.config import cell_id, config_hash, model_name, num, steps_tag
+from lsqueeze.datasets import ADV_TRAINING, IMAGE_SHAPE, TEST_SIZE
 from lsqueeze.integrity import IntegrityError, verify_model
 from lsqueeze.io import JobError, atomic_path, code_version, file_digest, read_json
 
 # Each dataset's image shape (C, H, W) and test-set size, as `lsqueeze data` writes them (a test
 # keeps them equal to lsqueeze.cost's copies, which that job keeps free of this module).
-IMAGE_SHAPE = {"mnist": (1, 28, 28), "digits28": (1, 28, 28), "cifar10": (3, 32, 32),
-               "cifar100": (3, 32, 32), "digits32": (3, 32, 32)}
-TEST_SIZE = {"mnist": 10_000, "cifar10": 10_000, "cifar100": 10_000, "digits28": 297,
-             "digits32": 297}
 NOT_MEASURED = "not measured"
 THREAT_MODEL = "Linf"
 PAPER = ('Shafahi, Ghiasi, Huang, Goldstein (2019), "Label Smoothing and Logit Squeezing: '

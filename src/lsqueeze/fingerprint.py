@@ -30,10 +30,11 @@ PACKAGE = Path(__file__).resolve().parent
 # params (a rerun trigger of their own).
 PLUMBING = frozenset({"__init__", "__main__", "cli", "commands", "dvc_metrics", "fingerprint",
                       "gpu", "integrity", "io", "presets", "restore", "schema", "yamlfile"})
-# The modules that import a registry's runners by name (lsqueeze.attacks runs an attack kind's
-# "lsqueeze.<module>:<function>"): a job that uses one depends on every runner named, so an edit
-# to a new kind's module re-evaluates; the tables, which read the same registry, do not.
-DISPATCHERS = frozenset({"attacks"})
+# The modules that call what a registry names as text, "lsqueeze.<module>:<function>" (attacks:
+# an attack kind's runner; data: a dataset's converter): a job that uses one depends on every
+# function named, so an edit to a new kind's module reruns it; the tables, which read the same
+# registry, do not.
+DISPATCHERS = frozenset({"attacks", "data"})
 
 
 def _is_main_block(node) -> bool:

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import torch
 
-from lsqueeze.data import load_split, to_float
 from lsqueeze.integrity import verify_model
 from lsqueeze.io import load_torch
 from lsqueeze.models import build_model
+from lsqueeze.splits import load_split, to_float
 
 
 def test_subset(data_dir, n: int | None, device):

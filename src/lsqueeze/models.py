@@ -216,9 +216,9 @@ def n_params(model: nn.Module) -> int:
 if __name__ == "__main__":  # `python -m lsqueeze.models`: each recipe's architecture and parameter count
     # Here, not in a function: the recipes sit above the models, and code under __main__ is no part
     # of the training code's fingerprint (a job never runs it).
-    from lsqueeze.config import RECIPES
+    from lsqueeze.datasets import DATASETS
 
-    shapes = {"mnist": (1, 28, 28), "digits28": (1, 28, 28)}
-    for name, recipe in RECIPES.items():
-        model = build_model(recipe, shapes.get(name, (3, 32, 32)))
+    for name, ds in DATASETS.items():
+        recipe = ds.recipe
+        model = build_model(recipe, ds.image_shape)
         print(f"{name:10s} {recipe['arch']['name']:10s} {n_params(model):>12,} parameters")

@@ -12,8 +12,8 @@ from contextlib import contextmanager, nullcontext
 import torch
 import torch.nn.functional as F
 
-from lsqueeze.data import to_float
 from lsqueeze.pgd import pgd
+from lsqueeze.splits import to_float
 
 
 def regularized_loss(logits, y, alpha: float, beta: float, reduction: str = "sum"):

@@ -16,7 +16,6 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from lsqueeze.data import load_split, to_float
 from lsqueeze.device import eval_mode, pick_device
 from lsqueeze.fast import graphed_step
 from lsqueeze.fingerprint import fingerprint
@@ -24,6 +23,7 @@ from lsqueeze.integrity import checkpoint_key, model_record, stale_reason
 from lsqueeze.io import code_version, device_name, load_torch, save_json, save_torch
 from lsqueeze.models import build_model
 from lsqueeze.progress import DEFAULT_EVERY_S, Ticker
+from lsqueeze.splits import load_split, to_float
 from lsqueeze.step import regularized_loss, training_batch
 
 TRAIN_DEFAULTS = {"checkpoint_every": 1000, "compile": False, "cuda_graphs": False, "device": "auto",
