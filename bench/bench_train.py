@@ -26,7 +26,8 @@ from torch.utils.data import DataLoader
 from lsqueeze import config as C
 from lsqueeze.data import load_split
 from lsqueeze.models import build_model, n_params
-from lsqueeze.train import clean_stats, native_bf16, regularized_loss, train, train_autocast
+from lsqueeze.step import regularized_loss
+from lsqueeze.train import clean_stats, native_bf16, train, train_autocast
 
 # The paper's Madry CNN (compute-bound on a CPU) and the offline demo's small one (data-bound).
 ARCHS = {"madry": {"name": "madry_cnn", "conv1": 32, "conv2": 64, "fc": 1024},
@@ -59,7 +60,7 @@ def dataloader_loop(root: Path, recipe: dict, cell: dict, steps: int, workers: i
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast:
             logits = model(x)
-        loss = regularized_loss(logits, y, cell["alpha"], cell["beta"], recipe["ce_reduction"])
+        loss = regularized_loss(logits, y, cell, recipe["ce_reduction"])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

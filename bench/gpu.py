@@ -40,7 +40,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from lsqueeze import attacks
 from lsqueeze import config as C
 from lsqueeze.models import build_model
-from lsqueeze.train import make_optimizer, regularized_loss
+from lsqueeze.step import regularized_loss
+from lsqueeze.train import make_optimizer
 
 REPO = Path(__file__).resolve().parents[1]
 # Dense (no sparsity) tensor-core peaks, FLOP/s: bf16, and TF32 for fp32 convolutions.
@@ -98,7 +99,7 @@ def train_step(model, opt, recipe, precision: str, channels_last: bool):
         with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=precision == "bf16",
                             cache_enabled=False):
             logits = model(x)
-        loss = regularized_loss(logits, y, 0.0, 10.0, recipe["ce_reduction"])
+        loss = regularized_loss(logits, y, {"beta": 10.0}, recipe["ce_reduction"])
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=False)  # grads stay allocated: a graph replays into them

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import REPO
-from lsqueeze.config import CELL_DEFAULTS, build_plan, load_config, resolve_attack
+from lsqueeze.config import build_plan, cell_defaults, load_config, resolve_attack
 from lsqueeze.data import prepare
 from lsqueeze.evaluate import white_box
 from lsqueeze.schema import validate
@@ -30,7 +30,7 @@ def _cid(plan, name):
         match = [cid for cid, c in plan.cells.items()
                  if c["method"] == "adv" and c["adv"]["steps"] == want["steps"]]
     else:
-        want = {**CELL_DEFAULTS, **cfg}
+        want = {**cell_defaults(), **cfg}
         match = [cid for cid, c in plan.cells.items() if c["method"] != "adv"
                  and all(c[k] == want[k] for k in ("alpha", "beta", "sigma", "steps", "seed"))]
     assert len(match) == 1, (name, match)

@@ -8,8 +8,8 @@ import shutil
 import pytest
 import torch
 
-from conftest import REPO, SMALL_ARCH
-from lsqueeze import attack_kinds, attacks, config, cost, datasets
+from conftest import REPO, SMALL_ARCH, tiny_spec
+from lsqueeze import attack_kinds, attacks, config, cost, datasets, regularizers
 from lsqueeze.schema import ConfigError, validate
 from lsqueeze.splits import load_split
 
@@ -191,3 +191,67 @@ def test_a_new_dataset_is_one_registry_entry(monkeypatch, tmp_path):
                              config.attack_record(plan, white, "toy"), tmp_path / "white.json",
                              device="cpu")
     assert rec["n"] == 16 and 0 <= rec["accuracy"] <= metrics["test_accuracy"]
+
+
+# -- a regularizer -------------------------------------------------------------------------------
+
+def logit_l1(z):
+    """A toy loss regularizer: the summed absolute logits."""
+    return z.abs().sum()
+
+
+GAMMA = regularizers.Regularizer("gamma", "l1", "logit l1", "loss", "test_extending:logit_l1")
+
+
+def with_gamma_row(preset: dict, gamma: float) -> dict:
+    """tiny.yaml with a row in table 2 whose cell is `squeeze` with gamma set."""
+    preset = {**preset, "cells": {**preset["cells"],
+                                  "l1": {**preset["cells"]["squeeze"], "gamma": gamma}}}
+    tables = [dict(t) for t in preset["tables"]]
+    two = next(t for t in tables if t["id"] == "2")
+    two["rows"] = [*two["rows"], {"cell": "l1"}]
+    return {**preset, "tables": tables}
+
+
+def test_a_new_regularizer_is_one_registry_entry(monkeypatch):
+    from lsqueeze.step import regularized_loss
+
+    with pytest.raises(ConfigError, match="gamma"):
+        validate(with_gamma_row(tiny(), 0.5))
+    monkeypatch.setitem(regularizers.REGULARIZERS, "gamma", GAMMA)
+    validate(with_gamma_row(tiny(), 0.5))  # the preset key and its schema come from the entry
+    with pytest.raises(ConfigError, match="gamma"):
+        validate(with_gamma_row(tiny(), -1))
+
+    before, plan = config.build_plan(tiny()), config.build_plan(with_gamma_row(tiny(), 0.5))
+    (cid,) = set(plan.cells) - set(before.cells)
+    squeeze = config.cell_id(config.resolve_cell(tiny(), "squeeze"))
+    assert cid == squeeze.replace("-gn0.5-", "-gn0.5-l10.5-")  # in the id only where it is set
+    assert set(before.cells) <= set(plan.cells)  # every other cell keeps its id (and model)
+    assert config.model_name(plan.cells[cid]) == "logit squeezing + noise + logit l1"
+    assert {c for c, _ in plan.white - before.white} == {cid}
+    assert {t for t, _, _ in plan.black - before.black} == {cid}
+
+    # what the training step adds: gamma × the term, on top of the built-in loss
+    z, y = torch.randn(4, 10), torch.tensor([0, 1, 2, 3])
+    cell = plan.cells[cid]
+    without = regularized_loss(z, y, {**cell, "gamma": 0.0})
+    assert torch.isclose(regularized_loss(z, y, cell), without + 0.5 * z.abs().sum())
+
+
+def test_a_new_regularizer_trains_into_its_own_model(monkeypatch, tmp_path):
+    from lsqueeze import train
+    from lsqueeze.data import prepare
+
+    monkeypatch.setitem(regularizers.REGULARIZERS, "gamma", GAMMA)
+    prepare("digits28", tmp_path / "data")
+    spec = tiny_spec(steps=40)
+    runs = {}
+    for gamma in (0.0, 0.05):
+        cell = config.resolve_cell({}, {**spec["cell"], "gamma": gamma})
+        runs[gamma] = train.train({**spec, "id": config.cell_id(cell), "cell": cell},
+                                  tmp_path / "data", tmp_path / f"g{gamma}", progress=False,
+                                  options={"device": "cpu"})
+    assert runs[0.0]["id"] == spec["id"] and runs[0.05]["id"] != spec["id"]
+    # the term squeezes the logits the trained model gives
+    assert runs[0.05]["mean_logit_norm"] < runs[0.0]["mean_logit_norm"]

@@ -60,7 +60,8 @@ def test_each_edit_reruns_the_stages_that_use_it(pkg):
                    "x, y = x.detach().clone() + 0") == {"evaluate"}
     assert changed("attacks.py", "x_adv = fgsm(model, x, y,", "x_adv = 1 * fgsm(model, x, y,") \
         == {"evaluate"}
-    assert changed("step.py", "total = total + beta", "total = total + 1.0 * beta") == {"train"}
+    assert changed("step.py", 'return torch.linalg.matrix_norm(z, ord="fro")',
+                   'return 1.0 * torch.linalg.matrix_norm(z, ord="fro")') == {"train"}
     assert changed("pgd.py", "def project(x_adv, x, eps):", "def project(x_adv, x, eps, unused=0):") \
         == {"train", "evaluate"}
     assert changed("device.py", "model.eval()", "model.train(False)") == {"train", "evaluate", "analysis"}
@@ -68,6 +69,9 @@ def test_each_edit_reruns_the_stages_that_use_it(pkg):
     assert changed("tables.py", "def ", "def _unused():\n    return 1\n\n\ndef ") == {"tables"}
     # `python -m lsqueeze.models` code: no job runs it
     # an attack kind's entry: its id, cost or budget are read by the tables, its runner by evaluate
+    # a regularizer's entry: its id part and words are read by the tables, its term by training
+    assert changed("regularizers.py", 'column="β", in_id=True)', 'column="β", in_id=True, default=0)') \
+        == {"train", "tables", "figures"}
     assert changed("attack_kinds.py", "budget=lambda a: math.inf)", "budget=lambda a: 1e9)") \
         == {"evaluate", "tables", "figures"}
     assert changed("models.py", "recipe = ds.recipe", "recipe = dict(ds.recipe)") == set()

@@ -32,16 +32,17 @@ def test_label_smoothing_matches_torch():
         ours = -(soft * F.log_softmax(z, 1)).sum(1).mean()
         ref = F.cross_entropy(z, y, label_smoothing=alpha)
         assert torch.allclose(ours, ref, atol=1e-6)
-        assert torch.allclose(regularized_loss(z, y, alpha, 0.0, "mean"), ref, atol=1e-6)
+        assert torch.allclose(regularized_loss(z, y, {"alpha": alpha, "beta": 0.0}, "mean"), ref, atol=1e-6)
 
 
 def test_squeeze_term_is_beta_times_frobenius_norm():
     z = torch.tensor([[3.0, 0.0], [0.0, 4.0]])  # ‖Z‖_F = 5, not squared (25)
     y = torch.tensor([0, 1])
     ce = F.cross_entropy(z, y, reduction="sum")
-    assert torch.isclose(regularized_loss(z, y, 0.0, 0.5, "sum") - ce, torch.tensor(2.5))
+    assert torch.isclose(regularized_loss(z, y, {"alpha": 0.0, "beta": 0.5}, "sum") - ce, torch.tensor(2.5))
     # mean CE: the squeeze term is divided by the batch size too (β/N = 1, ‖Z‖_F = 5)
-    assert torch.isclose(regularized_loss(z, y, 0.0, 2.0, "mean") - F.cross_entropy(z, y), torch.tensor(5.0))
+    mean = regularized_loss(z, y, {"alpha": 0.0, "beta": 2.0}, "mean")
+    assert torch.isclose(mean - F.cross_entropy(z, y), torch.tensor(5.0))
 
 
 @pytest.mark.parametrize("alpha,beta", [(0.0, 0.0), (0.2, 0.5), (0.0, 10.0), (0.95, 5.0)])
@@ -51,16 +52,16 @@ def test_beta_means_the_same_for_summed_and_mean_ce(alpha, beta):
     z = torch.randn(13, 10, requires_grad=True)
     y = torch.randint(0, 10, (13,))
     summed = F.cross_entropy(z, y, label_smoothing=alpha, reduction="sum") + beta * z.norm()
-    assert torch.allclose(regularized_loss(z, y, alpha, beta, "sum"), summed, atol=1e-5)
-    mean = regularized_loss(z, y, alpha, beta, "mean")
+    assert torch.allclose(regularized_loss(z, y, {"alpha": alpha, "beta": beta}, "sum"), summed, atol=1e-5)
+    mean = regularized_loss(z, y, {"alpha": alpha, "beta": beta}, "mean")
     assert torch.allclose(mean, summed / 13, atol=1e-6)
     assert torch.allclose(mean, F.cross_entropy(z, y, label_smoothing=alpha) + beta / 13 * z.norm(),
                           atol=1e-6)
-    g_sum, = torch.autograd.grad(regularized_loss(z, y, alpha, beta, "sum"), z)
+    g_sum, = torch.autograd.grad(regularized_loss(z, y, {"alpha": alpha, "beta": beta}, "sum"), z)
     g_mean, = torch.autograd.grad(mean, z)
     assert torch.allclose(g_mean, g_sum / 13, atol=1e-6)
     with pytest.raises(ValueError, match="ce_reduction"):
-        regularized_loss(z, y, alpha, beta, "avg")
+        regularized_loss(z, y, {"alpha": alpha, "beta": beta}, "avg")
 
 
 def _train_digits32_squeeze(data_dir, loss_fn, steps=120, beta=5.0):
@@ -98,7 +99,8 @@ def test_cifar_squeeze_does_not_collapse(tmp_path, one_thread):
     prepare("digits32", tmp_path)
     old = _train_digits32_squeeze(
         tmp_path, lambda z, y, b: F.cross_entropy(z, y) + b * torch.linalg.matrix_norm(z))
-    new = _train_digits32_squeeze(tmp_path, lambda z, y, b: regularized_loss(z, y, 0.0, b, "mean"))
+    new = _train_digits32_squeeze(
+        tmp_path, lambda z, y, b: regularized_loss(z, y, {"alpha": 0.0, "beta": b}, "mean"))
     assert old < 0.2, f"the unscaled form was expected to collapse, got {old:.2%}"
     assert new > 0.5, f"the scaled form collapsed: {new:.2%}"
 

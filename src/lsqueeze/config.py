@@ -16,10 +16,18 @@ from lsqueeze import attack_kinds
 from lsqueeze.attack_kinds import attack_id, num
 from lsqueeze.datasets import ADV_TRAINING, RECIPES
 from lsqueeze.perexample import WORST, worst_case_id
+from lsqueeze.regularizers import REGULARIZERS, id_part, words
 from lsqueeze.yamlfile import read_yaml
 
-CELL_DEFAULTS = {"method": "regularized", "alpha": 0.0, "beta": 0.0, "sigma": 0.0,
-                 "clip_noise": False, "seed": 0}
+# A cell's values besides its regularizers' (lsqueeze.regularizers) and their defaults.
+CELL_DEFAULTS = {"clip_noise": False, "seed": 0}
+
+
+def cell_defaults() -> dict:
+    """Every cell value a preset may set, with its default: the method, each regularizer's value
+    (in the registry's order), then CELL_DEFAULTS."""
+    return {"method": "regularized", **{r.key: r.default for r in REGULARIZERS.values()},
+            **CELL_DEFAULTS}
 
 
 # The workflow's wildcard patterns (workflow/rules/common.smk) for the path parts built from ids.
@@ -39,7 +47,8 @@ def subset_key(n_test) -> str:
 TABLE_FILES = ("table_{}.parquet", "table_{}_compare.parquet", "table_{}.html")
 # The paper layout of a table (lsqueeze.tables.build_tables): the columns it makes itself beside
 # the table's own, which a table column may therefore not be named (lsqueeze.schema checks).
-PAPER_PARAMS = ["α", "β", "σ", "k"]  # the paper's "defense params" columns
+# the paper's "defense params" columns: its regularizers' and the training steps
+PAPER_PARAMS = [*(r.column for r in REGULARIZERS.values() if r.column), "k"]
 LAYOUT_COLUMNS = ("cell_id", "model", *PAPER_PARAMS, "seeds")
 SD_SUFFIX = " sd"  # "<column> sd": the sd over a row's seeds
 
@@ -63,7 +72,7 @@ def cell_tag(c: dict) -> str:
         tag = f"at{int(a['steps'])}-e{num(a['eps'])}-a{num(a['step_size'])}"
         tag += ("-rand" if a["random_start"] else "") + ("-cw" if a["loss"] == "cw" else "")
     else:
-        tag = f"ls{num(c['alpha'])}-sq{num(c['beta'])}-gn{num(c['sigma'])}"
+        tag = id_part(c, num)
     tag += f"-k{steps_tag(c['steps'])}-s{int(c['seed'])}"
     return tag + ("-clip" if c.get("clip_noise") else "")
 
@@ -79,11 +88,7 @@ def model_name(c: dict) -> str:
         a = c["adv"]
         eps = "∞" if a.get("eps") is None else f"{a['eps']:g}"
         return f"adv. trained (PGD-{int(a['steps'])}, ε={eps})"
-    parts = [name for key, name in (("alpha", "label smoothing"), ("beta", "logit squeezing"))
-             if c.get(key)]
-    if c.get("sigma"):
-        parts.append("noise" if parts else "Gaussian noise")
-    return " + ".join(parts) or "natural"
+    return words(c) or "natural"
 
 
 def config_hash(obj) -> str:
@@ -164,17 +169,15 @@ def _ref(config: dict, section: str, ref):
 
 
 def resolve_cell(config: dict, ref) -> dict:
-    c = {**CELL_DEFAULTS, **_ref(config, "cells", ref)}
+    c = {**cell_defaults(), **_ref(config, "cells", ref)}
     if c["method"] == "adv":
         base = ADV_TRAINING.get(c["dataset"], ADV_TRAINING["mnist"])
         c["adv"] = {**attack_kinds.BASE, **base, **_ref(config, "attacks", c.get("adv", {}))}
-        c["beta"] = 0.0
-        c["sigma"] = 0.0
-    elif c["method"] == "natural":
-        c.update(alpha=0.0, beta=0.0, sigma=0.0)
+    for r in REGULARIZERS.values():  # a natural model has none, adversarial training keeps α
+        if c["method"] == "natural" or (c["method"] == "adv" and not r.with_adv):
+            c[r.key] = r.default
+        c[r.key] = float(c[r.key])
     c["method"] = "adv" if c["method"] == "adv" else "regularized"
-    for key in ("alpha", "beta", "sigma"):
-        c[key] = float(c[key])
     c["steps"] = int(c["steps"])
     return c
 

@@ -2,10 +2,11 @@
 
 A Madry CNN step at batch 50 is a few dozen tiny kernels; launched one by one from Python they
 leave an H100 idle most of the time (one process: ~4 ms a step). Captured once as a CUDA graph,
-a step is a single launch. The graph records exactly the loop body of `train.train` (batch
-gather from the uint8 tensor on the device, augmentation and Gaussian noise from the cell's
-seeded generator, forward under the run's autocast, loss, backward, optimizer step), so
-replaying it computes what the plain loop computes:
+a step is a single launch. The graph records exactly the loop body of `train.train`, which
+calls the same `step.step_loss` (batch gather from the uint8 tensor on the device,
+augmentation and Gaussian noise from the cell's seeded generator, forward under the run's
+autocast, loss, backward, optimizer step), so replaying it computes what the plain loop
+computes:
 
 - the batch indices come from the same `Batches` sampler (on the host) and are copied into a
   static index buffer before each replay;
@@ -33,7 +34,7 @@ import sys
 
 import torch
 
-from lsqueeze.step import regularized_loss, training_batch
+from lsqueeze.step import step_loss
 
 WARMUP = 3  # eager steps before capture: lazy optimizer state, cuDNN/cuBLAS handles, allocator
 ON_DEVICES = ("cuda",)  # where `train` uses it (tests add "cpu": the same step, run eagerly)
@@ -71,12 +72,9 @@ class GraphedStep:
         idx = self.idx
         y = self.y_tr[idx]
         # no autocast weight cache: a graph must recompute the casts on every replay
-        with torch.autocast(**self.autocast_kwargs, cache_enabled=False):
-            x = training_batch(self.x_tr[idx], y, self.cell, self.recipe, self.fwd, self.adv,
-                               self.gen)
-            logits = self.fwd(x.contiguous(memory_format=torch.channels_last))
-        loss = regularized_loss(logits, y, self.cell["alpha"], self.cell["beta"],
-                                self.recipe["ce_reduction"])
+        autocast = torch.autocast(**self.autocast_kwargs, cache_enabled=False)
+        loss = step_loss(self.fwd, self.x_tr[idx], y, self.cell, self.recipe, self.adv, self.gen,
+                         autocast)
         self.finite &= torch.isfinite(loss)
         loss.backward()
         self.opt.step()

@@ -31,10 +31,10 @@ PACKAGE = Path(__file__).resolve().parent
 PLUMBING = frozenset({"__init__", "__main__", "cli", "commands", "dvc_metrics", "fingerprint",
                       "gpu", "integrity", "io", "presets", "restore", "schema", "yamlfile"})
 # The modules that call what a registry names as text, "lsqueeze.<module>:<function>" (attacks:
-# an attack kind's runner; data: a dataset's converter): a job that uses one depends on every
-# function named, so an edit to a new kind's module reruns it; the tables, which read the same
-# registry, do not.
-DISPATCHERS = frozenset({"attacks", "data"})
+# an attack kind's runner; data: a dataset's converter; step: a regularizer's term or
+# transform): a job that uses one depends on every function named, so an edit to a new kind's
+# module reruns it; the tables, which read the same registry, do not.
+DISPATCHERS = frozenset({"attacks", "data", "step"})
 
 
 def _is_main_block(node) -> bool:

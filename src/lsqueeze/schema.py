@@ -19,12 +19,12 @@ from jsonschema.exceptions import best_match
 
 from lsqueeze import attack_kinds
 from lsqueeze.config import (
-    CELL_DEFAULTS,
     LAYOUT_COLUMNS,
     RECIPES,
     SD_SUFFIX,
     WILDCARDS,
     build_plan,
+    cell_defaults,
     resolve_cell,
     table_files,
 )
@@ -267,7 +267,7 @@ def adversary_problem(cell: dict) -> str | None:
 def _load_schema(schema_path=SCHEMA_PATH) -> dict:
     """The schema, with the registries it names filled in, so that each has one place: the
     datasets are the recipes' keys, the attack kinds and their own settings lsqueeze.attack_kinds',
-    and a cell value with a default (config.CELL_DEFAULTS) that the schema does not describe, a
+    and a cell value with a default (config.cell_defaults) that the schema does not describe, a
     new defense's, is a boolean or a number >= 0 like its default."""
     schema = json.loads(Path(schema_path).read_text())
     schema["$defs"]["dataset"]["enum"] = list(RECIPES)
@@ -277,7 +277,7 @@ def _load_schema(schema_path=SCHEMA_PATH) -> dict:
         for key, (_, fragment) in kind.settings.items():  # another kind's)
             attack.setdefault(key, fragment)
     cell = schema["$defs"]["cell"]["properties"]
-    for key, default in CELL_DEFAULTS.items():
+    for key, default in cell_defaults().items():
         if key not in cell:
             cell[key] = {"type": "boolean"} if isinstance(default, bool) else {"$ref": "#/$defs/nonneg"}
     return schema

@@ -1,8 +1,10 @@
-"""What one training step computes: the batch the model sees (augmentation, Madry's adversary,
-Gaussian noise) and the regularized loss (label smoothing α, logit squeezing β).
+"""What one training step computes (`step_loss`): the batch the model sees (augmentation,
+Madry's adversary, the input regularizers: Gaussian noise) and the regularized loss (label
+smoothing α, the loss regularizers: logit squeezing β), each regularizer as lsqueeze.regularizers
+lists it.
 
-Shared by the plain training loop (lsqueeze/train.py) and its CUDA-graph replay
-(lsqueeze/fast.py), which must compute the same step.
+The plain training loop (lsqueeze/train.py) and its CUDA-graph replay (lsqueeze/fast.py) both
+call `step_loss`, so they compute the same step.
 """
 
 from __future__ import annotations
@@ -13,12 +15,20 @@ import torch
 import torch.nn.functional as F
 
 from lsqueeze.pgd import pgd
+from lsqueeze.registry import load_function
+from lsqueeze.regularizers import of_role
 from lsqueeze.splits import to_float
 
 
-def regularized_loss(logits, y, alpha: float, beta: float, reduction: str = "sum"):
-    """(summed CE against smoothed labels (α) + β·‖Z‖_F) / R, Z the mini-batch logit matrix
-    (Frobenius norm, not squared); R = 1 for `reduction` "sum", the batch size N for "mean".
+def frobenius_norm(z):
+    """‖Z‖_F of the mini-batch logit matrix (not squared): logit squeezing's term."""
+    return torch.linalg.matrix_norm(z, ord="fro")
+
+
+def regularized_loss(logits, y, cell: dict, reduction: str = "sum"):
+    """(summed CE against smoothed labels (α) + β·‖Z‖_F + each other loss regularizer's value ×
+    term) / R, Z the mini-batch logit matrix (Frobenius norm, not squared); R = 1 for `reduction`
+    "sum", the batch size N for "mean".
 
     `reduction` follows Madry's code (summed CE for MNIST, mean CE for CIFAR) so that his learning
     rates apply; it must not change what β means. β‖Z‖_F beside summed CE is the form the paper's β
@@ -29,8 +39,11 @@ def regularized_loss(logits, y, alpha: float, beta: float, reduction: str = "sum
     if reduction not in ("sum", "mean"):
         raise ValueError(f"recipe ce_reduction: unknown {reduction!r} (known: sum, mean)")
     z = logits.float()
-    total = F.cross_entropy(z, y, label_smoothing=alpha, reduction="sum")
-    total = total + beta * torch.linalg.matrix_norm(z, ord="fro")
+    (smoothing,) = of_role("ce")
+    total = F.cross_entropy(z, y, label_smoothing=cell.get(smoothing.key, smoothing.default),
+                            reduction="sum")
+    for r in of_role("loss"):
+        total = total + cell.get(r.key, r.default) * load_function(r.apply)(z)
     return total / len(y) if reduction == "mean" else total
 
 
@@ -46,6 +59,11 @@ def gaussian_noise(x, sigma: float, pixel_scale: float, clip: bool, generator):
         return x
     noisy = x + torch.randn(x.shape, generator=generator, device=x.device) * (sigma / pixel_scale)
     return noisy.clamp(0, 1) if clip else noisy
+
+
+def gaussian_noise_input(x, sigma: float, cell: dict, recipe: dict, generator):
+    """The `sigma` regularizer: Gaussian noise, clipped to [0,1] where the cell says `clip_noise`."""
+    return gaussian_noise(x, sigma, recipe["pixel_scale"], cell.get("clip_noise", False), generator)
 
 
 def crop_flip(x, generator, pad: int = 2):
@@ -96,5 +114,16 @@ def training_batch(x_u8, y, cell, recipe, model, adv, generator):
         with (nullcontext() if in_eval else frozen_norm_stats(model)):
             x = pgd(model, x, y, adv["eps"], adv["step_size"], adv["steps"], adv["loss"],
                     adv["random_start"], in_eval=in_eval, generator=generator)
-    return gaussian_noise(x, cell["sigma"], recipe["pixel_scale"], cell.get("clip_noise", False),
-                          generator)
+    for r in of_role("input"):
+        x = load_function(r.apply)(x, cell.get(r.key, r.default), cell, recipe, generator)
+    return x
+
+
+def step_loss(model, x_u8, y, cell, recipe, adv, generator, autocast):
+    """One training step up to its loss: the training batch and the forward pass under the run's
+    autocast (the training adversary too: most of an adversarial-training step), NHWC as every
+    forward of a run; the loss in float32."""
+    with autocast:
+        x = training_batch(x_u8, y, cell, recipe, model, adv, generator)
+        logits = model(x.contiguous(memory_format=torch.channels_last))
+    return regularized_loss(logits, y, cell, recipe["ce_reduction"])

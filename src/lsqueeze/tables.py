@@ -25,6 +25,7 @@ from lsqueeze.agreement import counts, headline, judge
 from lsqueeze.config import PAPER_PARAMS, SD_SUFFIX, cell_id, config_hash, model_name, steps_tag, table_files
 from lsqueeze.io import atomic_path, read_json, read_parquet
 from lsqueeze.perexample import WORST, worst_case_id, worst_cases
+from lsqueeze.regularizers import REGULARIZERS
 from lsqueeze.tablemeta import (
     COMPARE_COLUMNS,
     MASKING_COLUMNS,
@@ -165,8 +166,8 @@ def _measured(long: pd.DataFrame, plan_row: dict, col: dict, analyses: dict, sca
 def _params(cell: dict) -> dict:
     """α, β, σ as the paper prints them; baselines (adversarial training) have none."""
     adv = cell["method"] == "adv"
-    return {"α": None if adv else cell["alpha"], "β": None if adv else cell["beta"],
-            "σ": None if adv else cell["sigma"], "k": int(cell["steps"])}
+    return {**{r.column: None if adv else cell[r.key] for r in REGULARIZERS.values() if r.column},
+            "k": int(cell["steps"])}
 
 
 def _over_seeds(long, row: dict, col: dict, analyses: dict, scale: float):

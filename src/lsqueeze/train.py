@@ -24,7 +24,7 @@ from lsqueeze.io import code_version, device_name, load_torch, save_json, save_t
 from lsqueeze.models import build_model
 from lsqueeze.progress import DEFAULT_EVERY_S, Ticker
 from lsqueeze.splits import load_split, to_float
-from lsqueeze.step import regularized_loss, training_batch
+from lsqueeze.step import step_loss
 
 TRAIN_DEFAULTS = {"checkpoint_every": 1000, "compile": False, "cuda_graphs": False, "device": "auto",
                   "eval_batch": 1000, "precision": "auto", "sync_every": 50}
@@ -220,10 +220,7 @@ def train(spec: dict, data_dir, out_dir, progress: bool = True, options: dict | 
             continue
         idx = batches.next()
         y = y_tr[idx]
-        with autocast:  # the training adversary too: most of an adversarial-training step
-            x = training_batch(x_tr[idx], y, cell, recipe, fwd, adv, gen)
-            logits = fwd(x.contiguous(memory_format=torch.channels_last))
-        loss = regularized_loss(logits, y, cell["alpha"], cell["beta"], recipe["ce_reduction"])
+        loss = step_loss(fwd, x_tr[idx], y, cell, recipe, adv, gen, autocast)
         finite = torch.isfinite(loss) if finite is None else finite & torch.isfinite(loss)
         if device.type == "cpu" and not finite:  # on a CPU the check is free: stop before the update
             diverged, loss_value = True, float(loss.detach())
