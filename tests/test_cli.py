@@ -8,7 +8,8 @@ import pytest
 
 from conftest import REPO, tiny_spec
 from lsqueeze import __version__
-from lsqueeze.cli import FIGURE_KINDS, _parser, main
+from lsqueeze.cli import _parser, main
+from lsqueeze.figure_kinds import FIGURE_KINDS
 
 
 def test_version(capsys):
@@ -28,9 +29,7 @@ def test_every_flag_of_every_command_has_help():
 
 
 def test_figure_kind_lists_the_kinds_and_rejects_others(capsys):
-    from lsqueeze.figures import KINDS
-
-    assert sorted(FIGURE_KINDS) == sorted(KINDS)  # the CLI's copy of the kinds stays in step
+    assert "linear" in FIGURE_KINDS
     with pytest.raises(SystemExit):
         main(["figure", "--kind", "pie", "--out", "x.png"])
     err = capsys.readouterr().err

@@ -14,7 +14,9 @@ from lsqueeze.activations import activation_magnitudes
 from lsqueeze.analysis import linear_model
 from lsqueeze.cli import main
 from lsqueeze.config import build_plan
+from lsqueeze.figure_kinds import FIGURE_KINDS, READS
 from lsqueeze.landscape import loss_landscape
+from lsqueeze.registry import load_function
 from lsqueeze.schema import ConfigError, validate
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -53,9 +55,9 @@ def parquets(tmp_path_factory):
     return out
 
 
-@pytest.mark.parametrize("kind", sorted(figures.KINDS))
+@pytest.mark.parametrize("kind", sorted(FIGURE_KINDS))
 def test_every_kind_draws_a_png(kind, parquets, tmp_path):
-    source = figures.KINDS[kind][1]
+    source = FIGURE_KINDS[kind].reads
     out = tmp_path / f"{kind}.png"
     figures.draw(kind, parquets[source], ["model A", "model B"], f"test {kind}", out,
                  pixel_scales=[1.0, 1.0], eps=0.1 if kind == "linear" else None)
@@ -65,12 +67,11 @@ def test_every_kind_draws_a_png(kind, parquets, tmp_path):
     assert pdf[:5] == b"%PDF-" and b"CreationDate" not in pdf
 
 
-def test_kind_sources_follow_the_naming_the_workflow_relies_on():
-    """figures.smk picks a figure's inputs from the kind's prefix without importing matplotlib."""
-    for kind, (_, source) in figures.KINDS.items():
-        expect = ("landscape" if kind.startswith("landscape") else
-                  "activations" if kind.startswith("activations") else "linear")
-        assert source == expect, kind
+def test_every_kind_reads_an_analysis_and_names_a_drawing_function():
+    """The registry names what each kind reads and draws with, without importing matplotlib."""
+    for kind in FIGURE_KINDS.values():
+        assert kind.reads in READS, kind.name
+        assert callable(load_function(kind.draw)), kind.name
 
 
 def test_draw_rejects_bad_input(parquets, tmp_path):
@@ -125,7 +126,7 @@ def test_demo_preset_draws_every_paper_figure():
     plan = build_plan(validate(cfg))
     names = {f["name"] for f in plan.figures}
     assert {f"figure_{i}" for i in range(1, 12)} <= names
-    assert {f["kind"] for f in plan.figures} == set(figures.KINDS)
+    assert {f["kind"] for f in plan.figures} == set(FIGURE_KINDS)
     for f in plan.figures:
         assert len(f["labels"]) == len(f["cells"])
 
@@ -143,7 +144,7 @@ def test_pipeline_draws_every_figure_kind(tmp_path):
 
     from conftest import run_snakemake
 
-    kinds = sorted(figures.KINDS)
+    kinds = sorted(FIGURE_KINDS)
     cfg = {"preset": "figs", "results": "results/figs", "data_dir": "results/data", "device": "auto",
            "train": {"checkpoint_every": 50}, "eval": {"n_test": 60, "batch_size": 60},
            "analysis": {"n_test": 60, "landscape_images": 2, "landscape_points": 5},

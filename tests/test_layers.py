@@ -19,9 +19,10 @@ PACKAGE = Path(lsqueeze.__file__).resolve().parent
 LAYERS = {
     # what the jobs are built from; may import each other (no cycle)
     "primitives": {"activations", "attack_kinds", "attacks", "autoattack", "config", "data",
-                   "datasets", "device", "fast", "fingerprint", "gpu", "inputs", "integrity", "io",
-                   "landscape", "layout", "models", "pgd", "perexample", "progress", "registry",
-                   "regularizers", "restore", "schema", "splits", "step", "yamlfile"},
+                   "datasets", "device", "fast", "figure_kinds", "fingerprint", "gpu", "inputs",
+                   "integrity", "io", "landscape", "layout", "models", "pgd", "perexample",
+                   "progress", "registry", "regularizers", "restore", "schema", "splits", "step",
+                   "yamlfile"},
     # the CLI's commands that compute or fetch something; import primitives only
     "jobs": {"analysis", "cost", "evaluate", "export", "migrate", "presets", "remote", "train"},
     # tables, figures and claims from the jobs' files; import primitives and each other, no torch

@@ -13,6 +13,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from lsqueeze.figure_kinds import FIGURE_KINDS
+
 
 def _json(text: str):
     try:
@@ -209,9 +211,6 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-# lsqueeze.figures.KINDS, named here so that `--help` does not load matplotlib (a test compares).
-FIGURE_KINDS = ("activations_logits", "activations_penultimate", "gradients", "landscape_adversarial",
-                "landscape_random", "linear", "logits")
 # Help for flags several commands share, by (command, flag) or by flag: one place, not each call.
 FLAG_HELP = {
     "spec": "resolved spec (JSON) of the model cell, as the workflow passes it",

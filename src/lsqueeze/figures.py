@@ -18,7 +18,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from lsqueeze.figure_kinds import figure_kind  # noqa: E402
 from lsqueeze.io import atomic_path, read_parquet  # noqa: E402
+from lsqueeze.registry import load_function  # noqa: E402
 
 STYLE = {"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "legend.fontsize": 8,
          "axes.grid": True, "grid.alpha": 0.3, "figure.titlesize": 12}
@@ -233,22 +235,9 @@ def figure_activations_logits(frames, labels, title, out, pixel_scales=None, eps
     _activations(frames, labels, title, out, "logits")
 
 
-# kind (config) -> (function, which per-model analysis it reads)
-KINDS = {
-    "linear": (figure_linear, "linear"),
-    "logits": (figure_logits, "linear"),
-    "gradients": (figure_gradients, "linear"),
-    "landscape_random": (figure_landscape_random, "landscape"),
-    "landscape_adversarial": (figure_landscape_adversarial, "landscape"),
-    "activations_penultimate": (figure_activations_penultimate, "activations"),
-    "activations_logits": (figure_activations_logits, "activations"),
-}
-
-
 def draw(kind: str, inputs, labels, title: str, out, pixel_scales=None, eps=None) -> None:
     """Read the per-model Parquets (in the figure's cell order) and draw one figure kind."""
-    if kind not in KINDS:
-        raise ValueError(f"figure kind {kind!r}: unknown (known: {sorted(KINDS)})")
+    draw_kind = load_function(figure_kind(kind).draw)
     if len(labels) != len(inputs):
         raise ValueError(f"{len(inputs)} inputs but {len(labels)} labels")
     pixel_scales = list(pixel_scales or [1.0] * len(inputs))
@@ -256,7 +245,7 @@ def draw(kind: str, inputs, labels, title: str, out, pixel_scales=None, eps=None
         raise ValueError(f"figure {title!r}: its cells' datasets have different pixel scales "
                          f"{sorted(set(pixel_scales))}; compare models of one dataset per figure")
     frames = [read_parquet(p) for p in inputs]
-    KINDS[kind][0](frames, list(labels), title, out, pixel_scales=pixel_scales, eps=eps)
+    draw_kind(frames, list(labels), title, out, pixel_scales=pixel_scales, eps=eps)
 
 
 SUMMARY_METRICS = ("test_accuracy", "accuracy")  # clean accuracy, accuracy under an attack

@@ -13,6 +13,7 @@ A preset's own folder (<results>): plan/, tables/, figures/, analysis/<cell id>/
 from __future__ import annotations
 
 from lsqueeze.config import Plan, num, subset_key
+from lsqueeze.figure_kinds import figure_kind
 
 STORE = "results/store"  # defaults of the preset keys store and data_dir
 DATA = "results/data"
@@ -82,14 +83,11 @@ class Layout:
         }
 
     def figure_inputs(self, fig: dict) -> list[str]:
-        """A figure's per-model Parquets in its order: landscape_* kinds read
-        landscape-e<eps>.parquet, activations_* activations.parquet, the rest the linear-model
-        analysis (lsqueeze.figures.KINDS says the same; not imported here, so that planning does
-        not load matplotlib)."""
-        if fig["kind"].startswith("landscape"):
+        """A figure's per-model Parquets in its order: what its kind reads (lsqueeze.figure_kinds),
+        the loss landscape at the figure's ε."""
+        reads = figure_kind(fig["kind"]).reads
+        if reads == "landscape":
             name = f"landscape-e{num(fig['eps'] or LANDSCAPE_EPS)}.parquet"
-        elif fig["kind"].startswith("activations"):
-            name = "activations.parquet"
         else:
-            name = "linear.parquet"
+            name = f"{reads}.parquet"
         return [self.analysis(c, name) for c in fig["cells"]]

@@ -28,6 +28,7 @@ from lsqueeze.config import (
     resolve_cell,
     table_files,
 )
+from lsqueeze.figure_kinds import FIGURE_KINDS
 from lsqueeze.yamlfile import ConfigError, read_yaml
 
 # The schema lives in params/ beside the presets; the package finds it from an editable install.
@@ -271,6 +272,8 @@ def _load_schema(schema_path=SCHEMA_PATH) -> dict:
     new defense's, is a boolean or a number >= 0 like its default."""
     schema = json.loads(Path(schema_path).read_text())
     schema["$defs"]["dataset"]["enum"] = list(RECIPES)
+    schema["properties"]["figures"]["additionalProperties"]["properties"]["kind"]["enum"] = list(
+        FIGURE_KINDS)
     attack = schema["$defs"]["attack"]["properties"]
     attack["attack"]["enum"] = list(attack_kinds.KINDS)
     for kind in attack_kinds.KINDS.values():  # each kind's own settings (its resolve refuses
