@@ -9,7 +9,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
-# MNIST's four .gz files (LSQUEEZE_MNIST_MIRROR, else ../shared/mnist beside the checkout), served
+# MNIST's four .gz files (LSQUEEZE_MNIST_MIRROR, else bench/mnist/), served
 # on 127.0.0.1 by the benchmarks' helper.
 from common import MIRROR, serve_directory  # noqa: E402  (bench/ joins the path above)
 

@@ -15,7 +15,7 @@ from lsqueeze import data, splits
 
 def test_mnist_from_local_mirror_matches_checksums(tmp_path, http_server):
     if not SHARED_MNIST.exists():
-        pytest.skip("no offline MNIST mirror at ../shared/mnist")
+        pytest.skip(f"no local MNIST copy at {SHARED_MNIST} (set LSQUEEZE_MNIST_MIRROR)")
     url = http_server(SHARED_MNIST)
     paths = data.prepare("mnist", tmp_path / "mnist", mirror=url)
     x, y = splits.load_split(paths["train"])

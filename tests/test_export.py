@@ -122,7 +122,7 @@ def test_real_mnist_model_loads_and_classifies(tmp_path):
     if not REAL_CELL.exists():
         pytest.skip("no committed MNIST model")
     if not SHARED_MNIST.exists():
-        pytest.skip("no offline MNIST at ../shared/mnist")
+        pytest.skip(f"no local MNIST copy at {SHARED_MNIST} (set LSQUEEZE_MNIST_MIRROR)")
     model = lsqueeze.load_model(REAL_CELL)
     with gzip.open(SHARED_MNIST / "t10k-images-idx3-ubyte.gz") as fh:
         images = np.frombuffer(fh.read(), np.uint8, offset=16)[: 500 * 784]

@@ -22,7 +22,7 @@ LAYERS = {
                    "datasets", "device", "fast", "figure_kinds", "fingerprint", "gpu", "inputs",
                    "integrity", "io", "landscape", "layout", "models", "pgd", "perexample",
                    "progress", "registry", "regularizers", "restore", "schema", "splits", "step",
-                   "yamlfile"},
+                   "values", "yamlfile"},
     # the CLI's commands that compute or fetch something; import primitives only
     "jobs": {"analysis", "cost", "evaluate", "export", "migrate", "presets", "remote", "train"},
     # tables, figures and claims from the jobs' files; import primitives and each other, no torch

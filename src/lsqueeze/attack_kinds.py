@@ -18,6 +18,8 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from lsqueeze.values import missing
+
 # The settings every attack has, with their defaults (a kind fixes or ignores those it lacks).
 BASE = {"loss": "xent", "steps": 1, "step_size": None, "random_start": False, "restarts": 1,
         "confidence": 50.0}
@@ -47,17 +49,9 @@ def generic_id(a: dict, fixed: dict | None = None) -> str:
     return "-".join([a["attack"], *(f"{k.replace('_', '')}{_id_part(v)}" for k, v in changed)])
 
 
-def _missing(v) -> bool:
-    """None, NaN or pandas' NA: a measurement row's empty cell (no pandas import here)."""
-    try:
-        return v is None or bool(v != v)
-    except TypeError:  # pandas.NA compares to NA, which has no truth value
-        return True
-
-
 def steps_times_restarts(a: dict) -> float:
     s = a.get("steps")
-    return 1.0 if _missing(s) else float(s) * max(1, int(a.get("restarts") or 1))
+    return 1.0 if missing(s) else float(s) * max(1, int(a.get("restarts") or 1))
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,8 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from lsqueeze.values import missing
+
 REPRODUCED, REFUTED, UNCLEAR, UNMEASURED = ("reproduced", "not reproduced", "not distinguishable",
                                             "not measured in this preset")
 PARTLY = "partly measured"                                # a claim with an unmeasured check
@@ -127,7 +129,7 @@ def spread(entry: dict, train_images: float | None = None) -> float:
     """A measurement's noise: the seed sd (several seeds), never below the binomial floor; one
     seed: the binomial error and the training variance (train_images: see training_images)."""
     sd = entry.get("sd")
-    sd = 0.0 if sd is None or (isinstance(sd, float) and math.isnan(sd)) else float(sd)
+    sd = 0.0 if missing(sd) else float(sd)
     test = binomial_se(entry["value"], entry.get("n"))
     if not train_images:
         return max(sd, test)
@@ -138,8 +140,7 @@ def spread(entry: dict, train_images: float | None = None) -> float:
 
 
 def _num(v):
-    return None if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)) \
-        else float(v)
+    return None if missing(v) else float(v)
 
 
 def _matches(col: dict, want) -> bool:

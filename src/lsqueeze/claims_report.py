@@ -7,7 +7,6 @@ Aggregation layer, like lsqueeze.claims: pandas only, no model code (no torch im
 from __future__ import annotations
 
 import html
-import math
 import re
 from pathlib import Path
 
@@ -26,13 +25,14 @@ from lsqueeze.claims import (
 )
 from lsqueeze.io import atomic_path, read_json, read_parquet
 from lsqueeze.tablemeta import CLAIMS_COLUMNS, PCT, checked_model, read_table, save_table, typed
+from lsqueeze.values import missing
 
 
 def _f(v, sd=None, seeds=None) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
+    if missing(v):
         return "—"
     text = f"{v:.2f}"
-    if seeds and seeds > 1 and sd is not None and not (isinstance(sd, float) and math.isnan(sd)):
+    if seeds and seeds > 1 and not missing(sd):
         text += f" ± {sd:.2f} ({int(seeds)} seeds)"
     return text
 
@@ -98,13 +98,13 @@ def render(claims: list[dict], results: pd.DataFrame, masking: pd.DataFrame | No
                   "|---|---|---|---|---|---|"]
         for r in res.itertuples():
             meas = f"{r.lhs}: {_f(r.lhs_value, r.lhs_sd, r.lhs_seeds)}" if r.lhs else "—"
-            if r.lhs_published is not None and not pd.isna(r.lhs_published):
+            if not missing(r.lhs_published):
                 meas += f" (paper {_f(r.lhs_published)})"
             ref = "" if not r.rhs else f"{r.rhs}: {_f(r.rhs_value, r.rhs_sd, r.rhs_seeds)}"
             ref = "—" if ref.endswith(": —") and "·" not in ref else ref
-            if ref and r.rhs_published is not None and not pd.isna(r.rhs_published):
+            if ref and not missing(r.rhs_published):
                 ref += f" (paper {_f(r.rhs_published)})"
-            dd = "—" if r.d is None or pd.isna(r.d) else f"{r.d:+.2f} ± {r.spread:.2f}"
+            dd = "—" if missing(r.d) else f"{r.d:+.2f} ± {r.spread:.2f}"
             paper = r.paper_verdict if isinstance(r.paper_verdict, str) else "—"
             cells = (r.check, meas, ref, dd, _verdict_text(r), paper)
             lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 from pathlib import Path
 
 import pandas as pd
@@ -22,6 +21,7 @@ import pandas as pd
 from lsqueeze.agreement import counts
 from lsqueeze.io import atomic_path, read_json, read_parquet
 from lsqueeze.tablemeta import read_table
+from lsqueeze.values import missing
 
 CSV_COLUMNS = ["table", "cell", "column", "measured", "published", "delta"]
 # The headline accuracies of a model (percent), each from the first table column of its kind that
@@ -36,8 +36,7 @@ HEADLINE = {
 
 
 def _num(v):
-    return None if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)) \
-        else round(float(v), 4)
+    return None if missing(v) else round(float(v), 4)
 
 
 def headline_kind(col: dict) -> str | None:

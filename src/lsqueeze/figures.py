@@ -16,11 +16,11 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
 
 from lsqueeze.figure_kinds import figure_kind  # noqa: E402
 from lsqueeze.io import atomic_path, read_parquet  # noqa: E402
 from lsqueeze.registry import load_function  # noqa: E402
+from lsqueeze.values import missing  # noqa: E402
 
 STYLE = {"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "legend.fontsize": 8,
          "axes.grid": True, "grid.alpha": 0.3, "figure.titlesize": 12}
@@ -256,12 +256,6 @@ THREATS = {"none": "clean test images", "white": "white-box attacks",
 LOSSES = {"xent": "X-ent", "cw": "CW"}
 
 
-def _missing(v) -> bool:
-    """None, NaN or pandas' NA (the Parquet's empty cells)."""
-    try:
-        return bool(pd.isna(v))
-    except (TypeError, ValueError):  # not a scalar
-        return False
 
 
 def _g(v) -> str:
@@ -274,16 +268,16 @@ def attack_label(row) -> str:
     if row.get("metric") == "test_accuracy" or row.get("threat") == "none":
         return CLEAN
     kind, aid = row.get("attack"), str(row.get("attack_id") or "")
-    eps = "ε=∞" if _missing(row.get("eps")) else f"ε={_g(row['eps'])}"
+    eps = "ε=∞" if missing(row.get("eps")) else f"ε={_g(row['eps'])}"
     loss = LOSSES.get(row.get("loss"), row.get("loss"))
     if kind == "pgd":
         parts = [f"PGD-{int(row['attack_steps'])} {loss}", eps]
-        if not _missing(row.get("step_size")):
+        if not missing(row.get("step_size")):
             parts.append(f"step {_g(row['step_size'])}")
         rand = row.get("random_start")
-        if (not _missing(rand) and bool(rand)) or aid.endswith("-rand"):
+        if (not missing(rand) and bool(rand)) or aid.endswith("-rand"):
             parts.append("random start")
-        if not _missing(row.get("restarts")) and int(row["restarts"]) > 1:
+        if not missing(row.get("restarts")) and int(row["restarts"]) > 1:
             parts.append(f"{int(row['restarts'])} restarts")
         return ", ".join(parts)
     if kind == "fgsm":
@@ -329,9 +323,9 @@ def model_names(cells: dict) -> dict:
         group = [c for c2, c in cells.items() if base[c2] == name]
         if len(group) > 1:
             vary = [(k, fmt, f) for k, fmt, f in keys
-                    if len({None if _missing(c.get(k)) else c.get(k) for c in group}) > 1]
+                    if len({None if missing(c.get(k)) else c.get(k) for c in group}) > 1]
             c = cells[cid]
-            extra = [fmt.format(f(c[k])) for k, fmt, f in vary if not _missing(c.get(k))]
+            extra = [fmt.format(f(c[k])) for k, fmt, f in vary if not missing(c.get(k))]
             name = f"{name} ({', '.join(extra) if extra else cid.split('/', 1)[-1]})"
         names[cid] = name
     return names
@@ -342,7 +336,7 @@ def _attack_order(row) -> tuple:
     if row.get("threat") == "none":
         return ("",)
     return (str(row.get("attack") or ""), str(row.get("loss") or ""),
-            *[-1.0 if _missing(row.get(k)) else float(row[k])
+            *[-1.0 if missing(row.get(k)) else float(row[k])
               for k in ("eps", "attack_steps", "step_size", "restarts")], str(row.get("attack_id")))
 
 
@@ -366,7 +360,7 @@ def summary_records(df) -> list[dict]:
     df = df[df["metric"].isin(SUMMARY_METRICS)]
     if df.empty:
         raise ValueError("the measurements hold no accuracy (test_accuracy or accuracy) to draw")
-    rows = [{k: (None if _missing(v) else v) for k, v in r.items()}
+    rows = [{k: (None if missing(v) else v) for k, v in r.items()}
             for r in df.to_dict("records")]
     cells = {}
     for r in rows:

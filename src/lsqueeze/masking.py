@@ -31,6 +31,7 @@ import pandas as pd
 from lsqueeze.attack_kinds import budget
 from lsqueeze.config import RECIPES
 from lsqueeze.tablemeta import typed
+from lsqueeze.values import missing
 
 COLUMNS = ["cell_id", "dataset", "check", "flagged", "accuracy_pct", "reference_pct", "gap_pct",
            "attack_id", "reference_attack_id", "source_id", "detail"]
@@ -39,7 +40,7 @@ STRINGS = ["cell_id", "dataset", "check", "attack_id", "reference_attack_id", "s
 
 def _eps_pixel(eps, dataset, pixel_scale) -> float:
     """ε in [0,1] pixel units; None/NaN/inf (unbounded) -> inf."""
-    if eps is None or (isinstance(eps, float) and math.isnan(eps)):
+    if missing(eps):
         return math.inf
     scale = (pixel_scale or {}).get(dataset) or RECIPES.get(dataset, {}).get("pixel_scale", 1.0)
     return float(eps) / float(scale)

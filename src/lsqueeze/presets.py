@@ -19,7 +19,6 @@ each one's source):
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import pandas as pd
@@ -27,6 +26,7 @@ import yaml
 
 from lsqueeze.config import attack_id, num, steps_tag
 from lsqueeze.io import atomic_path
+from lsqueeze.values import missing
 
 REPO = Path(__file__).resolve().parents[2]
 PAPER_CSV = REPO / "params" / "paper_tables.csv"
@@ -88,7 +88,7 @@ FIGURES = REPO / "params" / "paper_figures.yaml"
 
 
 def _present(v) -> bool:
-    return not (v is None or (isinstance(v, float) and math.isnan(v)))
+    return not missing(v)
 
 
 def _clean(v):

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import html as _html
 import json
-import math
 import re
 import unicodedata
 from datetime import UTC, datetime
 
 import pandas as pd
+
+from lsqueeze.values import missing
 
 # `value` holds accuracies and logit norms side by side: each row says which.
 UNITS = {"train_accuracy": "fraction", "test_accuracy": "fraction", "accuracy": "fraction",
@@ -73,9 +74,6 @@ PAPER_CAPTIONS = {
 }
 
 
-def missing(v) -> bool:
-    """No value: None, pandas' NA, or NaN."""
-    return v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v))
 
 
 def slug(name) -> str:
