@@ -29,7 +29,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from lsqueeze.config import attack_record, build_plan, load_config
+from lsqueeze.config import build_plan, load_config
 from lsqueeze.layout import Layout
 
 REPO = Path(__file__).resolve().parents[1]
@@ -174,7 +174,7 @@ def main(argv=None) -> dict:
     by_cost = sorted(plan.cells, key=lambda c: -plan.cells[c]["steps"]
                      * (41 if plan.cells[c]["method"] == "adv" else 1))
     opts = json.dumps(config.get("train", {}))
-    runner.phase([(f"train/{c}", ["train", "--spec", json.dumps(plan.train_spec(c)),
+    runner.phase([(f"train/{c}", ["train", "--spec", layout.spec_json(c),
                                   "--data-dir", layout.split_dir(plan.cells[c]["dataset"]),
                                   "--out-dir", layout.cell_dir(c), "--no-progress",
                                   "--options", opts]) for c in by_cost], args.train_timeout)
@@ -184,8 +184,8 @@ def main(argv=None) -> dict:
         """One crafting or white-box job: the same arguments, another command and output."""
         ds = plan.cells[cell]["dataset"]
         return (f"{name}/{cell}/{aid}", [
-            command, "--spec", json.dumps(plan.train_spec(cell)), "--model", layout.model(cell),
-            "--data-dir", layout.split_dir(ds), "--attack", json.dumps(attack_record(plan, aid, ds)),
+            command, "--spec", layout.spec_json(cell), "--model", layout.model(cell),
+            "--data-dir", layout.split_dir(ds), "--attack", layout.attack_json(aid, ds),
             *n, *bs, "--out", str(out)])
 
     t0 = time.perf_counter()
@@ -198,9 +198,9 @@ def main(argv=None) -> dict:
 
     t0 = time.perf_counter()
     runner.phase([(f"black/{t}/{aid}", [
-        "transfer", "--spec", json.dumps(plan.train_spec(t)), "--model", layout.model(t),
+        "transfer", "--spec", layout.spec_json(t), "--model", layout.model(t),
         "--adv-set", layout.adv_set(s, aid), "--source-metrics", layout.metrics(s),
-        "--attack", json.dumps(attack_record(plan, aid, plan.cells[t]["dataset"])),
+        "--attack", layout.attack_json(aid, plan.cells[t]["dataset"]),
         "--out", layout.black(t, s, aid)])
         for t, s, aid in sorted(plan.black)], args.attack_timeout)
     finish("black-box", t0)

@@ -12,7 +12,9 @@ A preset's own folder (<results>): plan/, tables/, figures/, analysis/<cell id>/
 
 from __future__ import annotations
 
-from lsqueeze.config import Plan, num, subset_key
+import json
+
+from lsqueeze.config import Plan, attack_record, num, subset_key
 from lsqueeze.figure_kinds import figure_kind
 
 STORE = "results/store"  # defaults of the preset keys store and data_dir
@@ -81,6 +83,36 @@ class Layout:
             "tolerance_pct": config.get("eval", {}).get("tolerance_pct", 5.0),
             "preset": config.get("preset"),  # the tables' provenance header names it
         }
+
+    # --- what the workflow asks for: its targets, and each job's arguments
+    def targets(self) -> dict[str, list[str]]:
+        """The run's final files: the tables (Parquet per table, Markdown, the long form), the
+        figures (the summary and each preset figure) and the claims."""
+        res = self.results
+        return {
+            "tables": [f"{res}/tables/measurements.parquet", f"{res}/tables/tables.md",
+                       *(f"{res}/tables/table_{t['id']}.parquet" for t in self.plan.tables)],
+            "figures": [f"{res}/figures/summary.png",
+                        *(f"{res}/figures/{f['name']}.png" for f in self.plan.figures)],
+            "claims": [f"{res}/tables/claims.md", f"{res}/tables/claims.parquet"],
+        }
+
+    def spec_json(self, cid: str) -> str:
+        """A cell's training spec as a job's `--spec` (sorted keys: one text per spec, so a
+        rule's params change exactly when the spec does)."""
+        return json.dumps(self.plan.train_spec(cid), sort_keys=True)
+
+    def attack_json(self, aid: str, dataset: str) -> str:
+        """An attack as a job's `--attack`: its id, paper units and pixel units."""
+        return json.dumps(attack_record(self.plan, aid, dataset), sort_keys=True)
+
+    def figure_spec(self, fig: dict) -> str:
+        """A preset figure's `--spec` of `lsqueeze figure`: title, labels, each cell's pixel
+        scale, its ε."""
+        plan = self.plan
+        scales = [plan.recipe(plan.cells[c]["dataset"])["pixel_scale"] for c in fig["cells"]]
+        return json.dumps({"title": fig["title"], "labels": fig["labels"], "pixel_scales": scales,
+                           "eps": fig["eps"]}, sort_keys=True)
 
     def figure_inputs(self, fig: dict) -> list[str]:
         """A figure's per-model Parquets in its order: what its kind reads (lsqueeze.figure_kinds),

@@ -16,7 +16,7 @@ rule craft:
         gpu=1,
     params:
         code=CODE["evaluate"],
-        spec=lambda w: spec_json(cid(w, w.source)),
+        spec=lambda w: LAYOUT.spec_json(cid(w, w.source)),
         attack=attack_json,
         n=subset_flag,
         bs=EVAL.get("batch_size", 500),

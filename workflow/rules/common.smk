@@ -14,7 +14,7 @@ SRC = str(Path(workflow.basedir) / "src")
 if sys.path[0] != SRC:
     sys.path.insert(0, SRC)
 
-from lsqueeze.config import WILDCARDS, attack_record, build_plan
+from lsqueeze.config import WILDCARDS, build_plan
 from lsqueeze.fingerprint import fingerprint
 from lsqueeze.layout import Layout
 from lsqueeze.schema import ConfigError, validate_sources
@@ -128,17 +128,13 @@ def model_of(w):
     return LAYOUT.model(cid(w))
 
 
-def spec_json(cell_id):
-    return json.dumps(PLAN.train_spec(cell_id), sort_keys=True)
-
-
 def cell_spec(w):
     """The training spec of the wildcards' cell, as JSON: the param of every job on one model."""
-    return spec_json(cid(w))
+    return LAYOUT.spec_json(cid(w))
 
 
 def attack_json(w):
-    return json.dumps(attack_record(PLAN, w.attack, w.dataset), sort_keys=True)
+    return LAYOUT.attack_json(w.attack, w.dataset)
 
 
 # The tables plan is the output of rule tables_plan (report.smk), never written while the workflow
@@ -147,10 +143,8 @@ def attack_json(w):
 PLAN_FILE = f"{RES}/plan/tables.json"
 PLAN_JSON = json.dumps(LAYOUT.tables_plan(), sort_keys=True, default=str)
 
-TABLES = [f"{RES}/tables/measurements.parquet", f"{RES}/tables/tables.md"]
-TABLES += [f"{RES}/tables/table_{t['id']}.parquet" for t in PLAN.tables]
-FIGURES = [f"{RES}/figures/summary.png"]
-FIGURES += [f"{RES}/figures/{f['name']}.png" for f in PLAN.figures]  # `figures:` in the preset
+TARGETS = LAYOUT.targets()
+TABLES, FIGURES, CLAIMS = TARGETS["tables"], TARGETS["figures"], TARGETS["claims"]
 
 
 def data_dir(w, input):
@@ -177,9 +171,8 @@ def parent_dir(w, output):
     return str(Path(output[0]).parent)
 
 
-# Aggregation: one page per table for the report (report.smk), the claims (claims.smk).
+# Aggregation: one page per table for the report (report.smk).
 TABLE_IDS = [t["id"] for t in PLAN.tables]
-CLAIMS = [f"{RES}/tables/claims.md", f"{RES}/tables/claims.parquet"]
 
 # The paper's figures (figures.smk): one job per configured figure (`figures:` in the preset),
 # reading the per-model analysis Parquets of its cells in the figure's order.
@@ -192,12 +185,4 @@ def figure_inputs(w):
 
 
 def figure_spec(w):
-    fig = FIGS[w.figure]
-    scales = [PLAN.recipe(PLAN.cells[c]["dataset"])["pixel_scale"] for c in fig["cells"]]
-    spec = {
-        "title": fig["title"],
-        "labels": fig["labels"],
-        "pixel_scales": scales,
-        "eps": fig["eps"],
-    }
-    return json.dumps(spec, sort_keys=True)
+    return LAYOUT.figure_spec(FIGS[w.figure])
