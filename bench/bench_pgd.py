@@ -23,8 +23,8 @@ import torch.nn.functional as F
 
 from lsqueeze import attacks
 from lsqueeze.config import RECIPES
-from lsqueeze.data import load_split, to_float
 from lsqueeze.models import build_model, n_params
+from lsqueeze.splits import load_split, to_float
 
 EPS, STEP = 0.3, 0.01
 

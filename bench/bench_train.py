@@ -24,8 +24,8 @@ import torchvision.transforms as T
 from torch.utils.data import DataLoader
 
 from lsqueeze import config as C
-from lsqueeze.data import load_split
 from lsqueeze.models import build_model, n_params
+from lsqueeze.splits import load_split
 from lsqueeze.step import regularized_loss
 from lsqueeze.train import clean_stats, native_bf16, train, train_autocast
 

@@ -6,8 +6,9 @@ import torch
 from torch import nn
 
 from lsqueeze import attacks, pgd
-from lsqueeze.data import digits, to_float
+from lsqueeze.data import digits
 from lsqueeze.evaluate import run_attack
+from lsqueeze.splits import to_float
 
 
 @pytest.fixture(autouse=True, scope="module")
