@@ -1,4 +1,4 @@
-"""PGD throughput (images × steps / s): lsqueeze.attacks.pgd against torchattacks.PGD, same run.
+"""PGD throughput (images × steps / s): lsqueeze.science.attacks.pgd against torchattacks.PGD, same run.
 
     .venv/bin/python bench/bench_pgd.py [--n 100] [--steps 40] [--repeats 5] [--threads 1]
 
@@ -21,10 +21,10 @@ import common
 import torch
 import torch.nn.functional as F
 
-from lsqueeze import attacks
-from lsqueeze.config import RECIPES
-from lsqueeze.models import build_model, n_params
-from lsqueeze.splits import load_split, to_float
+from lsqueeze.plan.build import RECIPES
+from lsqueeze.science import attacks
+from lsqueeze.science.models import build_model, n_params
+from lsqueeze.science.splits import load_split, to_float
 
 EPS, STEP = 0.3, 0.01
 
@@ -79,7 +79,7 @@ def main(argv=None):
     x, y = load_split(data / "test.pt")
     x, y = to_float(x[:args.n]), y[:args.n]
 
-    # The pipeline's evaluation jobs load models NHWC (lsqueeze.inputs.load_model).
+    # The pipeline's evaluation jobs load models NHWC (lsqueeze.science.inputs.load_model).
     nhwc = copy.deepcopy(model).to(memory_format=torch.channels_last)
     ours(model, x[:8], y[:8], 1, 0), theirs(model, x[:8], y[:8], 1, 0)  # warm-up
     ours(nhwc, x[:8], y[:8], 1, 0)
@@ -121,9 +121,9 @@ def main(argv=None):
         "|---|---|---|---|",
         f"| torchattacks.PGD {_version()} (batch-mean loss) | {rate['torchattacks']:,.0f} | "
         f"{median['torchattacks']:,.0f} | {100 * acc['torchattacks']:.1f}% |",
-        f"| lsqueeze.attacks.pgd, reduction=mean | {rate['mean']:,.0f} | {median['mean']:,.0f} | "
+        f"| lsqueeze.science.attacks.pgd, reduction=mean | {rate['mean']:,.0f} | {median['mean']:,.0f} | "
         f"{100 * acc['mean']:.1f}% |",
-        f"| lsqueeze.attacks.pgd, reduction=sum (default, Madry's) | {rate['sum']:,.0f} | "
+        f"| lsqueeze.science.attacks.pgd, reduction=sum (default, Madry's) | {rate['sum']:,.0f} | "
         f"{median['sum']:,.0f} | {100 * acc['sum']:.1f}% |",
         f"| the same on an NHWC model, as the pipeline's evaluation jobs run it | "
         f"{rate['pipeline']:,.0f} | {median['pipeline']:,.0f} | {100 * acc['pipeline']:.1f}% |", "",

@@ -23,11 +23,11 @@ import torchvision.datasets as tvd
 import torchvision.transforms as T
 from torch.utils.data import DataLoader
 
-from lsqueeze import config as C
-from lsqueeze.models import build_model, n_params
-from lsqueeze.splits import load_split
-from lsqueeze.step import regularized_loss
-from lsqueeze.train import clean_stats, native_bf16, train, train_autocast
+from lsqueeze.jobs.train import clean_stats, native_bf16, train, train_autocast
+from lsqueeze.plan import build as C
+from lsqueeze.science.models import build_model, n_params
+from lsqueeze.science.splits import load_split
+from lsqueeze.science.step import regularized_loss
 
 # The paper's Madry CNN (compute-bound on a CPU) and the offline demo's small one (data-bound).
 ARCHS = {"madry": {"name": "madry_cnn", "conv1": 32, "conv2": 64, "fc": 1024},

@@ -37,7 +37,7 @@ def serve_directory(directory):
 def mnist(out_dir: Path) -> Path:
     """Real MNIST converted by `lsqueeze data` from the local copy (MIRROR), which is served on
     127.0.0.1 so that the same download-and-verify code runs as for the official mirror."""
-    from lsqueeze.data import prepare
+    from lsqueeze.jobs.data import prepare
 
     out_dir = Path(out_dir)
     if (out_dir / "train.pt").exists():

@@ -9,7 +9,7 @@ it is done (a run cut off by its time limit still leaves what it finished):
    CUDA-graph step, and k graph-step jobs sharing the GPU (LSQUEEZE_JOBS_PER_GPU=k, through the
    pinning layer): aggregate steps/s vs the baseline. The baseline and the graph run train the
    same seed: their test accuracy and largest weight difference are reported.
-2. wrn — one training step of the CIFAR recipe (SGD, loss, autocast as lsqueeze.train runs it)
+2. wrn — one training step of the CIFAR recipe (SGD, loss, autocast as lsqueeze.jobs.train runs it)
    on WRN-28-10 and on Madry's w28-10 where the package has it, bf16 and fp32 (TF32 convolutions,
    PyTorch's default), NCHW eager / channels_last / channels_last + CUDA graph; images/s and MFU
    (FLOPs from torch.utils.flop_counter, dense tensor-core peak of the GPU).
@@ -37,11 +37,11 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from lsqueeze import attacks
-from lsqueeze import config as C
-from lsqueeze.models import build_model
-from lsqueeze.step import regularized_loss
-from lsqueeze.train import make_optimizer
+from lsqueeze.jobs.train import make_optimizer
+from lsqueeze.plan import build as C
+from lsqueeze.science import attacks
+from lsqueeze.science.models import build_model
+from lsqueeze.science.step import regularized_loss
 
 REPO = Path(__file__).resolve().parents[1]
 # Dense (no sparsity) tensor-core peaks, FLOP/s: bf16, and TF32 for fp32 convolutions.
@@ -187,7 +187,7 @@ def mnist_data(out: Path, raw: str | None, smoke: bool) -> str:
     if raw:
         import shutil
 
-        from lsqueeze.data import prepare
+        from lsqueeze.jobs.data import prepare
 
         copy = out / "raw"  # decompressed files go here, not into the carried folder
         copy.mkdir()
@@ -302,7 +302,7 @@ def markdown(res: dict) -> str:
     if rows:
         batch = next((r["batch"] for r in rows if "batch" in r), "?")
         lines += [f"**WRN training step, batch {batch}** (SGD step, loss and autocast of "
-                  "lsqueeze.train; MFU against the dense bf16 / TF32 peak)", "",
+                  "lsqueeze.jobs.train; MFU against the dense bf16 / TF32 peak)", "",
                   "| model | precision | variant | images/s | ms/step | MFU |", "|---|---|---|---|---|---|"]
         for r in rows:
             if "error" in r:

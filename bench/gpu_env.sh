@@ -9,7 +9,7 @@ PY="${PYTHON:-python3}"
 if ! "$PY" -c "import jsonschema" 2>/dev/null && [ -d bench/pydeps ]; then
   export PYTHONPATH="$PYTHONPATH:$PWD/bench/pydeps"
 fi
-if ! "$PY" -c "import torch, lsqueeze.cli, lsqueeze.train, lsqueeze.evaluate, lsqueeze.tables, lsqueeze.schema" 2>"$OUT/import-error.txt"; then
+if ! "$PY" -c "import torch, lsqueeze.cli, lsqueeze.jobs.train, lsqueeze.jobs.evaluate, lsqueeze.report.tables, lsqueeze.plan.schema" 2>"$OUT/import-error.txt"; then
   echo "bench: $PY cannot import what the jobs need: $(tail -1 "$OUT/import-error.txt") (see bench/gpu_env.sh for bench/pydeps)" >&2
   exit 2
 fi

@@ -9,7 +9,7 @@ phase the tables are aggregated from what has finished, and OUT_DIR gets tables.
 table_*.parquet, measurements.parquet and run.json (GPU, commit, wall time per phase, every
 command's exit status), so a run cut off by its time limit still leaves its finished part.
 Models and adversarial sets stay in a scratch directory (--work), outside OUT_DIR, at the paths
-the workflow gives them (lsqueeze.layout: the same model store layout, the same tables plan).
+the workflow gives them (lsqueeze.plan.layout: the same model store layout, the same tables plan).
 
 `--smoke`: the same on the CPU at toy size (digits28 instead of MNIST, a few steps, 50 test
 images), as the test suite runs it.
@@ -29,8 +29,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from lsqueeze.config import build_plan, load_config
-from lsqueeze.layout import Layout
+from lsqueeze.plan.build import build_plan, load_config
+from lsqueeze.plan.layout import Layout
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -25,7 +25,7 @@ SMALL_ARCH = {"name": "madry_cnn", "conv1": 4, "conv2": 8, "fc": 16}
 
 def tiny_spec(steps=600, **recipe):
     """A digits28 cell with noise on SMALL_ARCH, as a training job receives it."""
-    from lsqueeze import config as C
+    from lsqueeze.plan import build as C
 
     cell = C.resolve_cell({}, {"dataset": "digits28", "steps": steps, "sigma": 0.3})
     return {"id": C.cell_id(cell), "cell": cell,
@@ -33,11 +33,11 @@ def tiny_spec(steps=600, **recipe):
 
 
 def cell_dir(config, cell: str) -> str:
-    """A cell's folder in the model store (lsqueeze.config.Plan.store_dir), relative to the run's
+    """A cell's folder in the model store (lsqueeze.plan.build.Plan.store_dir), relative to the run's
     working directory, for a preset given as a dict or a YAML file."""
     import yaml
 
-    from lsqueeze.config import build_plan
+    from lsqueeze.plan.build import build_plan
 
     cfg = config if isinstance(config, dict) else yaml.safe_load(Path(config).read_text())
     return f"{cfg.get('store', 'results/store')}/{build_plan(cfg).store_dir(cell)}"
@@ -90,7 +90,7 @@ def one_thread():
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory):
     """scikit-learn's digits as the digits28 splits (train.pt, test.pt), prepared by the package."""
-    from lsqueeze.data import prepare
+    from lsqueeze.jobs.data import prepare
 
     out = tmp_path_factory.mktemp("digits28")
     prepare("digits28", out)

@@ -7,9 +7,9 @@ import json
 import pandas as pd
 import pytest
 
-from lsqueeze.agreement import counts, headline, judge
-from lsqueeze.dvc_metrics import summarize
-from lsqueeze.tables import build_tables, render_markdown
+from lsqueeze.report.agreement import counts, headline, judge
+from lsqueeze.report.dvc_metrics import summarize
+from lsqueeze.report.tables import build_tables, render_markdown
 
 PGD = {"attack": "pgd", "loss": "xent", "steps": 40, "eps": 0.3, "step_size": 0.01,
        "random_start": True, "restarts": 1}

@@ -7,11 +7,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lsqueeze.activations import activation_magnitudes, inactive
-from lsqueeze.analysis import linear_model
-from lsqueeze.figures import cumulative_curve
-from lsqueeze.landscape import grid, loss_landscape
-from lsqueeze.tables import predicted_accuracy
+from lsqueeze.jobs.analysis import linear_model
+from lsqueeze.report.figures import cumulative_curve
+from lsqueeze.report.tables import predicted_accuracy
+from lsqueeze.science.activations import activation_magnitudes, inactive
+from lsqueeze.science.landscape import grid, loss_landscape
 
 
 class Linear(nn.Module):

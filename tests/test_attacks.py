@@ -5,10 +5,10 @@ import pytest
 import torch
 from torch import nn
 
-from lsqueeze import attacks, pgd
-from lsqueeze.data import digits
-from lsqueeze.evaluate import run_attack
-from lsqueeze.splits import to_float
+from lsqueeze.jobs.data import digits
+from lsqueeze.jobs.evaluate import run_attack
+from lsqueeze.science import attacks, pgd
+from lsqueeze.science.splits import to_float
 
 
 @pytest.fixture(autouse=True, scope="module")

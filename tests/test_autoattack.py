@@ -12,8 +12,8 @@ import torch
 from test_attacks import accuracy, data, fit, tiny_cnn  # noqa: F401  (data: a fixture)
 from torch import nn
 
-from lsqueeze import attacks
-from lsqueeze import autoattack as aa
+from lsqueeze.science import attacks
+from lsqueeze.science import autoattack as aa
 
 pyautoattack = pytest.importorskip("pyautoattack")
 EPS = 0.05  # on this model: ~88% clean, ~55% under PGD-40, so every member has work to do
@@ -57,7 +57,7 @@ def test_the_configuration_is_the_reference_standard(n_classes):
 
 
 def test_cost_counts_the_reference_budget():
-    from lsqueeze.attack_kinds import AUTOATTACK_STEPS, image_steps
+    from lsqueeze.registries.attack_kinds import AUTOATTACK_STEPS, image_steps
 
     assert AUTOATTACK_STEPS == aa.IMAGE_STEPS == pytest.approx(3566.7, abs=0.1)
     assert image_steps({"attack": "autoattack", "eps": 0.3}) == aa.IMAGE_STEPS

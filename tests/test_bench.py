@@ -76,8 +76,8 @@ def test_flop_count_of_a_training_step_is_about_three_forwards(one_thread):
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from lsqueeze.config import RECIPES
-    from lsqueeze.models import build_model
+    from lsqueeze.plan.build import RECIPES
+    from lsqueeze.science.models import build_model
 
     recipe = RECIPES["mnist"]
     model = build_model(recipe, (1, 28, 28))

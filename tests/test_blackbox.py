@@ -8,15 +8,15 @@ import torch
 import torch.nn.functional as F
 
 from conftest import run_snakemake
-from lsqueeze import evaluate
-from lsqueeze.attacks import predict
-from lsqueeze.config import RECIPES, attack_id, build_plan, load_config, resolve_attack
-from lsqueeze.data import prepare
-from lsqueeze.inputs import load_model
-from lsqueeze.integrity import model_record
-from lsqueeze.io import load_torch, save_json, save_torch
-from lsqueeze.models import build_model
-from lsqueeze.splits import to_float
+from lsqueeze.jobs import evaluate
+from lsqueeze.jobs.data import prepare
+from lsqueeze.plan.build import RECIPES, attack_id, build_plan, load_config, resolve_attack
+from lsqueeze.runtime.files import load_torch, save_json, save_torch
+from lsqueeze.runtime.integrity import model_record
+from lsqueeze.science.attacks import predict
+from lsqueeze.science.inputs import load_model
+from lsqueeze.science.models import build_model
+from lsqueeze.science.splits import to_float
 
 RECIPE = {**RECIPES["digits28"], "arch": {"name": "madry_cnn", "conv1": 4, "conv2": 8, "fc": 16}}
 

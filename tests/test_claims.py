@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from conftest import REPO
-from lsqueeze import claims as C
-from lsqueeze.claims_report import to_html
+from lsqueeze.report import claims as C
+from lsqueeze.report.claims_report import to_html
 
 CLAIMS_FILE = REPO / "params" / "claims.yaml"
 PGD40 = {"name": "white PGD-40 X-ent", "threat": "white", "attack_id": "pgd40",
@@ -194,7 +194,7 @@ def test_a_masked_model_is_not_reproduced():
 
 
 def test_a_bar_in_a_row_label_keeps_the_claims_table_in_place():
-    from lsqueeze.claims_report import _cell, to_html
+    from lsqueeze.report.claims_report import _cell, to_html
 
     line = "| " + " | ".join(_cell(c) for c in ("Table 2 (a|b)", "1.00", "x")) + " |"
     assert line.count(" | ") == 2
@@ -270,8 +270,8 @@ def test_the_papers_own_numbers_under_the_same_rules():
     paper's own table falls 8.8 points from 20 to 1,000 steps; and the paper's claims that hold
     only by a few points on one seed are not distinguishable, not reproduced."""
     ref = pd.read_csv(REPO / "params" / "paper_tables.csv")
-    from lsqueeze.config import build_plan, load_config
-    from lsqueeze.tables import published
+    from lsqueeze.plan.build import build_plan, load_config
+    from lsqueeze.report.tables import published
 
     plan = build_plan(load_config(REPO / "params" / "paper.yaml"))
     compare = {}
@@ -332,7 +332,7 @@ def test_claims_stage_on_the_tiny_run(tiny_run, tmp_path):
     assert t2.attrs["columns"]["test_sd_pct"] == {"title": "Test sd", "unit": "percent"}
     assert "(2 seeds)" in (tables / "tables.md").read_text()
     # the DVC metric: claims per verdict
-    from lsqueeze.dvc_metrics import summarize
+    from lsqueeze.report.dvc_metrics import summarize
 
     metrics, _ = summarize(tiny_run / "results/tiny/plan/tables.json", tables)
     assert metrics["claims"]["total"] == len(C.load_claims(CLAIMS_FILE))

@@ -9,7 +9,7 @@ import pytest
 from conftest import REPO, tiny_spec
 from lsqueeze import __version__
 from lsqueeze.cli import _parser, main
-from lsqueeze.figure_kinds import FIGURE_KINDS
+from lsqueeze.registries.figure_kinds import FIGURE_KINDS
 
 
 def test_version(capsys):

@@ -5,8 +5,8 @@ import pytest
 import yaml
 
 from conftest import PRESETS, REPO
-from lsqueeze.config import attack_id, build_plan, cell_id, num, resolve_cell, steps_tag
-from lsqueeze.schema import ConfigError, validate
+from lsqueeze.plan.build import attack_id, build_plan, cell_id, num, resolve_cell, steps_tag
+from lsqueeze.plan.schema import ConfigError, validate
 
 
 def test_numbers_have_one_spelling():
@@ -121,7 +121,7 @@ def test_only_tables_plans_one_table_of_a_preset_and_nothing_else():
     the table2 preset trains, at the same store addresses), no CIFAR source, no figures."""
     import yaml
 
-    from lsqueeze.config import build_plan
+    from lsqueeze.plan.build import build_plan
 
     paper = yaml.safe_load((REPO / "params/paper.yaml").read_text())
     part = build_plan({**paper, "only_tables": [2]})
@@ -139,7 +139,7 @@ def test_a_models_store_address_changes_with_its_recipe_and_precision_only():
     and the other datasets' recipes leave it as it is."""
     import yaml
 
-    from lsqueeze.config import build_plan
+    from lsqueeze.plan.build import build_plan
 
     base = yaml.safe_load((REPO / "params/paper.yaml").read_text())
 

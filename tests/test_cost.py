@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 
 from conftest import PRESETS
-from lsqueeze import cli, cost
-from lsqueeze.attack_kinds import image_steps
-from lsqueeze.config import build_plan, load_config
+from lsqueeze import cli
+from lsqueeze.jobs import cost
+from lsqueeze.plan.build import build_plan, load_config
+from lsqueeze.registries.attack_kinds import image_steps
 
 PARAMS = Path(__file__).resolve().parents[1] / "params"
 

@@ -10,7 +10,8 @@ import torch
 import torchvision.datasets as tvd
 
 from conftest import SHARED_MNIST
-from lsqueeze import data, splits
+from lsqueeze.jobs import data
+from lsqueeze.science import splits
 
 
 def test_mnist_from_local_mirror_matches_checksums(tmp_path, http_server):

@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from conftest import REPO
-from lsqueeze.config import build_plan, cell_defaults, load_config, resolve_attack
-from lsqueeze.data import prepare
-from lsqueeze.evaluate import white_box
-from lsqueeze.schema import validate
-from lsqueeze.train import train
+from lsqueeze.jobs.data import prepare
+from lsqueeze.jobs.evaluate import white_box
+from lsqueeze.jobs.train import train
+from lsqueeze.plan.build import build_plan, cell_defaults, load_config, resolve_attack
+from lsqueeze.plan.schema import validate
 
 DEMO = REPO / "params" / "demo.yaml"
 

@@ -161,7 +161,7 @@ def _record(store, key, inputs):
 def test_snapshot_restore_order_records_and_reanchoring(tmp_path):
     """Unit level: times come back in the original order (ties kept), records come back with the
     original checkout's absolute paths re-anchored, changed files lose both."""
-    from lsqueeze import restore
+    from lsqueeze.plan import restore
 
     orig, clone = tmp_path / "orig", tmp_path / "clone"
     files = {"results/data/d/train.pt": 100, "results/p/models/m.pt": 200,
@@ -201,7 +201,7 @@ def test_snapshot_restore_order_records_and_reanchoring(tmp_path):
 def test_metrics_keys_are_cell_names(tmp_path):
     import pandas as pd
 
-    from lsqueeze.dvc_metrics import write_metrics
+    from lsqueeze.report.dvc_metrics import write_metrics
 
     test = {"name": "Test", "metric": "test_accuracy"}
     pgd = {"name": "x", "threat": "white", "attack_id": "pgd",
@@ -219,7 +219,7 @@ def test_metrics_keys_are_cell_names(tmp_path):
          "measured_pct": 97.0, "published_pct": 99.0, "delta_pct": -2.0},
         {"table": "2", "row": 1, "cell_id": "digits28/ls0-sq0.5-gn0.5-k60-s0", "column": "x",
          "measured_pct": 50.123, "published_pct": None, "delta_pct": None},
-    ]).assign(measurement=lambda f: f.cell_id + "|" + f.column,  # lsqueeze.agreement.judge's
+    ]).assign(measurement=lambda f: f.cell_id + "|" + f.column,  # lsqueeze.report.agreement.judge's
               status=["outside", None, "within", None], replicate_spread_pct=None  # columns
               ).to_parquet(tmp_path / "table_2_compare.parquet")
     m = write_metrics(tmp_path / "plan.json", tmp_path, tmp_path / "m.json", tmp_path / "c.csv")
@@ -253,8 +253,8 @@ def test_headline_metrics_of_each_model_fit_a_terminal(preset):
     """Each model's headline accuracies as `dvc metrics diff` lists them (one row per metric:
     path, key, old, new, change) and as one line per model (its keys and values) fit in 100
     columns, with the widest values (100.00) — for the presets' plans, whatever a run measures."""
-    from lsqueeze.config import build_plan, load_config
-    from lsqueeze.dvc_metrics import HEADLINE, MODELS, headline_columns
+    from lsqueeze.plan.build import build_plan, load_config
+    from lsqueeze.report.dvc_metrics import HEADLINE, MODELS, headline_columns
 
     cfg = REPO / ("tests/config/tiny.yaml" if preset == "tiny" else "params/demo.yaml")
     plan = build_plan(load_config(cfg))
@@ -323,7 +323,7 @@ def test_pull_with_an_unreachable_remote_says_so_in_one_line(tmp_path):
     assert str(missing) in lines[0] and "does not exist on this machine" in lines[0]
     assert "dvc remote modify local url" in lines[0]
     missing.mkdir()  # once the store is there, the check passes and names it
-    from lsqueeze.remote import check_remote
+    from lsqueeze.jobs.remote import check_remote
 
     assert check_remote(repo) == str(missing)
 
@@ -331,7 +331,7 @@ def test_pull_with_an_unreachable_remote_says_so_in_one_line(tmp_path):
 def test_a_failed_pull_warns_against_force(monkeypatch):
     """DVC's own message after a failed checkout suggests --force, which deletes every output the
     remote lacks: `lsqueeze pull` steers away from it, in the README's words."""
-    from lsqueeze import remote
+    from lsqueeze.jobs import remote
 
     monkeypatch.setattr(remote, "check_remote", lambda root, name: "/some/store")
     monkeypatch.setattr(remote.subprocess, "run",

@@ -15,13 +15,14 @@ import torch
 
 import lsqueeze
 from conftest import REPO, SHARED_MNIST, tiny_spec
-from lsqueeze import cost, data, inputs
-from lsqueeze import export as E
 from lsqueeze.cli import main
-from lsqueeze.integrity import IntegrityError
-from lsqueeze.io import file_digest, save_parquet
-from lsqueeze.models import build_model
-from lsqueeze.train import train
+from lsqueeze.jobs import cost, data
+from lsqueeze.jobs import export as E
+from lsqueeze.jobs.train import train
+from lsqueeze.runtime.files import file_digest, save_parquet
+from lsqueeze.runtime.integrity import IntegrityError
+from lsqueeze.science import inputs
+from lsqueeze.science.models import build_model
 
 REPRODUCED = REPO / "reproduced" / "mnist_100k_cpu"
 REAL_CELL = REPRODUCED / "models" / "ls0-sq2-gn0.5-k100k-s0-clip"

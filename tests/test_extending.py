@@ -9,9 +9,12 @@ import pytest
 import torch
 
 from conftest import REPO, SMALL_ARCH, tiny_spec
-from lsqueeze import attack_kinds, attacks, config, cost, datasets, regularizers
-from lsqueeze.schema import ConfigError, validate
-from lsqueeze.splits import load_split
+from lsqueeze.jobs import cost
+from lsqueeze.plan import build as config
+from lsqueeze.plan.schema import ConfigError, validate
+from lsqueeze.registries import attack_kinds, datasets, regularizers
+from lsqueeze.science import attacks
+from lsqueeze.science.splits import load_split
 
 TINY = REPO / "tests" / "config" / "tiny.yaml"
 
@@ -86,7 +89,7 @@ def test_a_new_attack_kind_is_one_registry_entry(random_sign_kind):
 
 
 def test_a_new_attack_kind_runs_within_eps_and_the_box(random_sign_kind):
-    from lsqueeze.models import build_model
+    from lsqueeze.science.models import build_model
 
     torch.manual_seed(0)
     model = build_model({**config.RECIPES["digits28"], "arch": SMALL_ARCH}, (1, 28, 28)).eval()
@@ -102,26 +105,28 @@ def test_a_new_attack_kind_runs_within_eps_and_the_box(random_sign_kind):
 def test_a_new_attack_kinds_module_is_in_the_evaluations_fingerprint(tmp_path):
     """The registry names the runner as text; an edit to that module re-evaluates, and does not
     touch the tables (which read the registry's entry, never its runner)."""
-    from lsqueeze import fingerprint as F
+    from lsqueeze.runtime import fingerprint as F
 
     pkg = tmp_path / "lsqueeze"
     shutil.copytree(F.PACKAGE, pkg, ignore=shutil.ignore_patterns("__pycache__"))
-    (pkg / "toy_attack.py").write_text("def run(model, x, y, spec, **kw):\n    return x, y\n")
-    kinds = pkg / "attack_kinds.py"
+    (pkg / "science" / "toy_attack.py").write_text("def run(model, x, y, spec, **kw):\n    return x, y\n")
+    kinds = pkg / "registries" / "attack_kinds.py"
     kinds.write_text(kinds.read_text().replace(
         "KINDS: dict[str, AttackKind] = {k.name: k for k in (",
         'KINDS: dict[str, AttackKind] = {k.name: k for k in (\n'
-        '    AttackKind("toy", "lsqueeze.toy_attack:run", "a toy"),'))
+        '    AttackKind("toy", "lsqueeze.science.toy_attack:run", "a toy"),'))
 
     def fps():
         F.fingerprint.cache_clear()
-        return {m: F.fingerprint(m, pkg) for m in ("evaluate", "tables", "train")}
+        return {m: F.fingerprint(m, pkg) for m in ("jobs.evaluate", "report.tables", "jobs.train")}
 
     before = fps()
-    (pkg / "toy_attack.py").write_text("def run(model, x, y, spec, **kw):\n    return x + 0, y\n")
+    (pkg / "science" / "toy_attack.py").write_text(
+        "def run(model, x, y, spec, **kw):\n    return x + 0, y\n")
     after = fps()
-    assert after["evaluate"] != before["evaluate"]
-    assert after["tables"] == before["tables"] and after["train"] == before["train"]
+    assert after["jobs.evaluate"] != before["jobs.evaluate"]
+    assert after["report.tables"] == before["report.tables"]
+    assert after["jobs.train"] == before["jobs.train"]
     F.fingerprint.cache_clear()
 
 
@@ -159,7 +164,7 @@ def with_toy_row(preset: dict) -> dict:
 
 
 def test_a_new_dataset_is_one_registry_entry(monkeypatch, tmp_path):
-    from lsqueeze import data, evaluate, train
+    from lsqueeze.jobs import data, evaluate, train
 
     with pytest.raises(ConfigError, match="toy"):
         validate(with_toy_row(tiny()))
@@ -214,7 +219,7 @@ def with_gamma_row(preset: dict, gamma: float) -> dict:
 
 
 def test_a_new_regularizer_is_one_registry_entry(monkeypatch):
-    from lsqueeze.step import regularized_loss
+    from lsqueeze.science.step import regularized_loss
 
     with pytest.raises(ConfigError, match="gamma"):
         validate(with_gamma_row(tiny(), 0.5))
@@ -240,8 +245,8 @@ def test_a_new_regularizer_is_one_registry_entry(monkeypatch):
 
 
 def test_a_new_regularizer_trains_into_its_own_model(monkeypatch, tmp_path):
-    from lsqueeze import train
-    from lsqueeze.data import prepare
+    from lsqueeze.jobs import train
+    from lsqueeze.jobs.data import prepare
 
     monkeypatch.setitem(regularizers.REGULARIZERS, "gamma", GAMMA)
     prepare("digits28", tmp_path / "data")

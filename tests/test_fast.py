@@ -1,4 +1,4 @@
-"""The graphed training step (lsqueeze.fast) computes what the plain loop computes.
+"""The graphed training step (lsqueeze.science.cuda_graph) computes what the plain loop computes.
 
 On a CPU the step runs eagerly (no capture): the same code the GPU captures, mixed with plain
 steps exactly as `train` mixes them, must give the plain loop's weights bit for bit. On a GPU the
@@ -8,11 +8,11 @@ optimizer); that test skips without one."""
 import pytest
 import torch
 
-from lsqueeze import config as C
-from lsqueeze import fast
-from lsqueeze.data import prepare
-from lsqueeze.io import load_torch
-from lsqueeze.train import train
+from lsqueeze.jobs.data import prepare
+from lsqueeze.jobs.train import train
+from lsqueeze.plan import build as C
+from lsqueeze.runtime.files import load_torch
+from lsqueeze.science import cuda_graph as fast
 
 
 def spec(dataset, steps, recipe=None, **cell):

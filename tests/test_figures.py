@@ -9,15 +9,15 @@ import pytest
 import torch
 from torch import nn
 
-from lsqueeze import figures
-from lsqueeze.activations import activation_magnitudes
-from lsqueeze.analysis import linear_model
 from lsqueeze.cli import main
-from lsqueeze.config import build_plan
-from lsqueeze.figure_kinds import FIGURE_KINDS, READS
-from lsqueeze.landscape import loss_landscape
-from lsqueeze.registry import load_function
-from lsqueeze.schema import ConfigError, validate
+from lsqueeze.jobs.analysis import linear_model
+from lsqueeze.plan.build import build_plan
+from lsqueeze.plan.schema import ConfigError, validate
+from lsqueeze.registries.base import load_function
+from lsqueeze.registries.figure_kinds import FIGURE_KINDS, READS
+from lsqueeze.report import figures
+from lsqueeze.science.activations import activation_magnitudes
+from lsqueeze.science.landscape import loss_landscape
 
 PNG = b"\x89PNG\r\n\x1a\n"
 REPO = Path(__file__).resolve().parents[1]

@@ -1,4 +1,5 @@
-"""Local GPU pinning (lsqueeze.gpu): N fake devices, 2N concurrent jobs, never two on one device."""
+"""Local GPU pinning (lsqueeze.runtime.pinning): N fake devices, 2N concurrent jobs, never two on
+one device."""
 
 import multiprocessing as mp
 import os
@@ -8,7 +9,7 @@ import time
 
 import pytest
 
-from lsqueeze import gpu
+from lsqueeze.runtime import pinning as gpu
 
 
 def _job(devices, lock_dir, hold_s, queue):
@@ -68,7 +69,7 @@ def test_threads_with_own_handles_exclude_each_other(tmp_path):
 
 
 def test_lock_is_freed_when_the_holder_is_killed(tmp_path):
-    code = ("import sys, time; from lsqueeze import gpu; "
+    code = ("import sys, time; from lsqueeze.runtime import pinning as gpu; "
             f"l = gpu.acquire(['0'], {str(tmp_path)!r}); print(l.device, flush=True); time.sleep(60)")
     holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:

@@ -153,19 +153,20 @@ def test_code_edits_rerun_their_stage_only(work, code_edit):
     re-evaluates without retraining. The repository's own package (installed in the venv) is
     unchanged: the workflow hashes the code of the checkout its Snakefile sits in."""
     workdir, cfg = work
-    code_edit("step.py", "def regularized_loss(", "# a comment\ndef regularized_loss(")
+    code_edit("science/step.py", "def regularized_loss(", "# a comment\ndef regularized_loss(")
     assert planned(workdir, cfg) == {}
-    code_edit("tables.py", "def ", "def _unused():\n    return 1\n\n\ndef ")
+    code_edit("report/tables.py", "def ", "def _unused():\n    return 1\n\n\ndef ")
     jobs = planned(workdir, cfg)
     assert "aggregate" in jobs and set(jobs) <= DOWNSTREAM
-    code_edit("evaluate.py", "def ", "def _unused():\n    return 1\n\n\ndef ")
+    code_edit("jobs/evaluate.py", "def ", "def _unused():\n    return 1\n\n\ndef ")
     jobs = planned(workdir, cfg)
     assert {"evaluate_white", "evaluate_black"} <= set(jobs) and "train" not in jobs
 
 
 @pytest.mark.parametrize("module, old, new", [
-    ("attacks.py", 'if kind == "fgsm":', 'if kind == "fgsm" and True:'),  # the dispatcher
-    ("autoattack.py", "x, y = x.detach().clone()", "x, y = x.detach().clone() + 0"),
+    ("science/attacks.py", "return load_function(kind_of(spec).run)(",
+     "return 1 and load_function(kind_of(spec).run)("),  # the dispatcher
+    ("science/autoattack.py", "x, y = x.detach().clone()", "x, y = x.detach().clone() + 0"),
 ])
 def test_evaluation_attack_edit_retrains_nothing(work, code_edit, module, old, new):
     workdir, cfg = work
@@ -181,7 +182,8 @@ def test_training_loss_edit_reevaluates_only_through_the_retrained_models(work, 
     """The loss is training code: every model retrains, and the evaluations rerun because their
     model changed, never because the evaluation code did."""
     workdir, cfg = work
-    code_edit("step.py", "total = total + beta", "total = total + 1.0 * beta")
+    code_edit("science/step.py", 'return torch.linalg.matrix_norm(z, ord="fro")',
+              'return 1.0 * torch.linalg.matrix_norm(z, ord="fro")')
     jobs = dry_run(workdir, cfg)
     rules = {j["rule"] for j in jobs}
     assert "train" in rules and {"evaluate_white", "evaluate_black"} <= rules
@@ -214,7 +216,7 @@ def test_sigma_edit_reruns_only_that_cell(work):
 def test_the_documented_repair_of_a_corrupt_model(work):
     """README, "A corrupted, replaced or moved file": --forcerun on the file the error names
     retrains that cell and reruns what was made from it, and nothing else."""
-    from lsqueeze.integrity import verify_model
+    from lsqueeze.runtime.integrity import verify_model
 
     workdir, cfg = work
     cell = "digits28/ls0-sq0.5-gn0.5-k60-s1"
@@ -293,7 +295,7 @@ def test_a_second_preset_finds_the_models_the_first_trained(work):
     assert (workdir / "results/second/tables/table_2.parquet").is_file()
     assert planned(workdir, path) == {} and planned(workdir, cfg) == {}
 
-    from lsqueeze.config import build_plan
+    from lsqueeze.plan.build import build_plan
 
     recipe = {"digits28": {"lr": 0.002}}
     edit(path, lambda c: c.update(recipes=recipe))

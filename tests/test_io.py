@@ -3,7 +3,7 @@ import hashlib
 import pytest
 import torch
 
-from lsqueeze.io import atomic_path, load_torch, save_torch
+from lsqueeze.runtime.files import atomic_path, load_torch, save_torch
 
 
 def test_identical_tensors_give_identical_files(tmp_path):
@@ -32,7 +32,7 @@ def test_outputs_follow_the_umask(tmp_path):
 
     import pandas as pd
 
-    from lsqueeze.io import save_json, save_parquet
+    from lsqueeze.runtime.files import save_json, save_parquet
 
     old = os.umask(0o022)
     try:

@@ -1,9 +1,14 @@
-"""Imports point down: primitives -> jobs | aggregation -> the CLI, with no cycle.
+"""Imports point down, subpackage by subpackage, with no cycle:
 
-A job (an entry point of the CLI that computes numbers) never imports another job, so an edit to
-one job's code never reruns another's (lsqueeze/fingerprint.py follows the imports); the
-aggregation never imports a job or torch, so tables, figures and claims load in a fraction of a
-second. The layer of every module is listed here: a new module must be placed in one.
+    runtime -> registries -> plan | science -> jobs | report -> the CLI
+
+The package's folders are its layers: runtime (files, checks, devices), registries (one per kind a
+preset names), plan (preset -> ids, jobs, paths), science (models, step, attacks, analyses), jobs
+(the CLI's commands that compute), report (tables, claims, figures). A job never imports another
+job, so an edit to one job's code never reruns another's (lsqueeze/runtime/fingerprint.py follows
+the imports); the report never imports a job or torch, so tables, figures and claims load in a
+fraction of a second; registries and plan load without torch too. A new module goes into the
+folder of its layer, and these tests place it.
 """
 
 import ast
@@ -12,58 +17,58 @@ import sys
 from pathlib import Path
 
 import lsqueeze
-from lsqueeze.fingerprint import lsqueeze_imports
+from lsqueeze.runtime.fingerprint import lsqueeze_imports, module_path
 
 PACKAGE = Path(lsqueeze.__file__).resolve().parent
-
-LAYERS = {
-    # what the jobs are built from; may import each other (no cycle)
-    "primitives": {"activations", "attack_kinds", "attacks", "autoattack", "config", "data",
-                   "datasets", "device", "fast", "figure_kinds", "fingerprint", "gpu", "inputs",
-                   "integrity", "io", "landscape", "layout", "models", "pgd", "perexample",
-                   "progress", "registry", "regularizers", "restore", "schema", "splits", "step",
-                   "values", "yamlfile"},
-    # the CLI's commands that compute or fetch something; import primitives only
-    "jobs": {"analysis", "cost", "evaluate", "export", "migrate", "presets", "remote", "train"},
-    # tables, figures and claims from the jobs' files; import primitives and each other, no torch
-    "aggregation": {"agreement", "claims", "claims_report", "dvc_metrics", "figures", "masking",
-                    "tablemeta", "tables"},
-    "entry": {"__init__", "__main__", "cli", "commands"},
-}
+ENTRY = {"__init__", "__main__", "cli", "commands"}  # the package's top level: the CLI
 MAY_IMPORT = {
-    "primitives": {"primitives"},
-    "jobs": {"primitives"},
-    "aggregation": {"primitives", "aggregation"},
-    "entry": {"primitives", "jobs", "aggregation", "entry"},
+    "runtime": {"runtime"},
+    "registries": {"runtime", "registries"},
+    "plan": {"runtime", "registries", "plan"},
+    "science": {"runtime", "registries", "science"},
+    "jobs": {"runtime", "registries", "plan", "science"},  # never another job
+    "report": {"runtime", "registries", "plan", "report"},
+    "entry": {"runtime", "registries", "plan", "science", "jobs", "report", "entry"},
 }
+NO_TORCH = ("registries", "plan", "report")
 
 
 def imports(path: Path) -> set[str]:
-    """The lsqueeze modules a file imports, wherever the import statement sits (the parser the
-    fingerprints use)."""
-    return lsqueeze_imports(ast.parse(path.read_text(), filename=str(path))) - {"__version__"}
+    """The modules of the package a file imports, wherever the import statement sits (the parser
+    the fingerprints use): the dotted names that are files."""
+    names = lsqueeze_imports(ast.parse(path.read_text(), filename=str(path)))
+    return {n for n in names if n != "__init__" and module_path(n, PACKAGE).is_file()}
+
+
+def module_name(path: Path) -> str:
+    return ".".join(path.relative_to(PACKAGE).with_suffix("").parts)
 
 
 def graph() -> dict[str, set[str]]:
-    return {p.stem: imports(p) for p in sorted(PACKAGE.glob("*.py"))}
+    """{dotted module: the modules it imports}; a subpackage's __init__ holds only its docstring."""
+    return {module_name(p): imports(p) for p in sorted(PACKAGE.rglob("*.py"))
+            if p.name != "__init__.py" or p.parent == PACKAGE}
 
 
 def layer_of(module: str) -> str:
-    (layer,) = [name for name, members in LAYERS.items() if module in members]
-    return layer
+    return module.split(".")[0] if "." in module else "entry"
 
 
-def test_every_module_has_one_layer():
-    placed = [m for members in LAYERS.values() for m in members]
-    assert len(placed) == len(set(placed))
-    assert set(graph()) == set(placed)
+def test_every_module_sits_in_a_layer():
+    assert {layer_of(m) for m in graph()} == set(MAY_IMPORT)
+    assert {m for m in graph() if layer_of(m) == "entry"} == ENTRY
+    for sub in set(MAY_IMPORT) - {"entry"}:  # a subpackage's __init__ is a docstring, no code
+        tree = ast.parse((PACKAGE / sub / "__init__.py").read_text())
+        assert len(tree.body) == 1 and isinstance(tree.body[0], ast.Expr), sub
 
 
 def test_imports_point_down():
-    upward = [f"{m} ({layer_of(m)}) imports {dep} ({layer_of(dep)})"
-              for m, deps in graph().items() for dep in sorted(deps)
+    g = graph()
+    upward = [f"{m} imports {dep}" for m, deps in g.items() for dep in sorted(deps)
               if layer_of(dep) not in MAY_IMPORT[layer_of(m)]]
-    assert upward == []
+    jobs = [f"{m} imports {dep}" for m, deps in g.items() for dep in sorted(deps)
+            if layer_of(m) == layer_of(dep) == "jobs"]
+    assert upward == [] and jobs == []
 
 
 def test_no_import_cycle():
@@ -86,24 +91,28 @@ def test_no_import_cycle():
 
 def test_the_checks_catch_an_upward_import_and_a_cycle(monkeypatch):
     real = graph()
-    monkeypatch.setitem(globals(), "graph", lambda: {**real, "tables": real["tables"] | {"train"}})
-    try:
-        test_imports_point_down()
-    except AssertionError as exc:
-        assert "tables (aggregation) imports train (jobs)" in str(exc)
-    else:
-        raise AssertionError("an upward import went unnoticed")
-    monkeypatch.setitem(globals(), "graph", lambda: {**real, "io": real["io"] | {"integrity"}})
+    for module, dep, words in (("report.tables", "jobs.train", "report.tables imports jobs.train"),
+                               ("jobs.cost", "jobs.train", "jobs.cost imports jobs.train"),
+                               ("plan.build", "science.models", "plan.build imports science.models")):
+        monkeypatch.setitem(globals(), "graph", lambda m=module, d=dep: {**real, m: real[m] | {d}})
+        try:
+            test_imports_point_down()
+        except AssertionError as exc:
+            assert words in str(exc)
+        else:
+            raise AssertionError(f"{words}: unnoticed")
+    cyclic = {**real, "runtime.files": real["runtime.files"] | {"runtime.integrity"}}
+    monkeypatch.setitem(globals(), "graph", lambda: cyclic)
     try:
         test_no_import_cycle()
     except AssertionError as exc:
-        assert "integrity -> io -> integrity" in str(exc)
+        assert "runtime.files -> runtime.integrity -> runtime.files" in str(exc)
     else:
         raise AssertionError("a cycle went unnoticed")
 
 
-def test_aggregation_loads_without_torch():
-    modules = ", ".join(f"lsqueeze.{m}" for m in sorted(LAYERS["aggregation"]))
+def test_registries_plan_and_report_load_without_torch():
+    modules = ", ".join(f"lsqueeze.{m}" for m in sorted(graph()) if layer_of(m) in NO_TORCH)
     code = f"import sys, {modules}; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
@@ -112,7 +121,8 @@ def test_aggregation_loads_without_torch():
 def test_jobs_load_without_torchvision():
     # torchvision costs seconds to import and only the data job needs it (to download and convert
     # a dataset); every other job of a run pays its import time again.
-    jobs = sorted(LAYERS["jobs"] - {"presets", "remote", "cost"})
+    jobs = sorted(m for m in graph() if layer_of(m) == "jobs"
+                  and m not in ("jobs.paper_presets", "jobs.remote", "jobs.cost"))
     code = ("import sys; " + "; ".join(f"import lsqueeze.{m}" for m in jobs)
             + "; print(sorted(m for m in ('torchvision', 'sympy') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from lsqueeze.masking import COLUMNS, masking_flags
+from lsqueeze.report.masking import COLUMNS, masking_flags
 
 
 def row(cell, threat, attack, value, eps, loss="xent", steps=None, restarts=1, dataset="cifar10",

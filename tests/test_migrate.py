@@ -8,8 +8,8 @@ import yaml
 
 from conftest import run_snakemake
 from lsqueeze.cli import main
-from lsqueeze.config import build_plan
-from lsqueeze.migrate import migrate
+from lsqueeze.jobs.migrate import migrate
+from lsqueeze.plan.build import build_plan
 
 pytestmark = pytest.mark.slow
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lsqueeze.config import RECIPES
-from lsqueeze.models import (
+from lsqueeze.plan.build import RECIPES
+from lsqueeze.science.models import (
     MadryCNN,
     MadryWRN,
     SameConv,
@@ -58,7 +58,7 @@ def test_paper_recipes_build_the_authors_networks():
 
 
 def test_parameter_count_listing():
-    out = subprocess.run([sys.executable, "-m", "lsqueeze.models"], capture_output=True, text=True,
+    out = subprocess.run([sys.executable, "-m", "lsqueeze.science.models"], capture_output=True, text=True,
                          check=True).stdout
     assert "cifar10" in out and "45,901,914" in out and "3,274,634" in out
 

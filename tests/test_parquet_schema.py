@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from lsqueeze.tablemeta import UNITS
+from lsqueeze.report.tablemeta import UNITS
 
 pytestmark = pytest.mark.slow
 

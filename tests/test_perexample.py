@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from lsqueeze.perexample import pack, unpack, worst_case_id, worst_cases
+from lsqueeze.plan.perexample import pack, unpack, worst_case_id, worst_cases
 
 
 def test_pack_round_trips_and_is_compact():

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from conftest import cell_dir, run_snakemake
-from lsqueeze.config import build_plan, load_config
+from lsqueeze.plan.build import build_plan, load_config
 
 pytestmark = pytest.mark.slow
 
@@ -48,7 +48,7 @@ def test_worst_case_over_every_attack_from_the_stored_vectors(tiny_run, tiny_con
 
     import numpy as np
 
-    from lsqueeze.perexample import unpack
+    from lsqueeze.plan.perexample import unpack
 
     out = tiny_run / "results/tiny"
     long = pd.read_parquet(out / "tables/measurements.parquet")

@@ -9,10 +9,10 @@ import pytest
 import yaml
 
 from conftest import PRESETS, REPO, run_snakemake
-from lsqueeze.config import build_plan, load_config
-from lsqueeze.presets import dump, make_preset
-from lsqueeze.schema import validate
-from lsqueeze.tables import published
+from lsqueeze.jobs.paper_presets import dump, make_preset
+from lsqueeze.plan.build import build_plan, load_config
+from lsqueeze.plan.schema import validate
+from lsqueeze.report.tables import published
 
 CSV = REPO / "params" / "paper_tables.csv"
 PAPER = REPO / "params" / "paper.yaml"
@@ -250,7 +250,7 @@ def test_mnist_cpu_preset_plans_real_mnist(tmp_path):
 @pytest.mark.parametrize("preset", PRESETS, ids=lambda p: p.name)
 def test_every_preset_column_finds_at_most_one_published_value(preset):
     # what the tables plan job checks when a run starts, for every committed preset
-    from lsqueeze.tables import check_published
+    from lsqueeze.report.tables import check_published
 
     check_published({"tables": build_plan(validate(load_config(preset))).tables}, pd.read_csv(CSV))
 
@@ -280,7 +280,7 @@ def test_a_table_preset_trains_and_attacks_nothing_the_paper_preset_would_redo(t
     """Run one table today and the paper tomorrow: every model, black-box set and evaluation of a
     table preset has the address in the shared store that the paper preset asks for, so the
     paper run plans none of them again (tests/test_incremental.py shows it through Snakemake)."""
-    from lsqueeze.config import build_plan, subset_key
+    from lsqueeze.plan.build import build_plan, subset_key
 
     def addresses(path):
         cfg = yaml.safe_load((REPO / "params" / path).read_text())

@@ -4,13 +4,13 @@ import re
 
 import pytest
 
-from lsqueeze import config as C
-from lsqueeze import evaluate
-from lsqueeze.analysis import run_analyze
-from lsqueeze.config import attack_id, resolve_attack
-from lsqueeze.data import prepare
-from lsqueeze.progress import Ticker
-from lsqueeze.train import train
+from lsqueeze.jobs import evaluate
+from lsqueeze.jobs.analysis import run_analyze
+from lsqueeze.jobs.data import prepare
+from lsqueeze.jobs.train import train
+from lsqueeze.plan import build as C
+from lsqueeze.plan.build import attack_id, resolve_attack
+from lsqueeze.runtime.progress import Ticker
 
 RECIPE = {**C.RECIPES["digits28"], "arch": {"name": "madry_cnn", "conv1": 4, "conv2": 8, "fc": 16}}
 

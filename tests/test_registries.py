@@ -7,7 +7,12 @@ import json
 import pytest
 
 from conftest import REPO
-from lsqueeze import attack_kinds, cli, config, data, figure_kinds, integrity, models, pgd
+from lsqueeze import cli
+from lsqueeze.jobs import data
+from lsqueeze.plan import build as config
+from lsqueeze.registries import attack_kinds, figure_kinds
+from lsqueeze.runtime import integrity
+from lsqueeze.science import models, pgd
 
 SCHEMA = json.loads((REPO / "params" / "schema.json").read_text())
 
@@ -42,7 +47,7 @@ def test_schema_enum_is_the_registry(suffix, registry):
 
 def test_datasets_are_the_recipes():
     """The schema's dataset enum is filled in from the recipes when a preset is validated."""
-    from lsqueeze.schema import ConfigError, _load_schema, validate
+    from lsqueeze.plan.schema import ConfigError, _load_schema, validate
 
     assert "enum" not in SCHEMA["$defs"]["dataset"]
     assert _load_schema()["$defs"]["dataset"]["enum"] == list(config.RECIPES)
@@ -53,8 +58,8 @@ def test_datasets_are_the_recipes():
 
 def test_attack_kinds_and_their_settings_are_the_registry():
     """The schema's attack enum and each kind's own settings (AutoAttack's version) are filled in
-    from lsqueeze.attack_kinds when a preset is validated."""
-    from lsqueeze.schema import ConfigError, _load_schema, validate
+    from lsqueeze.registries.attack_kinds when a preset is validated."""
+    from lsqueeze.plan.schema import ConfigError, _load_schema, validate
 
     props = _load_schema()["$defs"]["attack"]["properties"]
     assert "enum" not in SCHEMA["$defs"]["attack"]["properties"]["attack"]
@@ -70,8 +75,8 @@ def test_attack_kinds_and_their_settings_are_the_registry():
 
 
 def test_a_new_cell_value_with_a_default_is_a_valid_preset_key(monkeypatch):
-    """A defense's parameter is added in lsqueeze/config.py (CELL_DEFAULTS, cell_tag) only."""
-    from lsqueeze.schema import ConfigError, validate
+    """A defense's parameter is added in lsqueeze/plan/build.py (CELL_DEFAULTS, cell_tag) only."""
+    from lsqueeze.plan.schema import ConfigError, validate
 
     def tiny_with(gamma):
         preset = config.load_config(REPO / "tests" / "config" / "tiny.yaml")

@@ -19,12 +19,12 @@ import torch
 import yaml
 
 from conftest import REPO, SMALL_ARCH, cell_dir, run_snakemake, tiny_spec
-from lsqueeze import config as C
-from lsqueeze.device import pick_device
-from lsqueeze.integrity import DeviceError, checkpoint_key
-from lsqueeze.io import load_torch, save_torch
-from lsqueeze.schema import ConfigError, validate
-from lsqueeze.train import _resumable, train
+from lsqueeze.jobs.train import _resumable, train
+from lsqueeze.plan import build as C
+from lsqueeze.plan.schema import ConfigError, validate
+from lsqueeze.runtime.devices import pick_device
+from lsqueeze.runtime.files import load_torch, save_torch
+from lsqueeze.runtime.integrity import DeviceError, checkpoint_key
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # one thread: CPU reductions stay bitwise equal
 
@@ -128,7 +128,7 @@ def test_checkpoint_of_other_code_or_older_format_is_not_resumed(tmp_path, capsy
 
 def test_changed_training_code_discards_the_checkpoint(digits, tmp_path, monkeypatch, one_thread):
     """A checkpoint saved by other training code (another loss, a fixed augmentation) is stale."""
-    import lsqueeze.train as T
+    import lsqueeze.jobs.train as T
 
     spec = tiny_spec(steps=40)
     monkeypatch.setattr(T, "fingerprint", lambda stage: "old-code")
@@ -182,7 +182,7 @@ def one_line_error(proc, *words):
 
 
 def test_metrics_record_the_model_hash_and_cell(models):
-    from lsqueeze.io import file_digest
+    from lsqueeze.runtime.files import file_digest
 
     spec, model = models[0]
     m = json.loads(model.with_name("metrics.json").read_text())
@@ -305,7 +305,7 @@ def test_snakemake_gpu_preset_fails_fast_and_device_override_reruns_nothing(tmp_
     """A GPU preset on this CPU machine: the training job fails at once with the reason in its
     log. `--config device=auto` (a run option) runs it on the CPU; the black-box job is given the
     source model's metrics.json; switching `device` afterwards reruns nothing."""
-    from lsqueeze.config import build_plan
+    from lsqueeze.plan.build import build_plan
 
     cfg = yaml.safe_load(tiny_config.read_text())
     cfg["device"] = "cuda"
@@ -345,7 +345,7 @@ def flip_byte(path, at=0.5):
 def test_every_written_file_records_its_digest(tmp_path):
     import pandas as pd
 
-    from lsqueeze.io import (
+    from lsqueeze.runtime.files import (
         CorruptFileError,
         digest_path,
         file_digest,
@@ -415,7 +415,7 @@ def test_a_full_disk_is_one_line_naming_the_file(tmp_path, monkeypatch):
     """torch reports ENOSPC as "enforce fail at inline_container.cc"; the job says what it is."""
     import errno as _errno
 
-    from lsqueeze import io
+    from lsqueeze.runtime import files as io
 
     monkeypatch.setattr(io.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10, 10, 0))
 

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from conftest import REPO
-from lsqueeze.schema import validate_file
+from lsqueeze.plan.schema import validate_file
 
 RUNS = sorted(p for p in (REPO / "reproduced").iterdir() if p.is_dir())
 

@@ -77,11 +77,11 @@ def test_error_messages_have_no_internal_notes():
     import ast
 
     hits = []
-    for path in sorted((REPO / "src" / "lsqueeze").glob("*.py")):
+    for path in sorted((REPO / "src" / "lsqueeze").rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Constant) and isinstance(node.value, str) \
                     and INTERNAL.search(node.value):
-                hits.append(f"{path.name}:{node.lineno}: {node.value[:80]!r}")
+                hits.append(f"{path.relative_to(REPO)}:{node.lineno}: {node.value[:80]!r}")
     assert not hits, "\n".join(hits)
 
 

@@ -17,7 +17,7 @@ import torch
 import yaml
 
 from conftest import REPO, SNAKEMAKE, cell_dir, run_snakemake
-from lsqueeze.config import build_plan
+from lsqueeze.plan.build import build_plan
 
 pytestmark = pytest.mark.slow
 HARNESS = REPO / "tests" / "slurm"

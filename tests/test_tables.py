@@ -10,9 +10,9 @@ import pytest
 import yaml
 
 from conftest import REPO
-from lsqueeze.config import attack_record, build_plan, model_name
-from lsqueeze.tablemeta import checked_model
-from lsqueeze.tables import aggregate, published
+from lsqueeze.plan.build import attack_record, build_plan, model_name
+from lsqueeze.report.tablemeta import checked_model
+from lsqueeze.report.tables import aggregate, published
 
 REFERENCE = REPO / "params" / "paper_tables.csv"
 
@@ -91,8 +91,8 @@ def test_layout_has_the_papers_columns(demo_run):
 
 
 def test_column_slugs_are_ascii_snake_case_and_distinct():
-    from lsqueeze.config import SD_SUFFIX
-    from lsqueeze.tablemeta import layout_names, slug
+    from lsqueeze.plan.build import SD_SUFFIX
+    from lsqueeze.report.tablemeta import layout_names, slug
 
     assert slug("white PGD-40+Rand X-ent") == "white_pgd_40_rand_x_ent"
     assert slug("PGD-100 x10 restarts, β=2") == "pgd_100_x10_restarts_beta_2"
@@ -213,12 +213,12 @@ def test_measurements_schema_units_and_dtypes(demo_run):
 
 
 def test_split_sizes_are_the_datasets(digits):
-    """The n of a clean accuracy is its split's size: the digits as lsqueeze.data writes them,
+    """The n of a clean accuracy is its split's size: the digits as lsqueeze.jobs.data writes them,
     MNIST's training split without the 5,000 validation images."""
     import torch
 
-    from lsqueeze.data import MNIST_VALIDATION
-    from lsqueeze.tablemeta import SPLIT_IMAGES, split_images
+    from lsqueeze.jobs.data import MNIST_VALIDATION
+    from lsqueeze.report.tablemeta import SPLIT_IMAGES, split_images
 
     for split in ("train", "test"):
         y = torch.load(digits / f"{split}.pt")["y"]
@@ -244,7 +244,7 @@ def test_tables_carry_provenance_captions_and_masking(demo_run):
 def test_provenance_names_every_device_and_version():
     from datetime import datetime
 
-    from lsqueeze.tablemeta import provenance
+    from lsqueeze.report.tablemeta import provenance
 
     long = pd.DataFrame({"metric": ["accuracy", "accuracy", "test_accuracy"], "n": [100, 50, None],
                          "code_version": ["v1", "v2", "v1"], "device": ["gpu A", "cpu", None]})
@@ -256,7 +256,7 @@ def test_provenance_names_every_device_and_version():
 def _one_table(rows, columns):
     """Tables built in memory for one paper-Table-2 table of digits28 rows: every model measured
     with train 0.9, test 0.8; (plan dict, {id: (layout, compare)})."""
-    from lsqueeze.tables import build_tables
+    from lsqueeze.report.tables import build_tables
 
     cfg = {"preset": "t", "results": "r",
            "cells": {"sq": {"dataset": "digits28", "beta": 0.5, "sigma": 0.5, "steps": 10}},
@@ -276,7 +276,7 @@ TEST_COLUMN = {"name": "Test", "metric": "test_accuracy", "paper": {"metric": "t
 def test_one_cell_in_two_rows_shows_each_rows_published_value():
     """Paper rows 1 and 8 of one cell: each row shows its own published number and Δ, not the
     last row's in both."""
-    from lsqueeze.tables import render_html, render_markdown
+    from lsqueeze.report.tables import render_html, render_markdown
 
     plan, tables = _one_table([{"cell": "sq", "label": "first", "paper_row": 1},
                                {"cell": "sq", "label": "eighth", "paper_row": 8}], [TEST_COLUMN])
@@ -297,7 +297,7 @@ def test_one_cell_in_two_rows_shows_each_rows_published_value():
 
 
 def test_a_bar_in_a_label_or_column_name_keeps_the_markdown_cells_in_place():
-    from lsqueeze.tables import render_markdown
+    from lsqueeze.report.tables import render_markdown
 
     plan, tables = _one_table([{"cell": "sq", "label": "β | σ = 0.5", "paper_row": 1}],
                               [{**TEST_COLUMN, "name": "Test|clean"}])
@@ -315,7 +315,7 @@ def test_a_bar_in_a_label_or_column_name_keeps_the_markdown_cells_in_place():
 def test_runs_of_an_older_version_read_with_this_versions_columns():
     """The committed runs (reproduced/) keep the column names they were written with: the
     readers (claims, DVC metrics) rename them, and masking's fractions become percent."""
-    from lsqueeze.tablemeta import read_table
+    from lsqueeze.report.tablemeta import read_table
 
     run = REPO / "reproduced" / "mnist_100k_cpu"
     old = pd.read_parquet(run / "table_6_compare.parquet")

@@ -9,12 +9,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lsqueeze import config as C
-from lsqueeze.data import prepare
-from lsqueeze.io import load_torch
-from lsqueeze.models import MadryCNN, WideResNet
-from lsqueeze.step import crop_flip, gaussian_noise, regularized_loss, smoothed_targets, training_batch
-from lsqueeze.train import adv_spec, resolve_precision, train, train_autocast
+from lsqueeze.jobs.data import prepare
+from lsqueeze.jobs.train import adv_spec, resolve_precision, train, train_autocast
+from lsqueeze.plan import build as C
+from lsqueeze.runtime.files import load_torch
+from lsqueeze.science.models import MadryCNN, WideResNet
+from lsqueeze.science.step import (
+    crop_flip,
+    gaussian_noise,
+    regularized_loss,
+    smoothed_targets,
+    training_batch,
+)
 
 
 def spec(dataset="digits28", steps=300, recipe=None, train_opts=None, **cell):
@@ -67,9 +73,9 @@ def test_beta_means_the_same_for_summed_and_mean_ce(alpha, beta):
 def _train_digits32_squeeze(data_dir, loss_fn, steps=120, beta=5.0):
     """The CIFAR recipe (digits32 stand-in: SGD 0.1, momentum, wd, lr steps, crop+flip, mean CE,
     its batch 64) on a tiny Madry WRN, with a given loss; the test accuracy it reaches."""
-    from lsqueeze.models import build_model
-    from lsqueeze.splits import load_split
-    from lsqueeze.train import Batches, clean_stats, make_optimizer, make_scheduler
+    from lsqueeze.jobs.train import Batches, clean_stats, make_optimizer, make_scheduler
+    from lsqueeze.science.models import build_model
+    from lsqueeze.science.splits import load_split
 
     recipe = C._deep_merge(C.RECIPES["digits32"], {"arch": {"base": 8}})
     cell = C.resolve_cell({}, {"dataset": "digits32", "beta": beta, "steps": steps})

@@ -11,9 +11,9 @@ import pytest
 import yaml
 
 from conftest import REPO, cell_dir, run_snakemake, tiny_spec
-from lsqueeze import config as C
 from lsqueeze.cli import main as lsqueeze_main
-from lsqueeze.schema import ConfigError, read_yaml, validate, validate_file
+from lsqueeze.plan import build as C
+from lsqueeze.plan.schema import ConfigError, read_yaml, validate, validate_file
 
 TINY_TEXT = (REPO / "tests/config/tiny.yaml").read_text()
 
@@ -237,7 +237,7 @@ def test_duplicate_keys_are_refused_wherever_a_preset_is_read(tmp_path):
     for read in (C.load_config, validate_file, read_yaml):
         with pytest.raises(ConfigError, match=rf"{re.escape(str(path))}:\d+:1: duplicate key 'preset'"):
             read(path)
-    from lsqueeze.restore import snapshot
+    from lsqueeze.plan.restore import snapshot
 
     with pytest.raises(ConfigError, match="duplicate key"):
         snapshot(path, ["results"], root=tmp_path)

@@ -13,7 +13,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from lsqueeze.figure_kinds import FIGURE_KINDS
+from lsqueeze.registries.figure_kinds import FIGURE_KINDS
 
 
 def _json(text: str):
@@ -146,7 +146,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--preset", default="", help="preset name, for the page")
     s.add_argument("--note", default="", help="what limits this preset's verdicts (its scale)")
 
-    # DVC versioning (lsqueeze.dvc_metrics, lsqueeze.restore): run by the stage in dvc.yaml
+    # DVC versioning (lsqueeze.report.dvc_metrics, lsqueeze.plan.restore): run by the stage in dvc.yaml
     s = sub.add_parser("metrics", help="summary numbers for `dvc metrics` + comparison CSV")
     s.add_argument("--plan", required=True, help="the tables plan (<results>/plan/tables.json)")
     s.add_argument("--tables", required=True, help="directory of the aggregated tables")
@@ -247,9 +247,9 @@ GPU_COMMANDS = ("train", "evaluate", "craft", "analyze", "landscape", "activatio
 
 
 def _pin_gpu(command: str) -> None:
-    """Lock a free local GPU and hide the others (lsqueeze.gpu); a no-op on CPU-only machines."""
+    """Lock a free local GPU and hide the others (lsqueeze.runtime.pinning); a no-op on CPU-only machines."""
     if command in GPU_COMMANDS:
-        from lsqueeze.gpu import pin_process
+        from lsqueeze.runtime.pinning import pin_process
 
         pin_process()
 
@@ -257,7 +257,7 @@ def _pin_gpu(command: str) -> None:
 def main(argv=None) -> int:
     """Run one command. A job that refuses to run (a model that fails its check, no GPU where the
     preset needs one) says why in one line on stderr and exits 2."""
-    from lsqueeze.integrity import JobError
+    from lsqueeze.runtime.integrity import JobError
 
     args = _parser().parse_args(argv)
     try:
@@ -291,7 +291,7 @@ def _bad_args(args) -> str | None:
         if missing:
             return f"--{name}: missing key {missing[0]!r} (expected keys: {', '.join(keys)})"
     if args.command == "train":
-        from lsqueeze.schema import ConfigError, validate_options, validate_spec
+        from lsqueeze.plan.schema import ConfigError, validate_options, validate_spec
 
         try:
             validate_options(args.options)

@@ -18,13 +18,13 @@ def _error(command: str, exc) -> int:
 
 def _device(args):
     """The device of a GPU command, checked before it reads anything (train: its own options)."""
-    from lsqueeze.device import pick_device
+    from lsqueeze.runtime.devices import pick_device
 
     return pick_device("auto", args.device)
 
 
 def data(args):
-    from lsqueeze.data import DataError, prepare
+    from lsqueeze.jobs.data import DataError, prepare
 
     try:
         paths = prepare(args.dataset, args.out_dir, args.raw_dir, args.mirror)
@@ -34,7 +34,7 @@ def data(args):
 
 
 def train(args):
-    from lsqueeze.train import train
+    from lsqueeze.jobs.train import train
 
     m = train(args.spec, args.data_dir, args.out_dir, progress=not args.no_progress,
               options=args.options, device_policy=args.device, log_every=args.log_every)
@@ -42,54 +42,54 @@ def train(args):
 
 
 def evaluate(args):
-    from lsqueeze.evaluate import white_box
+    from lsqueeze.jobs.evaluate import white_box
 
     white_box(args.spec, args.model, args.data_dir, args.attack, args.out, n=args.n,
               batch_size=args.batch_size, device=_device(args))
 
 
 def craft(args):
-    from lsqueeze.evaluate import craft
+    from lsqueeze.jobs.evaluate import craft
 
     craft(args.spec, args.model, args.data_dir, args.attack, args.out, n=args.n,
           batch_size=args.batch_size, device=_device(args))
 
 
 def transfer(args):
-    from lsqueeze.evaluate import transfer
+    from lsqueeze.jobs.evaluate import transfer
 
     transfer(args.spec, args.model, args.adv_set, args.out, attack=args.attack,
              source_metrics=args.source_metrics)
 
 
 def analyze(args):
-    from lsqueeze.analysis import run_analyze
+    from lsqueeze.jobs.analysis import run_analyze
 
     run_analyze(args.spec, args.model, args.data_dir, args.out, n=args.n, device=_device(args))
 
 
 def landscape(args):
-    from lsqueeze.analysis import run_landscape
+    from lsqueeze.jobs.analysis import run_landscape
 
     run_landscape(args.spec, args.model, args.data_dir, args.out, args.eps, args.points,
                   args.images, device=_device(args))
 
 
 def activations(args):
-    from lsqueeze.analysis import run_activations
+    from lsqueeze.jobs.analysis import run_activations
 
     run_activations(args.spec, args.model, args.data_dir, args.out, n=args.n,
                     rel_tol=args.inactive_tol, device=_device(args))
 
 
 def aggregate(args):
-    from lsqueeze.tables import aggregate
+    from lsqueeze.report.tables import aggregate
 
     aggregate(args.plan, args.inputs, args.reference, args.out_dir)
 
 
 def figure(args):
-    from lsqueeze import figures
+    from lsqueeze.report import figures
 
     if args.kind == "summary":
         figures.summary_figure(args.measurements, args.out)
@@ -101,8 +101,8 @@ def figure(args):
 
 
 def claims(args):
-    from lsqueeze.claims import ClaimsError
-    from lsqueeze.claims_report import run
+    from lsqueeze.report.claims import ClaimsError
+    from lsqueeze.report.claims_report import run
 
     try:
         s = run(args.plan, args.claims, args.tables, args.out_dir, args.note, args.preset)
@@ -112,15 +112,15 @@ def claims(args):
 
 
 def metrics(args):
-    from lsqueeze.dvc_metrics import write_metrics
+    from lsqueeze.report.dvc_metrics import write_metrics
 
     m = write_metrics(args.plan, args.tables, args.out, args.csv)
     print(f"{m['within_tolerance']} of {m['compared']} numbers within ±{m['tolerance_pct']:g}")
 
 
 def snapshot(args):
-    from lsqueeze import restore
-    from lsqueeze.schema import ConfigError
+    from lsqueeze.plan import restore
+    from lsqueeze.plan.schema import ConfigError
 
     try:
         print(restore.snapshot(args.configfile, args.outs))
@@ -129,8 +129,8 @@ def snapshot(args):
 
 
 def restore(args):
-    from lsqueeze import restore
-    from lsqueeze.schema import ConfigError
+    from lsqueeze.plan import restore
+    from lsqueeze.plan.schema import ConfigError
 
     try:
         done = restore.restore(state_file=args.state, stage=None if args.no_check else args.stage)
@@ -141,8 +141,8 @@ def restore(args):
 
 
 def cost(args):
-    from lsqueeze.config import load_config
-    from lsqueeze.cost import estimate, readme_table, report
+    from lsqueeze.jobs.cost import estimate, readme_table, report
+    from lsqueeze.plan.build import load_config
 
     if args.readme:
         print(readme_table(args.gpu))
@@ -158,8 +158,8 @@ def cost(args):
 
 
 def pull(args):
-    from lsqueeze import remote
-    from lsqueeze.restore import RestoreError
+    from lsqueeze.jobs import remote
+    from lsqueeze.plan.restore import RestoreError
 
     try:
         return remote.pull(name=args.remote, restore=not args.no_restore)
@@ -168,7 +168,7 @@ def pull(args):
 
 
 def validate(args):
-    from lsqueeze.schema import ConfigError, validate_file
+    from lsqueeze.plan.schema import ConfigError, validate_file
 
     try:
         validate_file(args.config)
@@ -179,9 +179,9 @@ def validate(args):
 
 
 def migrate(args):
-    from lsqueeze.config import load_config
-    from lsqueeze.migrate import migrate as run
-    from lsqueeze.schema import ConfigError, validate_file
+    from lsqueeze.jobs.migrate import migrate as run
+    from lsqueeze.plan.build import load_config
+    from lsqueeze.plan.schema import ConfigError, validate_file
 
     try:
         validate_file(args.preset)
@@ -196,12 +196,12 @@ def migrate(args):
 
 
 def plan(args):
-    from lsqueeze.io import atomic_path
+    from lsqueeze.runtime.files import atomic_path
 
     if args.reference:
         import pandas as pd
 
-        from lsqueeze.tables import check_published
+        from lsqueeze.report.tables import check_published
 
         try:
             check_published(args.plan, pd.read_csv(args.reference))
@@ -213,7 +213,7 @@ def plan(args):
 
 
 def export(args):
-    from lsqueeze.export import export as run
+    from lsqueeze.jobs.export import export as run
 
     paths = run(args.model_dir, args.out, args.measurements)
     for path in paths.values():
@@ -221,7 +221,7 @@ def export(args):
 
 
 def make_preset(args):
-    from lsqueeze.presets import PAPER_CSV, write_presets
+    from lsqueeze.jobs.paper_presets import PAPER_CSV, write_presets
 
     for path in write_presets(args.out_dir, args.csv or PAPER_CSV):
         print(path)

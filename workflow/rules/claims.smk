@@ -1,5 +1,5 @@
 # Claims: the paper's headline claims (params/claims.yaml) checked against the aggregated tables,
-# one verdict per claim (lsqueeze.claims). Reads only what aggregate wrote; no model is loaded.
+# one verdict per claim (lsqueeze.report.claims). Reads only what aggregate wrote; no model is loaded.
 
 
 rule claims:

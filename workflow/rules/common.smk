@@ -14,10 +14,10 @@ SRC = str(Path(workflow.basedir) / "src")
 if sys.path[0] != SRC:
     sys.path.insert(0, SRC)
 
-from lsqueeze.config import WILDCARDS, build_plan
-from lsqueeze.fingerprint import fingerprint
-from lsqueeze.layout import Layout
-from lsqueeze.schema import ConfigError, validate_sources
+from lsqueeze.plan.build import WILDCARDS, build_plan
+from lsqueeze.runtime.fingerprint import fingerprint
+from lsqueeze.plan.layout import Layout
+from lsqueeze.plan.schema import ConfigError, validate_sources
 
 # Fail before any job runs: schema + semantic checks, one line naming file, line and key. The
 # configfiles are re-read strictly (Snakemake's own loader keeps the last of two equal keys).
@@ -32,7 +32,7 @@ except ConfigError as exc:
     raise WorkflowError(str(exc)) from None
 
 PLAN = build_plan(config)
-# Every path of the run (lsqueeze.layout, shared with runs without Snakemake): the model store,
+# Every path of the run (lsqueeze.plan.layout, shared with runs without Snakemake): the model store,
 # shared by every preset that names it (each cell's model, adversarial sets and evaluations under
 # <dataset>/<recipe key>/<tag>), and the preset's own folder (RES: tables, figures, claims,
 # analyses, logs). The rules below hold the same paths as wildcard patterns.
@@ -50,7 +50,7 @@ def _shell_literal(value: str) -> str:
 # Every job's shell starts here: `python` is the interpreter that runs Snakemake (with
 # `--sdm conda`, that of workflow/envs/lsqueeze.yaml) and imports this checkout's src/. Two run
 # options reach the jobs as environment variables rather than rule params, so that changing them
-# reruns nothing: whether a GPU job may run on a CPU (`device:`, lsqueeze.integrity; checked by
+# reruns nothing: whether a GPU job may run on a CPU (`device:`, lsqueeze.runtime.integrity; checked by
 # each job, where the GPU is: `--config device=auto` runs a GPU preset on a CPU) and the `train:`
 # options (checkpoint interval, precision, ...: how to train, not what).
 # The preset's device also stands as the default in each GPU rule's command
@@ -70,13 +70,21 @@ if DeploymentMethod.CONDA not in workflow.deployment_settings.deployment_method:
 _PREFIX += "".join(f"export {k}={_shell_literal(v)}; " for k, v in _ENV.items())
 shell.prefix(_PREFIX)
 ENV = "../envs/lsqueeze.yaml"  # every rule's `conda:`: the environment its job needs
-# The package code behind each stage's numbers (lsqueeze/fingerprint.py), a param of its rules:
+# The package code behind each stage's numbers (lsqueeze/runtime/fingerprint.py), a param of its rules:
 # editing a loss or an attack reruns exactly the jobs it can change; comments and docstrings don't.
-STAGES = ("data", "train", "evaluate", "analysis", "tables", "figures", "claims_report")
-CODE = {stage: fingerprint(stage, Path(SRC) / "lsqueeze") for stage in STAGES}
+STAGES = {
+    "data": "jobs.data",
+    "train": "jobs.train",
+    "evaluate": "jobs.evaluate",
+    "analysis": "jobs.analysis",
+    "tables": "report.tables",
+    "figures": "report.figures",
+    "claims_report": "report.claims_report",
+}
+CODE = {stage: fingerprint(module, Path(SRC) / "lsqueeze") for stage, module in STAGES.items()}
 
 
-# One definition with lsqueeze.config, which checks that every id it makes matches them.
+# One definition with lsqueeze.plan.build, which checks that every id it makes matches them.
 wildcard_constraints:
     dataset=WILDCARDS["dataset"],
     tag=WILDCARDS["tag"],

@@ -1,0 +1,2 @@
+"""The CLI's commands that compute or fetch something: data, train, evaluate, analysis, cost,
+export. A job never imports another job."""

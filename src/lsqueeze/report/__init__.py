@@ -1,0 +1,1 @@
+"""Tables, claims, masking checks, figures and metrics from the jobs' files. No torch."""

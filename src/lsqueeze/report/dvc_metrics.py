@@ -1,0 +1,162 @@
+"""Summary numbers of a run for `dvc metrics` / `dvc plots` (written by the DVC stage).
+
+`dvc metrics show` gets a few scalars per table (numbers compared, within tolerance, mean |Δ|)
+and a few headline accuracies per model in percent (`accuracy_pct.<cell>.clean`, `.pgd` the
+paper's white-box PGD, `.aa` AutoAttack, `.worst` the worst case): a row a reader can take in, for
+the paper too. Every number
+beside its published value sits in the comparison CSV instead, the data of `dvc plots show` /
+`dvc plots diff`. Keys are stable across parameter edits — table id, the preset's cell name, the
+column name — not canonical cell ids, which change with a cell's values; so a diff after editing
+one cell shows that cell's numbers changing.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from lsqueeze.report.agreement import counts
+from lsqueeze.report.tablemeta import read_table
+from lsqueeze.runtime.files import atomic_path, read_json, read_parquet
+from lsqueeze.runtime.values import missing
+
+CSV_COLUMNS = ["table", "cell", "column", "measured", "published", "delta"]
+# The headline accuracies of a model (percent), each from the first table column of its kind that
+# shows the model, in the preset's table order: `dvc metrics show` keys accuracy_pct.<cell>.<key>.
+MODELS = "accuracy_pct"
+HEADLINE = {
+    "clean": "clean test accuracy",
+    "pgd": "white-box PGD on the cross-entropy, one restart, bounded ε (the paper's main attack)",
+    "aa": "AutoAttack",
+    "worst": "the worst case per image over every attack at one ε",
+}
+
+
+def _num(v):
+    return None if missing(v) else round(float(v), 4)
+
+
+def headline_kind(col: dict) -> str | None:
+    """Which headline number a table column gives (a HEADLINE key), or None."""
+    attack = col.get("attack_paper") or {}
+    if col.get("metric") == "test_accuracy":
+        return "clean"
+    if col.get("threat") == "worst":
+        return "worst"
+    if col.get("threat") != "white" or col.get("metric", "accuracy") != "accuracy":
+        return None
+    if attack.get("attack") == "autoattack":
+        return "aa"
+    if attack.get("attack") == "pgd" and attack.get("loss") == "xent" \
+            and (attack.get("restarts") or 1) == 1 and attack.get("eps") is not None:
+        return "pgd"
+    return None
+
+
+def cell_name(row: dict) -> str:
+    """A table row's model as the preset names it (its cell), else its cell id."""
+    return row["cell"] if isinstance(row.get("cell"), str) else row["cell_id"]
+
+
+def headline_columns(plan: dict) -> dict:
+    """{cell name: {headline key: (table id, row cell id, column name)}} for every model a table
+    shows: per key the first column of that kind, tables and columns in the preset's order."""
+    out: dict = {}
+    for table in plan["tables"]:
+        first: dict = {}
+        for col in table.get("columns", []):
+            kind = headline_kind(col)
+            if kind and kind not in first:
+                first[kind] = col["name"]
+        for row in table["rows"]:
+            mine = out.setdefault(cell_name(row), {})
+            for kind, name in first.items():
+                mine.setdefault(kind, (str(table["id"]), row["cell_id"], name))
+    return {cell: {k: where[k] for k in HEADLINE if k in where} for cell, where in out.items()
+            if where}
+
+
+def summarize(plan_path, tables_dir) -> tuple[dict, list[dict]]:
+    """Return (metrics, comparison rows) from the tables plan and the per-table compare Parquets."""
+    plan = read_json(plan_path)
+    tol = float(plan.get("tolerance_pct", 5.0))
+    metrics = {"tolerance_pct": tol, "tables": {}}
+    rows, frames, measured = [], [], {}
+    for table in plan["tables"]:
+        tid = str(table["id"])
+        compare = read_table(Path(tables_dir) / f"table_{tid}_compare.parquet", "compare")
+        frames.append(compare)
+        name_of = {r["cell_id"]: cell_name(r) for r in table["rows"]}
+        deltas = []
+        for rec in compare.to_dict("records"):
+            cell = name_of.get(rec["cell_id"], rec["cell_id"])
+            m, p, d = (_num(rec[k]) for k in ("measured_pct", "published_pct", "delta_pct"))
+            measured.setdefault((tid, rec["cell_id"], rec["column"]), m)
+            if d is not None:
+                deltas.append(d)
+            rows.append({"table": tid, "cell": cell, "column": rec["column"],
+                         "measured": m, "published": p, "delta": d})
+        c = counts(compare)  # within: informative comparisons only (lsqueeze.report.agreement)
+        metrics["tables"][tid] = {
+            "compared": c["compared"], "within_tolerance": c["within"],
+            "uninformative": c["uninformative"],
+            "mean_abs_delta": _num(sum(abs(d) for d in deltas) / len(deltas)) if deltas else None}
+    # The headline counts distinct measurements: the paper prints many of them in two tables.
+    c = counts(pd.concat(frames, ignore_index=True) if frames else None)
+    metrics.update({"compared": c["compared"], "within_tolerance": c["within"],
+                    **{k: c[k] for k in ("uninformative", "measurements", "measurements_within",
+                                         "measurements_uninformative", "replicate_spread")}})
+    metrics[MODELS] = _models(plan, measured, Path(tables_dir) / "measurements.parquet")
+    claims = Path(tables_dir) / "claims.parquet"
+    if claims.exists():  # the claims stage's verdicts: claims reproduced / total, and the rest
+        from lsqueeze.report.claims import summary as claims_summary
+
+        metrics["claims"] = claims_summary(read_parquet(claims))
+    return metrics, rows
+
+
+def _models(plan: dict, measured: dict, long_path: Path) -> dict:
+    """{cell name: {headline key: percent}}: from the tables' columns; a model no table shows
+    with a Test column gets its clean accuracy from the long form (mean over the row's seeds)."""
+    clean = {}
+    if long_path.exists():
+        long = read_parquet(long_path)
+        acc = long[long["metric"] == "test_accuracy"].dropna(subset=["value"])
+        clean = acc.groupby("cell_id")["value"].mean().mul(100).to_dict()
+    ids = {cell_name(r): r.get("cell_ids") or [r["cell_id"]] for t in reversed(plan["tables"])
+           for r in reversed(t["rows"])}  # the first row that names a cell
+    where_all = headline_columns(plan)
+    models = {}
+    for cell in ids:
+        where = where_all.get(cell, {})
+        values = {k: measured.get(w) for k, w in where.items()}
+        if values.get("clean") is None:
+            seeds = [clean[c] for c in ids[cell] if c in clean]
+            values["clean"] = sum(seeds) / len(seeds) if seeds else None
+        values = {k: round(values[k], 2) for k in HEADLINE if values.get(k) is not None}
+        if values:
+            models[cell] = values
+    return dict(sorted(models.items()))
+
+
+def plotted(rows: list[dict]) -> list[dict]:
+    """The comparison rows `dvc plots` draws: those with a measured and a published number (a
+    point needs both; an unpublished number would otherwise sit on an axis)."""
+    return [r for r in rows if r["measured"] is not None and r["published"] is not None]
+
+
+def write_metrics(plan_path, tables_dir, out, csv_out=None) -> dict:
+    metrics, rows = summarize(plan_path, tables_dir)
+    with atomic_path(out, digest=False) as tmp:
+        tmp.write_text(json.dumps(metrics, indent=1, sort_keys=True) + "\n")
+    if csv_out:
+        # measured vs published (percent), one row per published number: the scatter plot
+        # `dvc plots` draws (.dvc/plots/measured_vs_published.json)
+        with atomic_path(csv_out, digest=False) as tmp, open(tmp, "w", newline="") as fh:
+            w = csv.DictWriter(fh, CSV_COLUMNS)
+            w.writeheader()
+            w.writerows(plotted(rows))
+    return metrics
