@@ -43,11 +43,18 @@ def test_help_does_not_import_matplotlib():
     assert out.stdout.strip() == "False"
 
 
-def test_every_command_has_one_handler():
-    from lsqueeze.commands import COMMANDS
+def test_every_command_is_declared_once():
+    """Name, help, flags, GPU flag and handler in one declaration (lsqueeze.commands): the parser
+    has exactly the declared commands, and --device exactly on the GPU ones."""
+    from lsqueeze.commandline import COMMANDS
 
     sub = next(a for a in _parser()._actions if a.dest == "command")
-    assert set(sub.choices) == set(COMMANDS)
+    assert list(sub.choices) == list(COMMANDS)
+    with_device = {name for name, p in sub.choices.items()
+                   if any(a.dest == "device" for a in p._actions)}
+    assert with_device == {name for name, c in COMMANDS.items() if c.gpu} == {
+        "train", "evaluate", "craft", "analyze", "landscape", "activations"}
+    assert all(callable(c.handler) and c.help for c in COMMANDS.values())
 
 
 # --- misuse is one line, before any work ---------------------------------------------------------

@@ -20,7 +20,7 @@ import lsqueeze
 from lsqueeze.runtime.fingerprint import lsqueeze_imports, module_path
 
 PACKAGE = Path(lsqueeze.__file__).resolve().parent
-ENTRY = {"__init__", "__main__", "cli", "commands"}  # the package's top level: the CLI
+ENTRY = {"__init__", "__main__", "cli", "commandline", "commands"}  # the package's top level: the CLI
 MAY_IMPORT = {
     "runtime": {"runtime"},
     "registries": {"runtime", "registries"},

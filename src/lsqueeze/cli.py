@@ -6,207 +6,33 @@ Rules pass resolved specs as JSON so that a job's command line says exactly what
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import os
 import sys
 import tempfile
 from pathlib import Path
 
-from lsqueeze.registries.figure_kinds import FIGURE_KINDS
-
-
-def _json(text: str):
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise argparse.ArgumentTypeError(f"not valid JSON: {exc}") from exc
-
-
-def _whole(low: int, odd: bool = False, hint: str = ""):
-    """An argparse type: a whole number of at least `low` (and odd), refused in one line."""
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"{value} is less than {low}{hint}")
-        if odd and value % 2 == 0:
-            raise argparse.ArgumentTypeError(f"{value} is not odd{hint}")
-        return value
-    return parse
-
-
-def _real(low: float = 0.0, high: float = math.inf, low_open: bool = False):
-    """An argparse type: a finite number in [low, high] ((low, high] where low_open)."""
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if not math.isfinite(value):
-            raise argparse.ArgumentTypeError(f"{text} is not a finite number")
-        if low_open and value <= low:
-            raise argparse.ArgumentTypeError(f"{value:g} is not greater than {low:g}")
-        if value < low:
-            raise argparse.ArgumentTypeError(f"{value:g} is less than {low:g}")
-        if value > high:
-            raise argparse.ArgumentTypeError(f"{value:g} is more than {high:g}")
-        return value
-    return parse
-
-
-def _model_command(sub, name: str, hlp: str, data: bool = True, n: bool = False):
-    """A command that reads one trained model: --spec, --model, --out, and the test set's
-    --data-dir (and its first --n images) where it reads the test set."""
-    s = sub.add_parser(name, help=hlp)
-    s.add_argument("--spec", type=_json, required=True, help="resolved training spec (JSON)")
-    s.add_argument("--model", required=True, help="its model.pt")
-    if data:
-        s.add_argument("--data-dir", required=True)
-    if n:
-        s.add_argument("--n", type=_whole(1, hint=" (leave --n out for every test image)"),
-                       default=None, help="first n test images (default: all)")
-    s.add_argument("--out", required=True)
-    return s
+import lsqueeze.commands  # noqa: F401  (declares every command in COMMANDS)
+from lsqueeze.commandline import COMMANDS
+from lsqueeze.registries.datasets import DATASETS
 
 
 def _parser() -> argparse.ArgumentParser:
+    """The parser of every command declared in lsqueeze.commands (its flags, help and, for a GPU
+    command, `--device`), in the order they are declared."""
     from lsqueeze import __version__
 
     p = argparse.ArgumentParser(prog="lsqueeze", description=__doc__)
     p.add_argument("--version", action="version", version=f"lsqueeze {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
-
-    s = sub.add_parser("data", help="download, verify and convert one dataset")
-    s.add_argument("--dataset", required=True)
-    s.add_argument("--out-dir", required=True)
-    s.add_argument("--raw-dir")
-    s.add_argument("--mirror", help="base URL replacing the official mirror")
-
-    s = sub.add_parser("train", help="train one cell")
-    s.add_argument("--spec", type=_json, required=True, help="resolved training spec (JSON)")
-    s.add_argument("--data-dir", required=True)
-    s.add_argument("--out-dir", required=True)
-    s.add_argument("--no-progress", action="store_true")
-    s.add_argument("--log-every", type=_real(0.0), default=30.0, metavar="SECONDS",
-                   help="without the bar (--no-progress): a progress line (step, images/s, loss, "
-                        "ETA) every SECONDS on stderr (default: 30)")
-    # "" is none: the workflow passes "$LSQUEEZE_TRAIN_OPTIONS", empty when run by hand
-    s.add_argument("--options", type=lambda text: _json(text) if text.strip() else {}, default={},
-                   help="run options (JSON): checkpoint_every, compile, cuda_graphs, device, "
-                        "eval_batch, precision, sync_every")
-
-    for name, hlp in (("evaluate", "white-box accuracy of a model under one attack"),
-                      ("craft", "craft a black-box adversarial set on a source model")):
-        s = _model_command(sub, name, hlp, n=True)
-        s.add_argument("--attack", type=_json, required=True)
-        s.add_argument("--batch-size", type=_whole(1), default=500)
-
-    _model_command(sub, "analyze", "linear-model analysis (ε_L) of one model, per image", n=True)
-
-    s = _model_command(sub, "transfer", "accuracy of a target model on a stored black-box set",
-                       data=False)
-    s.add_argument("--adv-set", required=True)
-    s.add_argument("--source-metrics", help="the source model's metrics.json: the set must have "
-                                            "been crafted on that model")
-    s.add_argument("--attack", type=_json)
-
-    s = sub.add_parser("aggregate", help="long-form Parquet, paper tables, Markdown/HTML")
-    s.add_argument("--plan", required=True, help="the tables plan (<results>/plan/tables.json)")
-    s.add_argument("--inputs", nargs="*", default=[], help="metrics/eval JSON fragments")
-    s.add_argument("--reference", required=True, help="published values (paper_tables.csv)")
-    s.add_argument("--out-dir", required=True)
-
-    s = _model_command(sub, "landscape", "loss landscape around the first test images (Figs 5, 9)")
-    s.add_argument("--eps", type=_real(0.0, low_open=True), default=10.0,
-                   help="grid half-width, paper units")
-    s.add_argument("--points", default=21, help="grid points per axis (odd)",
-                   type=_whole(3, odd=True, hint=" (the clean image is the grid's centre)"))
-    s.add_argument("--images", type=_whole(1), default=8)
-
-    s = _model_command(sub, "activations", "per-neuron activation magnitudes (Figs 10, 11)", n=True)
-    s.add_argument("--inactive-tol", type=_real(0.0, 1.0), default=0.0)
-
-    s = sub.add_parser("figure", help="one figure: the summary, or a paper figure of some kind")
-    s.add_argument("--kind", default="summary", choices=("summary", *FIGURE_KINDS),
-                   help="which figure (default: summary): %(choices)s")
-    s.add_argument("--measurements", help="long-form Parquet (kind summary)")
-    s.add_argument("--inputs", nargs="*", default=[], help="per-model analysis Parquets")
-    s.add_argument("--spec", type=_json, default={},
-                   help='JSON: {"title", "labels": [...], "pixel_scales": [...], "eps"}')
-    s.add_argument("--out", required=True)
-
-    s = sub.add_parser("claims", help="the paper's claims checked against the aggregated tables")
-    s.add_argument("--plan", required=True, help="the tables plan (<results>/plan/tables.json)")
-    s.add_argument("--claims", required=True, help="claims file (params/claims.yaml)")
-    s.add_argument("--tables", required=True, help="directory of the aggregated tables")
-    s.add_argument("--out-dir", required=True, help="where claims.md/.html/.parquet go")
-    s.add_argument("--preset", default="", help="preset name, for the page")
-    s.add_argument("--note", default="", help="what limits this preset's verdicts (its scale)")
-
-    # DVC versioning (lsqueeze.report.dvc_metrics, lsqueeze.plan.restore): run by the stage in dvc.yaml
-    s = sub.add_parser("metrics", help="summary numbers for `dvc metrics` + comparison CSV")
-    s.add_argument("--plan", required=True, help="the tables plan (<results>/plan/tables.json)")
-    s.add_argument("--tables", required=True, help="directory of the aggregated tables")
-    s.add_argument("--out", required=True, help="metrics JSON")
-    s.add_argument("--csv", help="measured vs published CSV (for `dvc plots`)")
-
-    s = sub.add_parser("snapshot", help="record Snakemake's state of the DVC outs (after a run)")
-    s.add_argument("--configfile", required=True, help="the preset the stage ran")
-    s.add_argument("--outs", nargs="+", required=True, help="the stage's DVC outs")
-
-    s = sub.add_parser("restore", help="after `dvc pull`: restore Snakemake's metadata + times")
-    s.add_argument("--state", help="snapshot JSON (default: the preset named in params.yaml)")
-    s.add_argument("--stage", default="pipeline", help="DVC stage that must be up to date")
-    s.add_argument("--no-check", action="store_true", help="skip the `dvc status` check")
-
-    s = sub.add_parser("cost", help="projected GPU-hours of a preset, per table, before it runs")
-    s.add_argument("preset", nargs="?", help="the preset (params/<preset>.yaml), as for validate")
-    s.add_argument("--configfile", help="the same, as Snakemake spells it")
-    s.add_argument("--readme", action="store_true",
-                   help="print the README's cost table (every table<N>.yaml and the paper)")
-    s.add_argument("--gpu", default="h100",
-                   help="GPU model with measured step times in params/step_times.csv")
-
-    s = sub.add_parser("pull", help="fetch a run's results from the DVC remote (checked first), "
-                                    "then restore Snakemake's state")
-    s.add_argument("--remote", help="DVC remote to pull from (default: the default remote)")
-    s.add_argument("--no-restore", action="store_true", help="pull only; skip `lsqueeze restore`")
-
-    s = sub.add_parser("validate", help="validate a preset against the schema")
-    s.add_argument("config")
-
-    s = sub.add_parser("migrate", help="move a run of the per-preset layout of older versions "
-                                       "(results/<preset>/models, adv, eval) into the model store")
-    s.add_argument("preset", help="the preset that made the run (params/<preset>.yaml)")
-    s.add_argument("--root", default=".", help="the directory Snakemake ran in")
-
-    s = sub.add_parser("plan", help="write the tables plan that aggregate and metrics read")
-    s.add_argument("--plan", type=_json, required=True, help="the plan (JSON), from the workflow")
-    s.add_argument("--reference", help="published values (CSV): check every column's lookup")
-    s.add_argument("--out", required=True)
-
-    s = sub.add_parser("export", help="a trained model as a RobustBench-style checkpoint "
-                                      "(<name>.pt, <name>.sha256) with a model card (.md, .json)")
-    s.add_argument("model_dir", metavar="MODEL_DIR",
-                   help="the model's directory (model.pt and its metrics.json), checked first")
-    s.add_argument("--out", required=True, metavar="DIR",
-                   help="directory the checkpoint and the card go into (written atomically)")
-    s.add_argument("--measurements", metavar="PATH",
-                   help="long-form Parquet (tables/measurements.parquet): the card reports "
-                        "the cell's clean, AutoAttack and worst-case accuracy at each ε from it")
-
-    s = sub.add_parser("make-preset", help="write params/paper.yaml + tableN.yaml from the CSV")
-    s.add_argument("--csv", default=None, help="published values (default params/paper_tables.csv)")
-    s.add_argument("--out-dir", default="params")
-
-    for name in GPU_COMMANDS:
-        sub.choices[name].add_argument(
-            "--device", choices=("cuda", "auto", "cpu"), default="auto",
-            help="the preset's `device`: cuda refuses to run without a GPU, auto falls back to "
-                 "the CPU with a warning, cpu runs on the CPU (default: auto)")
+    for c in COMMANDS.values():
+        s = sub.add_parser(c.name, help=c.help)
+        if c.flags:
+            c.flags(s)
+        if c.gpu:
+            s.add_argument(
+                "--device", choices=("cuda", "auto", "cpu"), default="auto",
+                help="the preset's `device`: cuda refuses to run without a GPU, auto falls back "
+                     "to the CPU with a warning, cpu runs on the CPU (default: auto)")
     _fill_help(p)
     return p
 
@@ -226,7 +52,7 @@ FLAG_HELP = {
     "inactive_tol": "activation below this share of the layer's largest counts as inactive",
     "no_progress": "no tqdm bar (a log file): print progress lines instead (see --log-every)",
     "config": "preset YAML file",
-    "dataset": "mnist, cifar10, cifar100, digits28 or digits32",
+    "dataset": "a dataset of lsqueeze.registries.datasets: " + ", ".join(DATASETS),
     "raw_dir": "where downloads go (default: <out-dir>/../raw/<dataset>)",
     ("train", "out_dir"): "directory for model.pt, metrics.json and the checkpoint state.pt",
     ("data", "out_dir"): "directory for train.pt and test.pt",
@@ -242,13 +68,10 @@ def _fill_help(parser) -> None:
                 action.help = FLAG_HELP.get((name, action.dest), FLAG_HELP.get(action.dest))
 
 
-# The commands whose rules declare `resources: gpu=1`: on a multi-GPU box each takes a free device.
-GPU_COMMANDS = ("train", "evaluate", "craft", "analyze", "landscape", "activations")
-
-
 def _pin_gpu(command: str) -> None:
-    """Lock a free local GPU and hide the others (lsqueeze.runtime.pinning); a no-op on CPU-only machines."""
-    if command in GPU_COMMANDS:
+    """Lock a free local GPU and hide the others (lsqueeze.runtime.pinning) for a GPU command; a
+    no-op on CPU-only machines."""
+    if COMMANDS[command].gpu:
         from lsqueeze.runtime.pinning import pin_process
 
         pin_process()
@@ -379,9 +202,7 @@ def _run(args) -> int:
         print(f"lsqueeze {args.command}: error: {problem}", file=sys.stderr)
         return 2
     _pin_gpu(args.command)
-    from lsqueeze.commands import COMMANDS
-
-    return COMMANDS[args.command](args) or 0
+    return COMMANDS[args.command].handler(args) or 0
 
 
 if __name__ == "__main__":
