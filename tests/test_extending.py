@@ -48,7 +48,7 @@ RANDOM_SIGN = attack_kinds.AttackKind(
 
 @pytest.fixture
 def random_sign_kind(monkeypatch):
-    monkeypatch.setitem(attack_kinds.KINDS, "randsign", RANDOM_SIGN)
+    monkeypatch.setitem(attack_kinds.ATTACK_KINDS, "randsign", RANDOM_SIGN)
 
 
 def with_random_sign(preset: dict, **settings) -> dict:
@@ -112,8 +112,8 @@ def test_a_new_attack_kinds_module_is_in_the_evaluations_fingerprint(tmp_path):
     (pkg / "science" / "toy_attack.py").write_text("def run(model, x, y, spec, **kw):\n    return x, y\n")
     kinds = pkg / "registries" / "attack_kinds.py"
     kinds.write_text(kinds.read_text().replace(
-        "KINDS: dict[str, AttackKind] = {k.name: k for k in (",
-        'KINDS: dict[str, AttackKind] = {k.name: k for k in (\n'
+        "ATTACK_KINDS: dict[str, AttackKind] = {k.name: k for k in (",
+        'ATTACK_KINDS: dict[str, AttackKind] = {k.name: k for k in (\n'
         '    AttackKind("toy", "lsqueeze.science.toy_attack:run", "a toy"),'))
 
     def fps():

@@ -63,7 +63,7 @@ def test_attack_kinds_and_their_settings_are_the_registry():
 
     props = _load_schema()["$defs"]["attack"]["properties"]
     assert "enum" not in SCHEMA["$defs"]["attack"]["properties"]["attack"]
-    assert props["attack"]["enum"] == list(attack_kinds.KINDS) == ["fgsm", "pgd", "autoattack"]
+    assert props["attack"]["enum"] == list(attack_kinds.ATTACK_KINDS) == ["fgsm", "pgd", "autoattack"]
     assert props["version"]["enum"] == list(attack_kinds.AUTOATTACK_VERSIONS)
     figure = _load_schema()["properties"]["figures"]["additionalProperties"]["properties"]["kind"]
     assert figure["enum"] == list(figure_kinds.FIGURE_KINDS)

@@ -275,8 +275,8 @@ def _load_schema(schema_path=SCHEMA_PATH) -> dict:
     schema["properties"]["figures"]["additionalProperties"]["properties"]["kind"]["enum"] = list(
         FIGURE_KINDS)
     attack = schema["$defs"]["attack"]["properties"]
-    attack["attack"]["enum"] = list(attack_kinds.KINDS)
-    for kind in attack_kinds.KINDS.values():  # each kind's own settings (its resolve refuses
+    attack["attack"]["enum"] = list(attack_kinds.ATTACK_KINDS)
+    for kind in attack_kinds.ATTACK_KINDS.values():  # each kind's own settings (its resolve refuses
         for key, (_, fragment) in kind.settings.items():  # another kind's)
             attack.setdefault(key, fragment)
     cell = schema["$defs"]["cell"]["properties"]

@@ -89,7 +89,7 @@ def _pgd_image_steps(a: dict) -> float:
 AUTOATTACK_STEPS = 100 + 9 * 100 + 9 * 100 + 5_000 / 3
 AUTOATTACK_VERSIONS = ("standard", "plus", "rand")
 
-KINDS: dict[str, AttackKind] = {k.name: k for k in (
+ATTACK_KINDS: dict[str, AttackKind] = {k.name: k for k in (
     AttackKind(
         "fgsm", "lsqueeze.science.attacks:run_fgsm", "one signed-gradient step of size ε",
         fixed={"steps": 1, "step_size": None, "random_start": False, "restarts": 1},
@@ -113,9 +113,9 @@ KINDS: dict[str, AttackKind] = {k.name: k for k in (
 
 def kind_of(a: dict) -> AttackKind:
     name = a.get("attack")
-    if name not in KINDS:
-        raise ValueError(f"attack: unknown kind {name!r} (known: {', '.join(KINDS)})")
-    return KINDS[name]
+    if name not in ATTACK_KINDS:
+        raise ValueError(f"attack: unknown kind {name!r} (known: {', '.join(ATTACK_KINDS)})")
+    return ATTACK_KINDS[name]
 
 
 def resolve(a: dict) -> dict:
@@ -123,7 +123,7 @@ def resolve(a: dict) -> dict:
     settings imposed, the settings it needs checked, another kind's settings refused."""
     kind = kind_of(a)
     a = {**BASE, **a}
-    own = {k for other in KINDS.values() for k in other.settings} - set(kind.settings)
+    own = {k for other in ATTACK_KINDS.values() for k in other.settings} - set(kind.settings)
     foreign = sorted(k for k in a if k in own)
     if foreign:
         raise ValueError(f"attack {kind.name}: {', '.join(foreign)} is a setting of another kind "
@@ -138,7 +138,7 @@ def resolve(a: dict) -> dict:
 
 
 def attack_id(a: dict) -> str:
-    kind, a = KINDS.get(a.get("attack")), {**BASE, **a}
+    kind, a = ATTACK_KINDS.get(a.get("attack")), {**BASE, **a}
     if kind and kind.make_id:
         return kind.make_id(a)
     return generic_id(a, kind.fixed if kind else None)
@@ -152,5 +152,5 @@ def budget(row: dict) -> float:
     """The masking checks' budget of a measurement row (its `attack`, `attack_steps`, `restarts`);
     a kind no longer registered counts its steps × restarts."""
     a = {"steps": row.get("attack_steps"), "restarts": row.get("restarts")}
-    kind = KINDS.get(row.get("attack"))
+    kind = ATTACK_KINDS.get(row.get("attack"))
     return float(kind.budget(a) if kind else steps_times_restarts(a))

@@ -41,7 +41,7 @@ SIGMAS = 2.0  # d must exceed 2 spreads (~98% one-sided) to decide a check eithe
 DEFAULT_SEED_SD_AT_HALF = 2.0
 DEFAULT_TRAINING_IMAGES = 0.25 / (DEFAULT_SEED_SD_AT_HALF / 100) ** 2  # 625
 PAPER_TEST_IMAGES = 10_000  # MNIST, CIFAR-10 and CIFAR-100 test sets: the paper's n
-KINDS = ("at_least", "at_most", "within", "flat", "same_order")
+CHECK_KINDS = ("at_least", "at_most", "within", "flat", "same_order")
 ATTACK_KEYS = ("attack", "loss", "steps", "eps", "step_size", "restarts", "random_start")
 COLUMNS = ["claim", "claim_verdict", "check", "kind", "criterion", "lhs", "lhs_value", "lhs_sd",
            "lhs_seeds", "lhs_published", "rhs", "rhs_value", "rhs_sd", "rhs_seeds",
@@ -71,9 +71,9 @@ def load_claims(path) -> list[dict]:
             raise ClaimsError(f"{where}: duplicate id {c['id']!r}")
         ids.add(c["id"])
         for j, chk in enumerate(c["checks"]):
-            if chk.get("kind") not in KINDS:
+            if chk.get("kind") not in CHECK_KINDS:
                 raise ClaimsError(f"{where}.checks[{j}].kind: {chk.get('kind')!r} is not allowed "
-                                  f"(allowed: {', '.join(KINDS)})")
+                                  f"(allowed: {', '.join(CHECK_KINDS)})")
             sides = ("lhs", "rhs") if chk["kind"] not in ("flat",) else ("lhs",)
             for side in sides:
                 sel = chk.get(side)
