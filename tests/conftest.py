@@ -13,7 +13,7 @@ sys.path.insert(0, str(REPO / "bench"))
 # on 127.0.0.1 by the benchmarks' helper.
 from common import MIRROR, serve_directory  # noqa: E402  (bench/ joins the path above)
 
-SHARED_MNIST = MIRROR
+MNIST_COPY = MIRROR
 
 SNAKEMAKE = str(Path(sys.executable).parent / "snakemake")
 # The committed presets (params/ also holds the figures fragment and the claims file).

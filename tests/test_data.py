@@ -9,15 +9,15 @@ import pytest
 import torch
 import torchvision.datasets as tvd
 
-from conftest import SHARED_MNIST
+from conftest import MNIST_COPY
 from lsqueeze.jobs import data
 from lsqueeze.science import splits
 
 
 def test_mnist_from_local_mirror_matches_checksums(tmp_path, http_server):
-    if not SHARED_MNIST.exists():
-        pytest.skip(f"no local MNIST copy at {SHARED_MNIST} (set LSQUEEZE_MNIST_MIRROR)")
-    url = http_server(SHARED_MNIST)
+    if not MNIST_COPY.exists():
+        pytest.skip(f"no local MNIST copy at {MNIST_COPY} (set LSQUEEZE_MNIST_MIRROR)")
+    url = http_server(MNIST_COPY)
     paths = data.prepare("mnist", tmp_path / "mnist", mirror=url)
     x, y = splits.load_split(paths["train"])
     # mnist_challenge's 55k: the official training file without its first 5,000 images
@@ -38,7 +38,7 @@ def test_truncated_download_fails_clearly_and_leaves_no_output(tmp_path, http_se
     mirror = tmp_path / "mirror"
     mirror.mkdir()
     for name in data.MNIST_RAW_MD5:
-        src = SHARED_MNIST / f"{name}.gz"
+        src = MNIST_COPY / f"{name}.gz"
         blob = src.read_bytes() if src.exists() else gzip.compress(b"\0" * 100)
         (mirror / f"{name}.gz").write_bytes(blob[: len(blob) // 2])  # truncated
     url = http_server(mirror)

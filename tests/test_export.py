@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import lsqueeze
-from conftest import REPO, SHARED_MNIST, tiny_spec
+from conftest import MNIST_COPY, REPO, tiny_spec
 from lsqueeze.cli import main
 from lsqueeze.jobs import cost, data
 from lsqueeze.jobs import export as E
@@ -122,12 +122,12 @@ def test_real_mnist_model_loads_and_classifies(tmp_path):
     """The committed MNIST model (no .sha256 beside its model.pt: metrics.json vouches for it)."""
     if not REAL_CELL.exists():
         pytest.skip("no committed MNIST model")
-    if not SHARED_MNIST.exists():
-        pytest.skip(f"no local MNIST copy at {SHARED_MNIST} (set LSQUEEZE_MNIST_MIRROR)")
+    if not MNIST_COPY.exists():
+        pytest.skip(f"no local MNIST copy at {MNIST_COPY} (set LSQUEEZE_MNIST_MIRROR)")
     model = lsqueeze.load_model(REAL_CELL)
-    with gzip.open(SHARED_MNIST / "t10k-images-idx3-ubyte.gz") as fh:
+    with gzip.open(MNIST_COPY / "t10k-images-idx3-ubyte.gz") as fh:
         images = np.frombuffer(fh.read(), np.uint8, offset=16)[: 500 * 784]
-    with gzip.open(SHARED_MNIST / "t10k-labels-idx1-ubyte.gz") as fh:
+    with gzip.open(MNIST_COPY / "t10k-labels-idx1-ubyte.gz") as fh:
         labels = np.frombuffer(fh.read(), np.uint8, offset=8)[:500]
     x = torch.from_numpy(images.copy()).view(500, 1, 28, 28).float() / 255
     with torch.no_grad():

@@ -39,7 +39,7 @@ def randsign(model, x, y, spec, seed=0, index=None, batched_restarts=False):
 
 
 RANDOM_SIGN = attack_kinds.AttackKind(
-    "randsign", "test_extending:randsign", "random vertices of the ε-box",
+    "randsign", "test_extending:randsign",
     fixed={"loss": None, "steps": None, "step_size": None, "random_start": False, "restarts": 1},
     settings={"queries": (10, {"type": "integer", "minimum": 1})},
     image_steps=lambda a: a["queries"] / 3,  # forwards only
@@ -114,7 +114,7 @@ def test_a_new_attack_kinds_module_is_in_the_evaluations_fingerprint(tmp_path):
     kinds.write_text(kinds.read_text().replace(
         "ATTACK_KINDS: dict[str, AttackKind] = {k.name: k for k in (",
         'ATTACK_KINDS: dict[str, AttackKind] = {k.name: k for k in (\n'
-        '    AttackKind("toy", "lsqueeze.science.toy_attack:run", "a toy"),'))
+        '    AttackKind("toy", "lsqueeze.science.toy_attack:run"),'))
 
     def fps():
         F.fingerprint.cache_clear()

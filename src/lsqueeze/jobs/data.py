@@ -35,7 +35,7 @@ MNIST_VALIDATION = 5000
 
 
 # torchvision is imported only where a dataset is downloaded or converted: it takes seconds to
-# import, and every training, attack and analysis job imports this module for `load_split`.
+# import, and `lsqueeze data` needs it only for MNIST and CIFAR.
 def _cifar_class(name: str):
     import torchvision.datasets as tvd
 
@@ -153,8 +153,8 @@ def digits_split(name: str, raw: Path, mirror: str | None) -> dict[str, dict]:
 
 
 def prepare(name: str, out_dir, raw_dir=None, mirror: str | None = None) -> dict[str, Path]:
-    """Download (if needed), verify and convert one dataset (its converter: lsqueeze.registries.datasets);
-    return the split file paths."""
+    """Download (if needed), verify and convert one dataset (its converter:
+    lsqueeze.registries.datasets); return the split file paths."""
     if name not in DATASETS:
         raise DataError(f"dataset: unknown {name!r} (known: {', '.join(DATASETS)})")
     out_dir = Path(out_dir)

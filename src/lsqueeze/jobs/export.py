@@ -30,8 +30,6 @@ from lsqueeze.registries.datasets import ADV_TRAINING, IMAGE_SHAPE, TEST_SIZE
 from lsqueeze.runtime.files import JobError, atomic_path, code_version, file_digest, read_json
 from lsqueeze.runtime.integrity import IntegrityError, verify_model
 
-# Each dataset's image shape (C, H, W) and test-set size, as `lsqueeze data` writes them (a test
-# keeps them equal to lsqueeze.jobs.cost's copies, which that job keeps free of this module).
 NOT_MEASURED = "not measured"
 THREAT_MODEL = "Linf"
 PAPER = ('Shafahi, Ghiasi, Huang, Goldstein (2019), "Label Smoothing and Logit Squeezing: '

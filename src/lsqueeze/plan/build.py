@@ -42,12 +42,12 @@ def subset_key(n_test) -> str:
     return f"n{int(n_test)}" if n_test else "all"
 
 
-# The files the aggregation (lsqueeze.report.tables) writes for each table id in <results>/tables/: no
-# two tables may share one (lsqueeze.plan.schema checks).
+# The files the aggregation (lsqueeze.report.tables) writes for each table id in
+# <results>/tables/: no two tables may share one (lsqueeze.plan.schema checks).
 TABLE_FILES = ("table_{}.parquet", "table_{}_compare.parquet", "table_{}.html")
-# The paper layout of a table (lsqueeze.report.tables.build_tables): the columns it makes itself beside
-# the table's own, which a table column may therefore not be named (lsqueeze.plan.schema checks).
-# the paper's "defense params" columns: its regularizers' and the training steps
+# The paper layout of a table (lsqueeze.report.tables.build_tables): the columns it makes itself
+# beside the table's own, which a table column may therefore not be named (lsqueeze.plan.schema
+# checks). PAPER_PARAMS: the paper's "defense params" columns, its regularizers' and the steps.
 PAPER_PARAMS = [*(r.column for r in REGULARIZERS.values() if r.column), "k"]
 LAYOUT_COLUMNS = ("cell_id", "model", *PAPER_PARAMS, "seeds")
 SD_SUFFIX = " sd"  # "<column> sd": the sd over a row's seeds

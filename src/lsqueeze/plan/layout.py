@@ -115,8 +115,8 @@ class Layout:
                            "eps": fig["eps"]}, sort_keys=True)
 
     def figure_inputs(self, fig: dict) -> list[str]:
-        """A figure's per-model Parquets in its order: what its kind reads (lsqueeze.registries.figure_kinds),
-        the loss landscape at the figure's ε."""
+        """A figure's per-model Parquets in its order: what its kind reads
+        (lsqueeze.registries.figure_kinds), the loss landscape at the figure's ε."""
         reads = figure_kind(fig["kind"]).reads
         if reads == "landscape":
             name = f"landscape-e{num(fig['eps'] or LANDSCAPE_EPS)}.parquet"

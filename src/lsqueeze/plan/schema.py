@@ -267,9 +267,10 @@ def adversary_problem(cell: dict) -> str | None:
 
 def _load_schema(schema_path=SCHEMA_PATH) -> dict:
     """The schema, with the registries it names filled in, so that each has one place: the
-    datasets are the recipes' keys, the attack kinds and their own settings lsqueeze.registries.attack_kinds',
-    and a cell value with a default (config.cell_defaults) that the schema does not describe, a
-    new defense's, is a boolean or a number >= 0 like its default."""
+    datasets are the recipes' keys, the attack kinds and their own settings are
+    lsqueeze.registries.attack_kinds', the figure kinds lsqueeze.registries.figure_kinds', and a
+    cell value with a default (lsqueeze.plan.build.cell_defaults) that the schema does not
+    describe, a new regularizer's, is a boolean or a number >= 0 like its default."""
     schema = json.loads(Path(schema_path).read_text())
     schema["$defs"]["dataset"]["enum"] = list(RECIPES)
     schema["properties"]["figures"]["additionalProperties"]["properties"]["kind"]["enum"] = list(

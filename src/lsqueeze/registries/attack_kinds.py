@@ -9,7 +9,8 @@ image, the attack budget the masking checks compare, and the function that runs 
 No torch here: planning, validation, cost and the aggregation read this module, and they load
 without torch. `run` names the runner as "lsqueeze.<module>:<function>"; the function takes
 (model, x, y, spec, seed, index, batched_restarts) and returns (x_adv, per-example robust mask),
-and lsqueeze.runtime.fingerprint follows such names, so an edit to a runner re-evaluates its results.
+and lsqueeze.runtime.fingerprint follows such names, so an edit to a runner re-evaluates its
+results.
 """
 
 from __future__ import annotations
@@ -58,7 +59,6 @@ def steps_times_restarts(a: dict) -> float:
 class AttackKind:
     name: str
     run: str                                   # "lsqueeze.<module>:<function>"
-    help: str
     fixed: dict = field(default_factory=dict)  # settings the kind always has, whatever the preset
     settings: dict = field(default_factory=dict)  # its own settings: name -> (default, JSON schema)
     needs: tuple = ()                          # settings a preset must give it
@@ -90,18 +90,19 @@ AUTOATTACK_STEPS = 100 + 9 * 100 + 9 * 100 + 5_000 / 3
 AUTOATTACK_VERSIONS = ("standard", "plus", "rand")
 
 ATTACK_KINDS: dict[str, AttackKind] = {k.name: k for k in (
+    # one signed-gradient step of size ε
     AttackKind(
-        "fgsm", "lsqueeze.science.attacks:run_fgsm", "one signed-gradient step of size ε",
+        "fgsm", "lsqueeze.science.attacks:run_fgsm",
         fixed={"steps": 1, "step_size": None, "random_start": False, "restarts": 1},
         make_id=lambda a: f"fgsm-{a['loss']}-e{eps_part(a)}",
         image_steps=lambda a: 1.0, budget=lambda a: 1.0),
+    # Madry's PGD: steps of step_size, optional random start and restarts
     AttackKind(
-        "pgd", "lsqueeze.science.attacks:run_pgd",
-        "Madry's PGD: steps of step_size, optional random start and restarts",
-        needs=("step_size",), make_id=_pgd_id, image_steps=_pgd_image_steps),
+        "pgd", "lsqueeze.science.attacks:run_pgd", needs=("step_size",), make_id=_pgd_id,
+        image_steps=_pgd_image_steps),
+    # Croce & Hein's reference ensemble (parameter-free: only ε and the version)
     AttackKind(
         "autoattack", "lsqueeze.science.attacks:run_autoattack",
-        "Croce & Hein's reference ensemble (parameter-free: only ε and the version)",
         fixed={"loss": None, "steps": None, "step_size": None, "random_start": False,
                "restarts": 1},
         settings={"version": ("standard", {"enum": list(AUTOATTACK_VERSIONS)})},
@@ -131,9 +132,9 @@ def resolve(a: dict) -> dict:
     for key, (default, _) in kind.settings.items():
         a.setdefault(key, default)
     a.update(kind.fixed)
-    missing = [k for k in kind.needs if a.get(k) is None]
-    if missing:
-        raise ValueError(f"attack {a}: {kind.name} needs {', '.join(missing)}")
+    absent = [k for k in kind.needs if a.get(k) is None]
+    if absent:
+        raise ValueError(f"attack {a}: {kind.name} needs {', '.join(absent)}")
     return a
 
 

@@ -31,7 +31,10 @@ class FieldView(Mapping):
                 if getattr(v, self._field) is not None}
 
     def __getitem__(self, key):
-        return self._items()[key]
+        value = getattr(self._registry[key], self._field)
+        if value is None:
+            raise KeyError(key)
+        return value
 
     def __iter__(self):
         return iter(self._items())

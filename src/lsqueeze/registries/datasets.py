@@ -76,8 +76,3 @@ ADV_TRAINING = FieldView(DATASETS, "adv_training")
 IMAGE_SHAPE = FieldView(DATASETS, "image_shape")
 TEST_SIZE = FieldView(DATASETS, "test_size")
 
-
-def dataset(name: str) -> Dataset:
-    if name not in DATASETS:
-        raise ValueError(f"dataset: unknown {name!r} (known: {', '.join(DATASETS)})")
-    return DATASETS[name]

@@ -21,23 +21,23 @@ class FigureKind:
     name: str
     draw: str
     reads: str
-    help: str
 
 
 FIGURE_KINDS: dict[str, FigureKind] = {k.name: k for k in (
-    FigureKind("linear", "lsqueeze.report.figures:figure_linear", "linear",
-               "Figs 1, 3, 4, 6, 8: logit gap, gradient gap, ε_L, cosine histograms"),
-    FigureKind("logits", "lsqueeze.report.figures:figure_logits", "linear", "Fig 2: the logits"),
-    FigureKind("gradients", "lsqueeze.report.figures:figure_gradients", "linear",
-               "Fig 7: l1 norms of both gradients, their cosine"),
-    FigureKind("landscape_random", "lsqueeze.report.figures:figure_landscape_random", "landscape",
-               "Fig 5: the loss along random directions"),
+    # Figs 1, 3, 4, 6, 8: logit gap, gradient gap, ε_L, cosine histograms
+    FigureKind("linear", "lsqueeze.report.figures:figure_linear", "linear"),
+    FigureKind("logits", "lsqueeze.report.figures:figure_logits", "linear"),  # Fig 2
+    # Fig 7: l1 norms of both gradients, their cosine
+    FigureKind("gradients", "lsqueeze.report.figures:figure_gradients", "linear"),
+    # Figs 5 and 9: the loss along random directions, and along the adversarial one
+    FigureKind("landscape_random", "lsqueeze.report.figures:figure_landscape_random", "landscape"),
     FigureKind("landscape_adversarial", "lsqueeze.report.figures:figure_landscape_adversarial",
-               "landscape", "Fig 9: the loss along the adversarial direction"),
+               "landscape"),
+    # Figs 10 and 11: the penultimate layer's and the logit layer's activations
     FigureKind("activations_penultimate", "lsqueeze.report.figures:figure_activations_penultimate",
-               "activations", "Fig 10: the penultimate layer's activations"),
+               "activations"),
     FigureKind("activations_logits", "lsqueeze.report.figures:figure_activations_logits",
-               "activations", "Fig 11: the logit layer's activations"),
+               "activations"),
 )}
 
 

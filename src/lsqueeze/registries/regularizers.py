@@ -21,8 +21,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-ROLES = ("ce", "loss", "input")
-
 
 @dataclass(frozen=True)
 class Regularizer:

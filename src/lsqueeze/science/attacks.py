@@ -1,5 +1,6 @@
 """Evaluation attacks: FGSM, PGD with nested random restarts, AutoAttack's runner, and the
-dispatcher that runs an attack record by its kind (lsqueeze.registries.attack_kinds); in [0,1] pixel units.
+dispatcher that runs an attack record by its kind (lsqueeze.registries.attack_kinds); in [0,1]
+pixel units.
 
 Only evaluation and black-box crafting use this module, so editing it re-evaluates without
 retraining; the PGD step that training shares lives in lsqueeze/science/pgd.py. Every attack returns inputs
@@ -121,5 +122,5 @@ def attack(model, x, y, spec: dict, seed: int = 0, index=None, batched_restarts:
     seed and index (each example's position in the evaluated set; default 0..B-1) fix random
     starts per example.
     """
-    return load_function(kind_of(spec).run)(model, x, y, spec, seed=seed, index=index,
-                                 batched_restarts=batched_restarts)
+    run = load_function(kind_of(spec).run)
+    return run(model, x, y, spec, seed=seed, index=index, batched_restarts=batched_restarts)

@@ -1,7 +1,7 @@
 """What one training step computes (`step_loss`): the batch the model sees (augmentation,
 Madry's adversary, the input regularizers: Gaussian noise) and the regularized loss (label
-smoothing α, the loss regularizers: logit squeezing β), each regularizer as lsqueeze.registries.regularizers
-lists it.
+smoothing α, the loss regularizers: logit squeezing β), each regularizer as
+lsqueeze.registries.regularizers lists it.
 
 The plain training loop (lsqueeze/jobs/train.py) and its CUDA-graph replay
 (lsqueeze/science/cuda_graph.py) both call `step_loss`, so they compute the same step.
