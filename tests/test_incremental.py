@@ -164,8 +164,8 @@ def test_code_edits_rerun_their_stage_only(work, code_edit):
 
 
 @pytest.mark.parametrize("module, old, new", [
-    ("science/attacks.py", "return load_function(kind_of(spec).run)(",
-     "return 1 and load_function(kind_of(spec).run)("),  # the dispatcher
+    ("science/attacks.py", "run = load_function(kind_of(spec).run)",
+     "run = 1 and load_function(kind_of(spec).run)"),  # the dispatcher
     ("science/autoattack.py", "x, y = x.detach().clone()", "x, y = x.detach().clone() + 0"),
 ])
 def test_evaluation_attack_edit_retrains_nothing(work, code_edit, module, old, new):
