@@ -137,17 +137,79 @@ def pgd40(model, batch):
     return float(robust.float().mean())
 
 
-def test_autoattack_is_the_reference_run(model, batch, pgd40):
+def _reference_after_each_member(model, x, y, seed, caplog):
+    """The reference's own run, verbose: (x_adv, {member: robust accuracy after it}) as its
+    logger prints them ("robust accuracy after APGD-CE: 27.00% ...")."""
+    import logging
+    import re
+
+    ref = pyautoattack.AutoAttack(model, norm="Linf", eps=EPS, version="standard", seed=seed,
+                                  device="cpu")
+    ref.verbose = True
+    with caplog.at_level(logging.DEBUG, logger="auto-attack"):
+        caplog.clear()
+        x_ref, _ = ref.run_standard_evaluation(x, y, batch_size=len(x))
+    after = {m.group(1).lower(): float(m.group(2)) / 100 for r in caplog.records
+             for m in [re.match(r"robust accuracy after (\S+): ([0-9.]+)%", r.getMessage())] if m}
+    return x_ref, after
+
+
+def test_autoattack_is_the_reference_run(model, batch, pgd40, caplog):
     x, y = batch
-    ours = aa.autoattack(model, x, y, EPS, "standard", seed=3)
-    ref, _ = pyautoattack.AutoAttack(model, norm="Linf", eps=EPS, version="standard", seed=3,
-                                     device="cpu").run_standard_evaluation(x, y, batch_size=64)
+    ours, first, members = aa.autoattack(model, x, y, EPS, "standard", seed=3, breakdown=True)
+    ref, after = _reference_after_each_member(model, x, y, 3, caplog)
+    # Member by member, the accuracy after each is the reference's own, as it logs it.
+    assert members == ("apgd-ce", "apgd-t", "fab-t", "square") == tuple(after)
+    for k, member in enumerate(members, start=1):
+        still = ((first == -1) | (first > k)).float().mean().item()
+        assert still == pytest.approx(after[member], abs=1e-4), member
+    assert torch.equal(first == 0, attacks.predict(model, x) != y)  # 0: wrong before any attack
+    assert torch.equal(first == -1, attacks.predict(model, ours) == y)
+    assert 1 in set(first.tolist())  # APGD-CE broke images here
     _inside(ours, x, EPS)
     _inside(ref, x, EPS)
     assert torch.equal(attacks.predict(model, ours) == y, attacks.predict(model, ref) == y)
     assert accuracy(model, ours, y) <= pgd40
     assert accuracy(model, ours, y) > 0.3     # images survive: every member had work to do
-    # Through the dispatcher: the per-example mask is the ensemble's.
-    x_adv, robust = attacks.attack(model, x, y, {"attack": "autoattack", "eps": EPS}, seed=0)
+    # Through the dispatcher: the per-example mask is the ensemble's, and the breakdown comes
+    # along when asked for.
+    x_adv, robust, part = attacks.attack(model, x, y, {"attack": "autoattack", "eps": EPS},
+                                         seed=0, breakdown=True)
     _inside(x_adv, x, EPS)
     assert torch.equal(robust, attacks.predict(model, x_adv) == y)
+    assert part["members"] == members and torch.equal(part["first_broken_by"] == -1, robust)
+    assert attacks.attack(model, x, y, {"attack": "pgd", "eps": EPS, "step_size": EPS / 4,
+                                        "steps": 2}, breakdown=True)[2] is None
+
+
+def test_the_breakdown_names_a_later_member(model, batch, monkeypatch, caplog):
+    """With APGD-CE made to fool nothing, APGD-T breaks the images: the record must say so, and
+    the accuracy after each member is still the reference's own."""
+    from pyautoattack.autopgd_base import APGDAttack
+
+    monkeypatch.setattr(APGDAttack, "perturb", lambda self, x, y, *a, **k: x.clone())
+    x, y = batch
+    ours, first, members = aa.autoattack(model, x, y, EPS, "standard", seed=3, breakdown=True)
+    _, after = _reference_after_each_member(model, x, y, 3, caplog)
+    assert after["apgd-ce"] == pytest.approx(float((attacks.predict(model, x) == y).float().mean()))
+    for k, member in enumerate(members, start=1):
+        assert ((first == -1) | (first > k)).float().mean().item() == pytest.approx(
+            after[member], abs=1e-4), member
+    assert 1 not in set(first.tolist()) and 2 in set(first.tolist())
+    _inside(ours, x, EPS)
+
+
+
+@pytest.mark.parametrize("version", ["plus", "rand"])
+def test_versions_other_than_standard_are_refused(model, batch, version):
+    """Only the standard version's configuration is checked, so only it runs."""
+    from lsqueeze.plan.schema import ConfigError, validate
+
+    with pytest.raises(ValueError, match=f"autoattack version: '{version}' is not run"):
+        aa.autoattack(model, *batch, EPS, version)
+    preset = {"preset": "p", "results": "results/p", "cells": {"a": {"dataset": "digits28"}},
+              "attacks": {"aa": {"attack": "autoattack", "eps": 0.3, "version": version}},
+              "tables": [{"id": "t", "rows": [{"cell": "a"}],
+                          "columns": [{"name": "AA", "threat": "white", "attack": "aa"}]}]}
+    with pytest.raises(ConfigError, match="version"):
+        validate(preset)

@@ -5,7 +5,15 @@ import numpy as np
 import pytest
 import torch
 
-from lsqueeze.plan.perexample import pack, unpack, worst_case_id, worst_cases
+from lsqueeze.plan.perexample import (
+    accuracy_after,
+    pack,
+    pack_members,
+    unpack,
+    unpack_members,
+    worst_case_id,
+    worst_cases,
+)
 
 
 def test_pack_round_trips_and_is_compact():
@@ -47,9 +55,57 @@ def test_worst_case_is_per_image_not_the_minimum_accuracy():
     assert worst_case_id(0.3) == "worst-e0.3" and worst_case_id(None) == "worst-einf"
 
 
-def test_no_worst_case_over_part_of_the_attacks():
-    """An evaluation without a vector (an older run) or over other images: no number at all."""
+def test_the_worst_case_counts_clean_correctness():
+    """An image the model gets wrong clean is not robust, even if an attack's output (a random
+    start, a transfer image) happens to be classified right."""
+    pgd = _rec("white", "pgd", [1, 1, 1, 0])
+    pgd["clean_per_example"] = pack(np.array([1, 0, 1, 1], dtype=bool))
+    fgsm = _rec("black", "fgsm", [1, 1, 0, 1], source="m/nat")
+    (w,) = worst_cases([pgd, fgsm])
+    assert (w["n"], w["correct"], w["kind"]) == (4, 1, "worst_case")
+    assert w["attacks"] == ["clean", "black:fgsm@m/nat", "white:pgd"] and w["warnings"] == []
+
+
+def test_attacks_on_different_images_give_the_worst_case_over_the_common_ones():
+    pgd = _rec("white", "pgd", [1, 0, 1, 1])            # images 0..3
+    aa = _rec("white", "aa", [1, 1, 1])                 # images 0..2
+    (w,) = worst_cases([pgd, aa])
+    assert (w["n"], w["correct"], w["start"], w["stop"]) == (3, 2, 0, 3)
+    assert len(w["warnings"]) == 2  # the subsets, and no clean record
+    assert "worst case over the 3 images 0..2 they share" in w["warnings"][0]
+    shifted = {**aa, "per_example": pack(np.array([0, 1, 1], dtype=bool), start=2)}  # 2..4
+    (w,) = worst_cases([pgd, shifted])
+    assert (w["n"], w["correct"], w["start"]) == (2, 1, 2)
+    apart = {**aa, "per_example": pack(np.array([1, 1, 1], dtype=bool), start=10)}
+    (w,) = worst_cases([pgd, apart])
+    assert w["accuracy"] is None and "no two of them share" in w["warnings"][-1]
+
+
+def test_a_record_without_per_image_results_is_named_not_silently_dropped():
     old = {k: v for k, v in _rec("white", "old", [1, 1, 1, 1]).items() if k != "per_example"}
-    assert worst_cases([_rec("white", "pgd", [1, 0, 1, 1]), old]) == []
-    other = _rec("white", "aa", [1, 0, 1])
-    assert worst_cases([_rec("white", "pgd", [1, 0, 1, 1]), other]) == []
+    (w,) = worst_cases([_rec("white", "pgd", [1, 0, 1, 1]), old])
+    assert w["attacks"] == ["white:pgd"] and w["correct"] == 3
+    assert "white:old: no per-image results" in w["warnings"][0]
+    assert worst_cases([old]) == []
+
+
+def test_a_model_with_black_box_attacks_only_gets_a_worst_transfer_accuracy():
+    recs = [_rec("black", "fgsm", [1, 1, 0, 1], source="m/nat"),
+            _rec("black", "pgd", [1, 0, 1, 1], source="m/nat")]
+    (w,) = worst_cases(recs)
+    assert w["kind"] == "worst_transfer" and w["correct"] == 2 and w["warnings"] == []
+    assert worst_case_id(0.3, w["kind"]) == "worst-transfer-e0.3"
+
+
+def test_member_breakdown_round_trips_and_gives_the_accuracy_after_each_member():
+    members = ["apgd-ce", "apgd-t", "fab-t", "square"]
+    codes = np.array([-1, 0, 1, 2, 2, 4, -1, 3, -1, -1], dtype=np.int8)
+    stored = pack_members(torch.from_numpy(codes), members)
+    got_members, got = unpack_members(stored, 10)
+    assert got_members == members and np.array_equal(got, codes)
+    assert accuracy_after(members, got) == pytest.approx(
+        {"clean": 0.9, "apgd-ce": 0.8, "apgd-t": 0.6, "fab-t": 0.5, "square": 0.4})
+    with pytest.raises(ValueError, match="codes for a record of 11 images"):
+        unpack_members(stored, 11)
+    with pytest.raises(ValueError, match="codes"):
+        pack_members(np.array([5]), members)

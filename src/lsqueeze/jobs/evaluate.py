@@ -11,7 +11,7 @@ import time
 
 import torch
 
-from lsqueeze.plan.perexample import pack
+from lsqueeze.plan.perexample import pack, pack_members
 from lsqueeze.runtime.devices import pick_device
 from lsqueeze.runtime.files import code_version, device_name, file_digest, load_torch, save_json, save_torch
 from lsqueeze.runtime.integrity import tensor_digest, verify_adv_set
@@ -25,9 +25,11 @@ def file_hash(path) -> str:
     return file_digest(path)[:16]
 
 
-def run_attack(model, x, y, spec: dict, batch_size: int, seed: int = 0, label: str = "attack"):
-    """Attack in batches; return (x_adv, robust mask) for the whole set. Logs a line per batch
-    (stderr: the job's log), since one batch of a strong attack can take minutes.
+def run_attack(model, x, y, spec: dict, batch_size: int, seed: int = 0, label: str = "attack",
+               breakdown: bool = False):
+    """Attack in batches; return (x_adv, robust mask) for the whole set, and with breakdown=True
+    the runner's per-example breakdown over the whole set (None for a kind without one). Logs a
+    line per batch (stderr: the job's log), since one batch of a strong attack can take minutes.
 
     With R random restarts, each forward carries batch_size // R images × R restarts, so memory
     stays that of one batch while the restarts share a forward pass. Random starts are fixed by
@@ -38,17 +40,25 @@ def run_attack(model, x, y, spec: dict, batch_size: int, seed: int = 0, label: s
     batched = n_restarts > 1
     if batched:
         batch_size = max(1, batch_size // n_restarts)
-    advs, robust = [], []
+    advs, robust, parts = [], [], []
     ticker = Ticker(label, -(-len(y) // batch_size), unit="batch", every=0)
     for i in range(0, len(y), batch_size):
         j = min(i + batch_size, len(y))
-        xa, r = attacks.attack(model, x[i:j], y[i:j], spec, seed=seed, index=torch.arange(i, j),
-                               batched_restarts=batched)
+        xa, r, part = attacks.attack(model, x[i:j], y[i:j], spec, seed=seed,
+                                     index=torch.arange(i, j), batched_restarts=batched,
+                                     breakdown=True)
         advs.append(xa)
         robust.append(r)
+        parts.append(part)
         ticker.tick(len(robust), batch_size,
                     robust=f"{sum(int(b.sum()) for b in robust)}/{sum(len(b) for b in robust)}")
-    return torch.cat(advs), torch.cat(robust)
+    x_adv, robust = torch.cat(advs), torch.cat(robust)
+    if not breakdown:
+        return x_adv, robust
+    if any(p is None for p in parts):
+        return x_adv, robust, None
+    return x_adv, robust, {"members": parts[0]["members"],
+                           "first_broken_by": torch.cat([p["first_broken_by"] for p in parts])}
 
 
 def _record(kind, spec, attack, survived, t0, device, **extra):
@@ -68,10 +78,15 @@ def white_box(spec, model_path, data_dir, attack: dict, out, n=None, batch_size=
     t0 = time.perf_counter()
     x, y = test_subset(data_dir, n, device)
     model = load_model(spec, model_path, tuple(x.shape[1:]), device)
-    _, robust = run_attack(model, x, y, attack["pixel"], batch_size, seed=spec["cell"]["seed"],
-                           label=f"{spec['id']} {attack['id']}")
-    rec = _record("white", spec, attack, robust, t0, device,
-                  model_hash=file_hash(model_path))
+    # Clean correctness of the same images: the worst case counts an image only if the model
+    # gets it right clean and under every attack.
+    clean = attacks.predict(model, x, batch_size) == y
+    _, robust, parts = run_attack(model, x, y, attack["pixel"], batch_size,
+                                  seed=spec["cell"]["seed"], label=f"{spec['id']} {attack['id']}",
+                                  breakdown=True)
+    extra = {"members": pack_members(parts["first_broken_by"], parts["members"])} if parts else {}
+    rec = _record("white", spec, attack, robust, t0, device, clean_per_example=pack(clean),
+                  model_hash=file_hash(model_path), **extra)
     save_json(rec, out)
     return rec
 

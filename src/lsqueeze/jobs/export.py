@@ -170,7 +170,8 @@ def cell_measurements(path, metrics: dict) -> dict:
         at = attacked[attacked["eps"].astype(float) == eps]
         aa = at[at["attack"].astype(str).str.lower().str.startswith("autoattack")
                 | at["attack_id"].astype(str).str.startswith("aa-")]
-        worst = at[at["threat"] == "worst"]
+        # a worst transfer accuracy (a model with black-box attacks only) is no robust accuracy
+        worst = at[(at["threat"] == "worst") & (at["attack"].astype(str) == "worst_case")]
         entry = {"eps": eps, "eps_pixel": eps / scale}
         if len(aa):  # several AutoAttack versions at one ε: the lowest (the strongest) counts
             entry["autoattack"] = _entry(aa.sort_values(["value", "attack_id"]).iloc[0])

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from lsqueeze.plan.perexample import WORST, worst_case_id
 from lsqueeze.registries import attack_kinds
-from lsqueeze.registries.attack_kinds import attack_id, num
+from lsqueeze.registries.attack_kinds import AUTOATTACK_MEMBER_METRICS, attack_id, num
 from lsqueeze.registries.datasets import ADV_TRAINING, RECIPES
 from lsqueeze.registries.regularizers import REGULARIZERS, id_part, words
 from lsqueeze.runtime.yamlfile import read_yaml
@@ -293,6 +293,12 @@ def build_plan(config: dict) -> Plan:
                     plan.black.add((row["cell_id"], source, aid))
                 elif col.get("metric") == "predicted_accuracy":
                     plan.analyses.add(row["cell_id"])
+                if col.get("metric") in AUTOATTACK_MEMBER_METRICS and (
+                        col.get("threat") != "white"
+                        or col["attack_paper"].get("attack") != "autoattack"):
+                    raise ValueError(f"table {table['id']} column {col['name']!r}: metric "
+                                     f"{col['metric']} is read from an AutoAttack evaluation "
+                                     "(threat: white, an attack of kind autoattack)")
         plan.tables.append({**table, "rows": rows, "columns": cols})
     for name, fig in ({} if config.get("only_tables") else config.get("figures", {})).items():
         ids = [add_cell(ref) for ref in fig.get("cells", [])]

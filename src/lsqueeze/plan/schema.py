@@ -277,6 +277,8 @@ def _load_schema(schema_path=SCHEMA_PATH) -> dict:
         FIGURE_KINDS)
     attack = schema["$defs"]["attack"]["properties"]
     attack["attack"]["enum"] = list(attack_kinds.ATTACK_KINDS)
+    schema["$defs"]["column"]["properties"]["metric"]["enum"] += list(
+        attack_kinds.AUTOATTACK_MEMBER_METRICS)  # AutoAttack's accuracy after each member
     for kind in attack_kinds.ATTACK_KINDS.values():  # each kind's own settings (its resolve refuses
         for key, (_, fragment) in kind.settings.items():  # another kind's)
             attack.setdefault(key, fragment)

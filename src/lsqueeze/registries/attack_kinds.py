@@ -8,8 +8,9 @@ image, the attack budget the masking checks compare, and the function that runs 
 
 No torch here: planning, validation, cost and the aggregation read this module, and they load
 without torch. `run` names the runner as "lsqueeze.<module>:<function>"; the function takes
-(model, x, y, spec, seed, index, batched_restarts) and returns (x_adv, per-example robust mask),
-and lsqueeze.runtime.fingerprint follows such names, so an edit to a runner re-evaluates its
+(model, x, y, spec, seed, index, batched_restarts) and returns (x_adv, per-example robust mask)
+or, to say more per example, (x_adv, robust, breakdown) (AutoAttack: which member broke each
+image, kept in the evaluation record), and lsqueeze.runtime.fingerprint follows such names, so an edit to a runner re-evaluates its
 results.
 """
 
@@ -87,7 +88,20 @@ def _pgd_image_steps(a: dict) -> float:
 # (lsqueeze.science.autoattack.IMAGE_STEPS, from its configuration; a test keeps them equal). An upper
 # bound: each member attacks only what the earlier ones left, so a masked model costs far less.
 AUTOATTACK_STEPS = 100 + 9 * 100 + 9 * 100 + 5_000 / 3
-AUTOATTACK_VERSIONS = ("standard", "plus", "rand")
+# Only the standard version: its configuration is checked member by member against the
+# reference's (lsqueeze.science.autoattack.STANDARD); "plus" and "rand" are refused, not run
+# unchecked.
+AUTOATTACK_VERSIONS = ("standard",)
+# The standard version's members, in the order they run; a table column reads the accuracy after
+# one of them as metric accuracy_after_<member> (e.g. accuracy_after_apgd_t).
+AUTOATTACK_MEMBERS = ("apgd-ce", "apgd-t", "fab-t", "square")
+
+
+def member_metric(member: str) -> str:
+    return f"accuracy_after_{member.replace('-', '_')}"
+
+
+AUTOATTACK_MEMBER_METRICS = tuple(member_metric(m) for m in AUTOATTACK_MEMBERS)
 
 ATTACK_KINDS: dict[str, AttackKind] = {k.name: k for k in (
     # one signed-gradient step of size ε

@@ -21,11 +21,13 @@ from datetime import UTC, datetime
 
 import pandas as pd
 
+from lsqueeze.registries.attack_kinds import AUTOATTACK_MEMBER_METRICS
 from lsqueeze.runtime.values import missing
 
 # `value` holds accuracies and logit norms side by side: each row says which.
 UNITS = {"train_accuracy": "fraction", "test_accuracy": "fraction", "accuracy": "fraction",
-         "predicted_accuracy": "fraction", "mean_logit_norm": "logit L2 norm"}
+         "predicted_accuracy": "fraction", "mean_logit_norm": "logit L2 norm",
+         **{m: "fraction" for m in AUTOATTACK_MEMBER_METRICS}}
 INT_COLS = ["steps", "seed", "attack_steps", "restarts", "n", "steps_done"]
 BOOL_COLS = ["clip_noise", "random_start", "diverged"]
 FLOAT_COLS = ["alpha", "beta", "sigma", "eps", "step_size", "value", "wall_time_s"]

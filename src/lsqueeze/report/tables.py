@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import html
 import math
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -30,7 +31,15 @@ from lsqueeze.plan.build import (
     steps_tag,
     table_files,
 )
-from lsqueeze.plan.perexample import WORST, worst_case_id, worst_cases
+from lsqueeze.plan.perexample import (
+    WORST,
+    accuracy_after,
+    eps_key,
+    unpack_members,
+    worst_case_id,
+    worst_cases,
+)
+from lsqueeze.registries.attack_kinds import member_metric
 from lsqueeze.registries.regularizers import REGULARIZERS
 from lsqueeze.report.agreement import counts, headline, judge
 from lsqueeze.report.tablemeta import (
@@ -94,16 +103,37 @@ def measurement_rows(rec: dict) -> list[dict]:
 
 
 def worst_case_rows(records: list[dict]) -> list[dict]:
-    """Long-form rows of the worst case per (model, ε): robust only if every attack failed
-    (lsqueeze.plan.perexample); `worst_of` lists the attacks combined."""
+    """Long-form rows of the worst case per (model, ε): robust only if the image is right clean
+    and every attack failed (lsqueeze.plan.perexample); `worst_of` lists what was combined. A
+    model measured only by black-box attacks gets its worst transfer accuracy (attack
+    "worst_transfer", id worst-transfer-e<ε>), which no table or card reports as robust accuracy.
+    What a worst case does not cover is printed as one line each (the aggregate job's log)."""
     rows = []
     for w in worst_cases(records):
-        attack = {"id": worst_case_id(w["eps"]), "paper": {"attack": "worst_case", "eps": w["eps"]}}
+        for note in w["warnings"]:
+            print(f"lsqueeze aggregate: warning: {w['cell_id']}, ε = {eps_key(w['eps'])}: {note}",
+                  file=sys.stderr)
+        if w["accuracy"] is None:
+            continue
+        attack = {"id": worst_case_id(w["eps"], w["kind"]),
+                  "paper": {"attack": w["kind"], "eps": w["eps"]}}
         rows.append({**_cell_cols(w["cell"]), **_attack_cols(WORST, attack), "metric": "accuracy",
                      "value": w["accuracy"], "n": w["n"], "worst_of": ", ".join(w["attacks"]),
                      "code_version": None, "config_hash": None, "device": None,
                      "wall_time_s": None, "diverged": None, "steps_done": None})
     return rows
+
+
+def member_rows(rec: dict) -> list[dict]:
+    """AutoAttack's accuracy after each member (metric accuracy_after_<member>, e.g.
+    accuracy_after_apgd_t), from the per-image breakdown its record keeps: where the accuracy
+    fell, gradient-based members or only the gradient-free Square."""
+    if "members" not in rec:
+        return []
+    members, codes = unpack_members(rec["members"], rec["n"])
+    base = measurement_rows(rec)[0]
+    return [{**base, "metric": member_metric(member), "value": value}
+            for member, value in accuracy_after(members, codes).items() if member != "clean"]
 
 
 def _same(have, want) -> bool:
@@ -415,7 +445,7 @@ def aggregate(plan_path, inputs, reference_path, out_dir) -> pd.DataFrame:
             analyses[plan["analysis_files"][str(p)]] = read_parquet(p)
         else:
             records.append(read_json(p))
-            rows += measurement_rows(records[-1])
+            rows += measurement_rows(records[-1]) + member_rows(records[-1])
     rows += worst_case_rows(records)
     reference = pd.read_csv(reference_path)
     tables = build_tables(plan, pd.DataFrame(rows), reference, analyses, tolerance)

@@ -110,12 +110,16 @@ def run_autoattack(model, x, y, spec, seed=0, index=None, batched_restarts=False
     # One seed per batch, fixed by (seed, the batch's first example): batches differ, reruns agree.
     first = 0 if index is None or not len(index) else int(torch.as_tensor(index)[0])
     batch_seed = int(np.random.SeedSequence([int(seed), first]).generate_state(1)[0] >> 1)
-    x_adv = autoattack(model, x, y, spec.get("eps"), spec.get("version", "standard"), batch_seed)
-    return x_adv, predict(model, x_adv) == y
+    x_adv, first, members = autoattack(model, x, y, spec.get("eps"),
+                                       spec.get("version", "standard"), batch_seed, breakdown=True)
+    return x_adv, predict(model, x_adv) == y, {"members": members, "first_broken_by": first}
 
 
-def attack(model, x, y, spec: dict, seed: int = 0, index=None, batched_restarts: bool = False):
-    """Run one attack spec on a batch; return (worst-case x_adv, per-example robust mask).
+def attack(model, x, y, spec: dict, seed: int = 0, index=None, batched_restarts: bool = False,
+           breakdown: bool = False):
+    """Run one attack spec on a batch; return (worst-case x_adv, per-example robust mask), and
+    with breakdown=True a third item: what the runner says of each example beyond robust or not
+    (AutoAttack: {members, first_broken_by}), or None for a kind that says nothing more.
 
     spec: {attack: a kind of lsqueeze.registries.attack_kinds, loss, eps (None = unbounded), steps,
     step_size, random_start, restarts, confidence, the kind's own settings} in [0,1] pixel units.
@@ -123,4 +127,6 @@ def attack(model, x, y, spec: dict, seed: int = 0, index=None, batched_restarts:
     starts per example.
     """
     run = load_function(kind_of(spec).run)
-    return run(model, x, y, spec, seed=seed, index=index, batched_restarts=batched_restarts)
+    out = run(model, x, y, spec, seed=seed, index=index, batched_restarts=batched_restarts)
+    x_adv, robust = out[:2]  # a runner returns (x_adv, robust) or (x_adv, robust, breakdown)
+    return (x_adv, robust, out[2] if len(out) > 2 else None) if breakdown else (x_adv, robust)

@@ -11,13 +11,18 @@ included), FAB-T at 100 iterations, Square with 5,000 queries; one restart each.
 port, used before, runs its members at 10 iterations by default: about ten times weaker.)
 
 Each member attacks only the images that every earlier member failed on, as the reference does;
-an image counts as robust only if the whole ensemble fails on it.
+an image counts as robust only if the whole ensemble fails on it. Which member broke each image
+is recorded, so a reader sees where the accuracy fell (the gradient-based APGD members, or only
+the gradient-free Square: the signature of masking). Only the standard version runs: "plus"
+and "rand" change members and restarts (and "rand" averages gradients over randomness these
+models do not have), and a number from them is not comparable with RobustBench's.
 """
 
 from __future__ import annotations
 
 import torch
 
+from lsqueeze.registries.attack_kinds import AUTOATTACK_MEMBERS
 from lsqueeze.registries.attack_kinds import AUTOATTACK_VERSIONS as VERSIONS
 from lsqueeze.runtime.devices import eval_mode
 from lsqueeze.science.pgd import effective_eps, project
@@ -25,7 +30,7 @@ from lsqueeze.science.pgd import effective_eps, project
 # The reference's version "standard" for L∞ (auto-attack's AutoAttack._set_version), member by
 # member: what `configuration` must read off the adversary before it runs.
 STANDARD = {
-    "attacks": ("apgd-ce", "apgd-t", "fab-t", "square"),
+    "attacks": AUTOATTACK_MEMBERS,
     "apgd-ce": {"n_iter": 100, "n_restarts": 1},
     "apgd-t": {"n_iter": 100, "n_restarts": 1, "n_target_classes": 9},
     "fab-t": {"n_iter": 100, "n_restarts": 1, "n_target_classes": 9},
@@ -77,30 +82,55 @@ def adversary(model, eps: float, version: str = "standard", seed: int = 0, devic
     from pyautoattack import AutoAttack
 
     if version not in VERSIONS:
-        raise ValueError(f"autoattack version: unknown {version!r} (known: {', '.join(VERSIONS)})")
+        raise ValueError(f"autoattack version: {version!r} is not run (only {', '.join(VERSIONS)}, "
+                         "whose configuration is checked against the reference's)")
     adv = AutoAttack(model, norm="Linf", eps=float(eps), version=version, seed=int(seed),
                      device=device)
     adv.verbose = False  # its per-member lines go to a logger nobody reads; the job logs per batch
     return adv
 
 
-def autoattack(model, x, y, eps, version: str = "standard", seed: int = 0):
+def autoattack(model, x, y, eps, version: str = "standard", seed: int = 0,
+               breakdown: bool = False):
     """Adversarial inputs from the reference AutoAttack (L∞), within ε of x and inside [0,1].
+
+    The reference's ensemble is run member by member: each call of its
+    `run_standard_evaluation` runs one member (same settings, same seed, same batch) on exactly
+    the images every earlier member failed on, as its own loop does, so the result is the
+    reference's, and the job also learns which member broke each image (the reference logs that
+    only as text). With breakdown=True returns (x_adv, first_broken_by, members): members is the
+    ensemble in order, first_broken_by[i] the 1-based position of the member that first fooled
+    image i, 0 if it was misclassified before any attack, -1 if it survived every member.
 
     The members reseed the global RNG; forking it keeps the caller's random state (e.g. an
     evaluation stream) untouched. The model is attacked in eval mode and left in the mode it came
-    in. The standard version is checked against STANDARD before any image is attacked.
+    in. The configuration is checked against STANDARD before any image is attacked.
     """
     eps = effective_eps(eps)  # unbounded (None) is ε = 1: the whole [0,1] box
     x, y = x.detach().clone(), y.detach().clone()
     with eval_mode(model):
         with torch.no_grad():
-            n_classes = model(x[:1]).shape[1]
+            pred = model(x).argmax(1)
         adv = adversary(model, eps, version, seed, x.device)
-        if version == "standard":
-            check_standard(configuration(adv), n_classes)
+        check_standard(configuration(adv), model(x[:1]).shape[1])
+        members = tuple(adv.attacks_to_run)
+        first = torch.where(pred == y, -1, 0).to(torch.int8).cpu()
+        x_adv = x.clone()
         devices = [x.device] if x.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
-            x_adv, _ = adv.run_standard_evaluation(x, y, batch_size=len(x))
+            for position, member in enumerate(members, start=1):
+                left = (first == -1).nonzero().flatten()
+                if not len(left):
+                    break  # the reference's loop stops here too
+                adv.attacks_to_run = [member]
+                idx = left.to(x.device)
+                # batch_size=len(x): one batch of the images left, as the reference's own loop
+                # makes with the caller's batch
+                xa, ya = adv.run_standard_evaluation(x[idx], y[idx], batch_size=len(x))
+                fooled = (ya != y[idx]).cpu()
+                first[left[fooled]] = position
+                x_adv[idx[fooled.to(x.device)]] = xa[fooled.to(x.device)].to(x.dtype)
+            adv.attacks_to_run = list(members)
     # The members stay inside the ball up to rounding; make it exact.
-    return project(x_adv.to(x.dtype), x, eps)
+    x_adv = project(x_adv, x, eps)
+    return (x_adv, first, members) if breakdown else x_adv
