@@ -61,3 +61,19 @@ def test_100k_tables_show_every_cell_beside_the_published_numbers():
     assert {"AutoAttack", "worst case"} <= set(strong.columns)
     attacks = [c for c in strong.columns if c not in ("α", "β", "σ", "k", "worst case")]
     assert (strong["worst case"] <= strong[attacks].min(axis=1) + 1e-9).all()
+
+
+@pytest.mark.parametrize("run", RUNS, ids=lambda p: p.name)
+def test_verdicts_are_todays_rules_on_the_stored_tables(run, tmp_path):
+    """claims.* of a kept run are what today's claims file and verdict rules say of its stored
+    tables, judged with the run's own tables plan (plan.json): a changed criterion or rule that
+    moves a verdict must regenerate them (README: re-judge a kept run)."""
+    from lsqueeze.report.claims_report import run as judge
+
+    judge(run / "plan.json", REPO / "params" / "claims.yaml", run, tmp_path, "", run.name)
+    got, kept = (pd.read_parquet(d / "claims.parquet") for d in (tmp_path, run))
+    cols = ["claim", "claim_verdict", "check", "criterion", "verdict", "paper_verdict"]
+    pd.testing.assert_frame_equal(got[cols], kept[cols])
+    pd.testing.assert_series_equal(got["d_pct"], kept["d_pct"], atol=1e-9)
+    assert (tmp_path / "claims.md").read_text().split("\n## ")[1:] == \
+        (run / "claims.md").read_text().split("\n## ")[1:]  # every claim's text and table
