@@ -97,3 +97,35 @@ def test_types_are_real(files):
     assert any(len(c) for c in cells) and all(isinstance(x, str) for c in cells for x in c)
     cmp = pd.read_parquet(next(p for p in files if p.name == "table_strong_compare.parquet"))
     assert str(cmp["within"].dtype) == "boolean" and str(cmp["row"].dtype) == "Int64"
+    long = next(p for p in files if p.name == "measurements.parquet")
+    assert pa.types.is_list(pq.read_schema(long).field("worst_of").type)
+    worst = pd.read_parquet(long).query("threat == 'worst'")
+    assert len(worst) and all(len(v) > 1 and all(isinstance(a, str) for a in v)
+                              for v in worst["worst_of"])
+
+
+def test_unbounded_eps_is_inf_and_no_attack_is_missing(tmp_path):
+    """ε = +inf marks an unbounded attack; NaN only the rows of no attack (clean accuracy)."""
+    import numpy as np
+
+    from lsqueeze.plan.perexample import pack
+    from lsqueeze.report.tables import MEASUREMENT_COLUMNS, measurement_rows, worst_case_rows
+    from lsqueeze.report.tablemeta import save_table, typed_measurements
+
+    cell = {"dataset": "digits28", "method": "regularized", "alpha": 0.0, "beta": 0.5,
+            "sigma": 0.5, "steps": 60, "seed": 0, "clip_noise": False}
+    rec = {"kind": "white", "cell_id": "digits28/ls0-sq0.5-gn0.5-k60-s0", "cell": cell, "n": 4,
+           "correct": 1, "accuracy": 0.25, "per_example": pack(np.array([1, 0, 0, 0], bool)),
+           "clean_per_example": pack(np.array([1, 1, 1, 0], bool)),
+           "attack": {"id": "pgd-xent-n5-einf-a0.1-r1", "paper": {
+               "attack": "pgd", "loss": "xent", "steps": 5, "eps": None, "step_size": 0.1}},
+           "code_version": "x", "device": "cpu", "wall_time_s": 1.0}
+    rows = measurement_rows(rec) + worst_case_rows([rec])
+    rows.append({**rows[0], "threat": "none", "attack_id": None, "attack": None, "eps": None,
+                 "metric": "test_accuracy"})
+    save_table(typed_measurements(pd.DataFrame(rows)), tmp_path / "m.parquet", MEASUREMENT_COLUMNS)
+    assert pa.types.is_floating(pq.read_schema(tmp_path / "m.parquet").field("eps").type)
+    back = pd.read_parquet(tmp_path / "m.parquet").set_index("threat")
+    assert np.isinf(back.loc["white", "eps"]) and np.isinf(back.loc["worst", "eps"])
+    assert np.isnan(back.loc["none", "eps"])
+    assert list(back.loc["worst", "worst_of"]) == ["clean", "white:pgd-xent-n5-einf-a0.1-r1"]

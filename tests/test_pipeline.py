@@ -48,7 +48,7 @@ def test_worst_case_over_every_attack_from_the_stored_vectors(tiny_run, tiny_con
 
     import numpy as np
 
-    from lsqueeze.plan.perexample import unpack
+    from lsqueeze.plan.perexample import unpack, unpack_members
 
     out = tiny_run / "results/tiny"
     long = pd.read_parquet(out / "tables/measurements.parquet")
@@ -59,16 +59,28 @@ def test_worst_case_over_every_attack_from_the_stored_vectors(tiny_run, tiny_con
         attacks = acc[(acc.cell_id == w.cell_id) & acc.threat.isin(["white", "black"])
                       & (acc.eps == w.eps)]
         assert w.value <= attacks.value.min() + 1e-12 and w.n == 100
-        assert len(w.worst_of.split(", ")) == len(attacks)
+        # a list: clean correctness (where a white-box record carries it), then every attack
+        assert list(w.worst_of)[0] == "clean" and len(w.worst_of) == len(attacks) + 1
         # the cell's evaluations in the model store (every attack of this run: one subset)
         files = sorted((tiny_run / cell_dir(tiny_config, w.cell_id)).glob("eval-*/**/*.json"))
         assert len(files) == len(attacks), files
-        bits = [unpack(json.loads(p.read_text())["per_example"], 100)[1] for p in files]
-        assert w.value == pytest.approx(np.logical_and.reduce(bits).mean())
+        recs = [json.loads(p.read_text()) for p in files]
+        bits = [unpack(r["per_example"], 100)[1] for r in recs]
+        clean = [unpack(r["clean_per_example"], 100)[1] for r in recs if "clean_per_example" in r]
+        assert clean and all((c == clean[0]).all() for c in clean)  # one model, one clean pass
+        assert w.value == pytest.approx(np.logical_and.reduce(bits + clean[:1]).mean())
+        # AutoAttack's record says which member broke each image
+        for r in recs:
+            if r["attack"]["id"].startswith("aa-"):
+                members, codes = unpack_members(r["members"], 100)
+                assert members == ["apgd-ce", "apgd-t", "fab-t", "square"]
+                assert np.array_equal(codes == -1, unpack(r["per_example"], 100)[1])
+                assert np.array_equal(codes == 0, ~unpack(r["clean_per_example"], 100)[1])
     strong = pd.read_parquet(out / "tables/table_strong.parquet")
     row = strong.iloc[0]
     assert row["worst_case_pct"] <= min(row["white_pgd_x_ent_pct"], row["white_pgd_100_x_ent_pct"],
                                         row["autoattack_pct"])
+    assert row["aa_after_apgd_t_pct"] >= row["autoattack_pct"]  # later members only take away
 
 
 def test_second_run_has_nothing_to_do(tiny_run, tiny_config):

@@ -26,6 +26,7 @@ import re
 from pathlib import Path
 
 from lsqueeze.plan.build import cell_id, config_hash, model_name, num, steps_tag
+from lsqueeze.plan.perexample import worst_of_list
 from lsqueeze.registries.datasets import ADV_TRAINING, IMAGE_SHAPE, TEST_SIZE
 from lsqueeze.runtime.files import JobError, atomic_path, code_version, file_digest, read_json
 from lsqueeze.runtime.integrity import IntegrityError, verify_model
@@ -179,9 +180,8 @@ def cell_measurements(path, metrics: dict) -> dict:
             entry["autoattack"] = NOT_MEASURED
         if len(worst):
             w = worst.sort_values("value").iloc[0]
-            of = w.get("worst_of") if "worst_of" in w else None
-            entry["worst_case"] = _entry(w, worst_of=[a.strip() for a in str(of).split(",")]
-                                         if isinstance(of, str) and of else [])
+            of = worst_of_list(w.get("worst_of")) if "worst_of" in w else None
+            entry["worst_case"] = _entry(w, worst_of=of or [])
         else:
             entry["worst_case"] = NOT_MEASURED
         table.append(entry)

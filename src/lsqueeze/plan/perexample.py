@@ -16,6 +16,8 @@ import math
 
 import numpy as np
 
+from lsqueeze.runtime.values import missing
+
 WORST = "worst"  # the threat (and attack kind) of a worst-case row
 
 
@@ -154,3 +156,13 @@ def worst_cases(records: list[dict]) -> list[dict]:
                     "attacks": (["clean"] if cleans else []) + sorted(v for v, _, _ in vectors),
                     "warnings": notes})
     return out
+
+
+def worst_of_list(v) -> list[str] | None:
+    """A worst-case row's `worst_of` as a list, whether stored as one (a Parquet list reads back
+    as an array) or as the "a, b" string of runs kept before it was a list."""
+    if isinstance(v, str):
+        return [a.strip() for a in v.split(",") if a.strip()]
+    if not hasattr(v, "__len__") and missing(v):  # None, NaN, pd.NA
+        return None
+    return [str(a) for a in v]

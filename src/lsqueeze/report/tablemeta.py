@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 
 import pandas as pd
 
+from lsqueeze.plan.perexample import worst_of_list
 from lsqueeze.registries.attack_kinds import AUTOATTACK_MEMBER_METRICS
 from lsqueeze.runtime.values import missing
 
@@ -209,9 +210,12 @@ def typed_measurements(long: pd.DataFrame) -> pd.DataFrame:
     if "metric" in long.columns:
         at = list(long.columns).index("value") + 1 if "value" in long.columns else len(long.columns)
         long.insert(at, "unit", long["metric"].map(UNITS).fillna(""))
-    # the attacks a worst-case row combines stay one string ("a, b"), as before
+    if "worst_of" in long.columns:  # what a worst-case row combines: a list of strings
+        long["worst_of"] = [worst_of_list(v) for v in long["worst_of"]]
     return typed(long, ints=INT_COLS, bools=BOOL_COLS, floats=FLOAT_COLS,
-                 strings=[c for c in long.columns if c not in (*INT_COLS, *BOOL_COLS, *FLOAT_COLS)])
+                 strings=[c for c in long.columns
+                          if c not in (*INT_COLS, *BOOL_COLS, *FLOAT_COLS, "worst_of")])
+
 
 
 def provenance(plan: dict, long: pd.DataFrame, now: datetime | None = None) -> dict:

@@ -76,9 +76,14 @@ def _cell_cols(cell: dict) -> dict:
 
 
 def _attack_cols(threat: str, attack: dict | None, source_id=None) -> dict:
+    """An attack's columns; an attack without a bound (eps null in a preset) has ε = +inf, so
+    that a missing ε (NaN) only ever means "no attack" (the clean rows)."""
     a = (attack or {}).get("paper", {})
+    eps = a.get("eps")
+    if attack is not None and threat != "none" and eps is None:
+        eps = math.inf
     return {"threat": threat, "attack_id": (attack or {}).get("id"), "attack": a.get("attack"),
-            "loss": a.get("loss"), "attack_steps": a.get("steps"), "eps": a.get("eps"),
+            "loss": a.get("loss"), "attack_steps": a.get("steps"), "eps": eps,
             "step_size": a.get("step_size"), "restarts": a.get("restarts"),
             "random_start": a.get("random_start"), "source_id": source_id}
 
@@ -118,7 +123,7 @@ def worst_case_rows(records: list[dict]) -> list[dict]:
         attack = {"id": worst_case_id(w["eps"], w["kind"]),
                   "paper": {"attack": w["kind"], "eps": w["eps"]}}
         rows.append({**_cell_cols(w["cell"]), **_attack_cols(WORST, attack), "metric": "accuracy",
-                     "value": w["accuracy"], "n": w["n"], "worst_of": ", ".join(w["attacks"]),
+                     "value": w["accuracy"], "n": w["n"], "worst_of": list(w["attacks"]),
                      "code_version": None, "config_hash": None, "device": None,
                      "wall_time_s": None, "diverged": None, "steps_done": None})
     return rows
