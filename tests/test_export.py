@@ -4,9 +4,11 @@ are the measurements')."""
 
 import gzip
 import json
+import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -16,6 +18,7 @@ import torch
 import lsqueeze
 from conftest import MNIST_COPY, REPO, tiny_spec
 from lsqueeze.cli import main
+from lsqueeze.jobs import card as C
 from lsqueeze.jobs import cost, data
 from lsqueeze.jobs import export as E
 from lsqueeze.jobs.train import train
@@ -173,36 +176,105 @@ def _measurements(metrics, path, clean=None):
     return frame
 
 
+def _zoo(out, metrics):
+    """Where export puts a model's files: RobustBench's <dataset>/<threat>/<name>."""
+    cell = metrics["spec"]
+    return out / cell["cell"]["dataset"] / "Linf", cell["id"].replace("/", "_")
+
+
 def test_export_writes_a_checkpoint_a_fresh_model_loads(tiny, batch, tmp_path, capsys):
     x, _ = batch
     out = tmp_path / "out"
     assert main(["export", str(tiny), "--out", str(out)]) == 0
     metrics = json.loads((tiny / "metrics.json").read_text())
-    name = metrics["spec"]["id"].replace("/", "_")
-    assert sorted(p.name for p in out.iterdir()) == sorted(
-        f"{name}{ext}" for ext in (".pt", ".sha256", ".md", ".json"))
-    ckpt = out / f"{name}.pt"
-    assert (out / f"{name}.sha256").read_text() == f"{file_digest(ckpt)}  {ckpt.name}\n"
+    where, name = _zoo(out, metrics)
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()) == sorted(
+        f"digits28/Linf/{name}{ext}" for ext in (".pt", ".pt2", ".sha256", ".md", ".json"))
+    ckpt, prog = where / f"{name}.pt", where / f"{name}.pt2"
+    assert (where / f"{name}.sha256").read_text() == (
+        f"{file_digest(ckpt)}  {ckpt.name}\n{file_digest(prog)}  {prog.name}\n")
     state = torch.load(ckpt, weights_only=True)
     assert type(state) is dict and all(v.dtype == torch.float32 and v.is_contiguous()
                                        for v in state.values() if v.is_floating_point())
-    card = json.loads((out / f"{name}.json").read_text())
+    card = json.loads((where / f"{name}.json").read_text())
     fresh = build_model(card["recipe"], card["input"]["shape"])
     fresh.load_state_dict(state)  # strict: every key, every shape
     with torch.no_grad():
         torch.testing.assert_close(fresh.eval()(x), lsqueeze.load_model(tiny)(x))
     assert card["checkpoint"]["sha256"] == file_digest(ckpt)
+    assert card["program"]["sha256"] == file_digest(prog)
     assert card["model_sha256"] == metrics["model_sha256"]
+    assert card["training_commit"] == metrics["code_version"]
     assert card["clean_accuracy"]["value"] == metrics["test_accuracy"]
     assert card["clean_accuracy"]["n"] == E.TEST_SIZE["digits28"]
-    assert card["robust_accuracy"] == "not measured"
+    assert card["robust_accuracy"] == card["autoattack_acc"] == "not measured"
+    assert card["attacks"] == card["masking"] == "not measured"
     assert card["training"]["sigma"] == metrics["spec"]["cell"]["sigma"]
-    assert card["threat_model"]["norm"] == "Linf" and card["code_version"]
-    md = (out / f"{name}.md").read_text()
+    assert card["threat_model"] == "Linf" and card["code_version"]
+    md = (where / f"{name}.md").read_text()
     assert "not measured" in md and file_digest(ckpt) in md and card["code_version"] in md
-    # a second export is byte-identical: the digest names the weights, not the run
+    assert f'torch.export.load("{prog.name}").module()' in md
+    # a second export is byte-identical: the digests name the weights, not the run
     E.export(tiny, tmp_path / "again")
-    assert file_digest(tmp_path / "again" / ckpt.name) == file_digest(ckpt)
+    again, _ = _zoo(tmp_path / "again", metrics)
+    assert file_digest(again / ckpt.name) == file_digest(ckpt)
+    assert file_digest(again / prog.name) == file_digest(prog)
+
+
+# An interpreter that cannot import lsqueeze: isolated (-I: no PYTHONPATH, no user site), no
+# site-packages of the virtual environment either (-S), torch found only through its own
+# directory, put on sys.path by hand. The program must load and run there.
+NO_LSQUEEZE = """
+import sys
+sys.path[:0] = {paths!r}
+try:
+    import lsqueeze
+except ImportError:
+    pass
+else:
+    raise SystemExit(f"lsqueeze is importable here: {{lsqueeze.__file__}}")
+import torch
+model = torch.export.load({program!r}).module()
+x = torch.load({inputs!r}, weights_only=True)
+x.requires_grad_(True)
+logits = model(x)
+logits.logsumexp(1).sum().backward()  # attacks need the input gradient
+torch.save({{"logits": logits.detach(), "grad": x.grad, "one": model(x[:1]).detach()}}, {out!r})
+"""
+
+
+def _torch_only_path(tmp_path) -> str:
+    """A directory holding only links to torch and its dependencies, no lsqueeze: what a user
+    with plain PyTorch installed has on sys.path."""
+    import importlib.util
+
+    site = tmp_path / "site"
+    site.mkdir()
+    root = Path(torch.__file__).resolve().parents[1]
+    for entry in root.iterdir():
+        if "lsqueeze" not in entry.name.lower():  # an editable install's .pth or dist-info
+            (site / entry.name).symlink_to(entry)
+    assert importlib.util.find_spec("lsqueeze") is not None  # here it is importable
+    return str(site)
+
+
+def test_program_loads_without_lsqueeze_and_gives_its_logits(tiny, batch, tmp_path):
+    x, _ = batch
+    paths = E.export(tiny, tmp_path / "out")
+    torch.save(x, tmp_path / "x.pt")
+    script = NO_LSQUEEZE.format(paths=[_torch_only_path(tmp_path)], program=str(paths["program"]),
+                                inputs=str(tmp_path / "x.pt"), out=str(tmp_path / "got.pt"))
+    run = subprocess.run([sys.executable, "-I", "-S", "-c", script], capture_output=True,
+                         text=True, cwd=tmp_path, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    got = torch.load(tmp_path / "got.pt", weights_only=True)
+    model = lsqueeze.load_model(tiny)
+    xg = x.clone().requires_grad_(True)
+    want = model(xg)
+    want.logsumexp(1).sum().backward()
+    torch.testing.assert_close(got["logits"], want.detach(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got["grad"], xg.grad, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(got["one"], want.detach()[:1], rtol=1e-5, atol=1e-5)
 
 
 def test_card_numbers_are_the_parquets(tiny, tmp_path):
@@ -221,9 +293,80 @@ def test_card_numbers_are_the_parquets(tiny, tmp_path):
     assert rows[0.2]["autoattack"] == "not measured" and rows[0.2]["worst_case"] == "not measured"
     assert card["measurements"]["source_sha256"] == file_digest(parquet)
     md = paths["card"].read_text()
-    assert "41.00% (n = 100)" in md and "39.00% (n = 100; over 2 attacks)" in md
+    assert "41.00% (n = 100)" in md and "39.00% (n = 100; over 2 evaluations)" in md
     line = next(s for s in md.splitlines() if s.startswith("| 0.2 |"))
-    assert line.count("not measured") == 2 and "0.00%" not in md
+    assert line.count("not measured") == 2 and not re.search(r"(?<![\d.])0\.00%", md)
+
+
+def test_card_has_robustbenchs_fields_and_every_attack(tiny, tmp_path):
+    metrics = json.loads((tiny / "metrics.json").read_text())
+    parquet = tmp_path / "measurements.parquet"
+    frame = _measurements(metrics, parquet)
+    frame.insert(1, "model", "logit squeezing β=2 (tiny)")
+    save_parquet(frame, parquet)
+    card = json.loads(E.export(tiny, tmp_path / "out", parquet)["json"].read_text())
+    assert list(card)[:11] == ["name", "dataset", "threat_model", "eps", "clean_acc",
+                               "autoattack_acc", "architecture", "additional_data",
+                               "number_forward_passes", "reference", "footnote"]
+    scale = metrics["spec"]["recipe"]["pixel_scale"]
+    assert card["name"] == "logit squeezing β=2 (tiny)"  # the measurements' display name
+    assert card["dataset"] == "digits28" and card["threat_model"] == "Linf"
+    # no paper ε for the digits: the ε AutoAttack ran at, spelled as RobustBench spells it
+    assert card["eps"] == ("0.1" if scale == 1 else f"0.1/{scale:g}")
+    assert card["clean_acc"] == f"{100 * metrics['test_accuracy']:.2f}"
+    assert card["autoattack_acc"] == "41.00"
+    assert card["architecture"].startswith("madry_cnn (") and card["additional_data"] is False
+    assert card["number_forward_passes"] == 1 and "Shafahi" in card["reference"]
+    assert "first 100 test images" in card["footnote"] and "39.00%" in card["footnote"]
+    # the project's own: every attack, the worst case, the masking checks, the provenance
+    assert [(a["threat"], a["attack_id"], a["value"]) for a in card["attacks"]] == [
+        ("white", "aa-standard-e0.1", 0.41), ("white", "pgd-xent-n40-e0.1-a0.01-r1-rand", 0.55),
+        ("white", "pgd-xent-n40-e0.2-a0.01-r1-rand", 0.2)]
+    pgd = card["attacks"][1]
+    assert (pgd["attack"], pgd["loss"], pgd["eps"], pgd["n"]) == ("pgd", "xent", 0.1, 100)
+    assert card["worst_case"]["value"] == 0.39 and len(card["worst_case"]["worst_of"]) == 2
+    checks = {m["check"]: m for m in card["masking"]}
+    assert checks["autoattack_gap"]["flagged"] is True  # 41% vs PGD's 55%: 14 points
+    assert checks["autoattack_gap"]["attack_id"] == "aa-standard-e0.1"
+    assert "autoattack_gap" in card["footnote"]
+    assert card["recipe"] == metrics["spec"]["recipe"]
+    assert card["training_commit"] == metrics["code_version"]
+    assert card["lock_sha256"] == C.lock_digest()
+    md = (tmp_path / "out" / "digits28" / "Linf" / f"{card['file']}.md").read_text()
+    assert "| `autoattack_acc` | 41.00 |" in md and "pgd-xent-n40-e0.2-a0.01-r1-rand" in md
+
+
+def test_lock_digest_is_none_without_a_lock_and_follows_its_bytes(tmp_path):
+    assert C.lock_digest(tmp_path) is None
+    (tmp_path / "dvc.lock").write_text("outs: []\n")  # the pipeline's lock, not a dependency lock
+    assert C.lock_digest(tmp_path) is None
+    (tmp_path / "requirements.lock").write_text("torch==2.14.1\n")
+    first = C.lock_digest(tmp_path)
+    assert len(first) == 64
+    (tmp_path / "requirements.lock").write_text("torch==2.14.2\n")
+    assert C.lock_digest(tmp_path) not in (None, first)
+
+
+def test_measurements_without_the_model_are_refused_in_one_line(tiny, tmp_path, capsys):
+    metrics = json.loads((tiny / "metrics.json").read_text())
+    parquet = tmp_path / "measurements.parquet"
+    frame = _measurements(metrics, parquet)
+    save_parquet(frame[frame["cell_id"] != metrics["spec"]["id"]], parquet)
+    out = tmp_path / "out"
+    assert main(["export", str(tiny), "--out", str(out), "--measurements", str(parquet)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("lsqueeze export: error: ")
+    assert str(parquet) in err[0] and metrics["spec"]["id"] in err[0]
+    assert "digits28/ls0-sq0-gn0-k1-s0" in err[0]  # what it holds instead
+    assert not out.exists()
+    # the cell's training row alone: exported, robust accuracy "not measured", one warning line
+    save_parquet(frame[(frame["cell_id"] != metrics["spec"]["id"]) | (frame["threat"] == "none")],
+                 parquet)
+    assert main(["export", str(tiny), "--out", str(out), "--measurements", str(parquet)]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("lsqueeze export: warning: ")
+    card = json.loads(next(out.rglob("*.json")).read_text())
+    assert card["robust_accuracy"] == [] and card["autoattack_acc"] == "not measured"
 
 
 def test_a_parquet_of_another_training_is_refused(tiny, tmp_path):

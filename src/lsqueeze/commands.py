@@ -373,14 +373,17 @@ def _export_flags(s):
     s.add_argument("model_dir", metavar="MODEL_DIR",
                    help="the model's directory (model.pt and its metrics.json), checked first")
     s.add_argument("--out", required=True, metavar="DIR",
-                   help="directory the checkpoint and the card go into (written atomically)")
+                   help="directory the files go into, under <dataset>/Linf/ as RobustBench's "
+                        "model zoo lays them out (each written atomically)")
     s.add_argument("--measurements", metavar="PATH",
-                   help="long-form Parquet (tables/measurements.parquet): the card reports "
-                        "the cell's clean, AutoAttack and worst-case accuracy at each ε from it")
+                   help="long-form Parquet (tables/measurements.parquet) of the run that "
+                        "evaluated the model: the card reports every attack on it, AutoAttack, "
+                        "the worst case and the masking checks; one without the model is refused")
 
 
-@command("export", "a trained model as a RobustBench-style checkpoint (<name>.pt, <name>.sha256) "
-                   "with a model card (.md, .json)", _export_flags)
+@command("export", "a trained model as a program plain PyTorch loads (<name>.pt2), a "
+                   "RobustBench-style checkpoint (<name>.pt) and a model card (.md, .json)",
+         _export_flags)
 def export(args):
     from lsqueeze.jobs.export import export as run
 

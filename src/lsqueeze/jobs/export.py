@@ -5,12 +5,21 @@ with a model card.
     model = lsqueeze.load_model("results/store/mnist/r1a2b3c4d/ls0-sq2-gn0.5-k100k-s0-clip")
     logits = model(x)  # x: N×C×H×W floats in [0, 1]
 
-`lsqueeze export MODEL_DIR --out DIR [--measurements measurements.parquet]` writes `<name>.pt` (a
-plain state_dict of fp32 tensors, loadable with `torch.load(weights_only=True)` into
-`lsqueeze.science.models.build_model(card["recipe"], card["input"]["shape"])`), `<name>.sha256`, and the
-model card `<name>.md` + `<name>.json`: dataset, architecture, threat model, training method and
-its α/β/σ/steps/seed, clean accuracy, and, from the measurements, AutoAttack and the worst
-case at each ε. A number the measurements do not hold is "not measured", never 0.
+`lsqueeze export MODEL_DIR --out DIR [--measurements measurements.parquet]` lays its files out as
+RobustBench's model zoo does, under `DIR/<dataset>/Linf/`:
+- `<name>.pt2`: the model as a `torch.export` program, which plain PyTorch loads without lsqueeze
+  (`torch.export.load(path).module()`), any batch size;
+- `<name>.pt`: a plain state_dict of fp32 tensors, loadable with `torch.load(weights_only=True)`
+  into `lsqueeze.science.models.build_model(card["recipe"], card["input"]["shape"])`;
+- `<name>.sha256`: the digests of both;
+- `<name>.json` + `<name>.md`: the model card (lsqueeze.jobs.card), RobustBench's model-info fields
+  and the project's own. A number the measurements do not hold is "not measured", never 0.
+
+Why torch.export and not TorchScript: torch.jit.trace and torch.jit.script are deprecated in the
+PyTorch this project pins, and a trace bakes every shape it computes into constants without
+saying so (SAME padding, the per-image standardization's floor); torch.export checks the code
+it captures, records the batch dimension as free and the image shape as fixed, and fails loudly
+instead. Its .pt2 files load in a PyTorch of the same or a newer version.
 
 A model directory is what training writes: `model.pt` and the `metrics.json` that vouches for it
 (its cell id and sha256, lsqueeze.runtime.integrity). Both are checked before anything is loaded.
@@ -23,18 +32,18 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 from pathlib import Path
 
-from lsqueeze.plan.build import cell_id, config_hash, model_name, num, steps_tag
+from lsqueeze.jobs.card import NOT_MEASURED, THREAT_MODEL, card_markdown, model_card
+from lsqueeze.plan.build import cell_id, config_hash
 from lsqueeze.plan.perexample import worst_of_list
-from lsqueeze.registries.datasets import ADV_TRAINING, IMAGE_SHAPE, TEST_SIZE
-from lsqueeze.runtime.files import JobError, atomic_path, code_version, file_digest, read_json
+from lsqueeze.registries.datasets import IMAGE_SHAPE, TEST_SIZE  # noqa: F401 (tests read them here)
+from lsqueeze.runtime.files import JobError, atomic_path, file_digest, read_json
 from lsqueeze.runtime.integrity import IntegrityError, verify_model
 
-NOT_MEASURED = "not measured"
-THREAT_MODEL = "Linf"
-PAPER = ('Shafahi, Ghiasi, Huang, Goldstein (2019), "Label Smoothing and Logit Squeezing: '
-         'A Replacement for Adversarial Training?"')
+ATTACK_KEYS = ("threat", "attack_id", "attack", "loss", "attack_steps", "step_size", "restarts",
+               "random_start", "source_id")
 
 
 class ExportError(JobError):
@@ -152,6 +161,12 @@ def cell_measurements(path, metrics: dict) -> dict:
         raise ExportError(f"{path}: not a measurements Parquet (no column {missing})")
     spec = metrics["spec"]
     rows = frame[(frame["cell_id"] == spec["id"]) & frame["value"].notna()]
+    if rows.empty:  # another run's file: a card "not measured" everywhere would hide the mix-up
+        cells = sorted({str(c) for c in frame["cell_id"].dropna()})
+        held = ", ".join(cells[:3]) + (f" and {len(cells) - 3} more" if len(cells) > 3 else "")
+        raise ExportError(f"{path}: holds no measurement of cell {spec['id']} (it holds "
+                          f"{held or 'no cell'}); give the measurements of the run that "
+                          "evaluated this model, or export without --measurements")
     clean = rows[(rows["threat"] == "none") & (rows["metric"] == "test_accuracy")]
     if len(clean):
         row = clean.iloc[0]
@@ -185,12 +200,48 @@ def cell_measurements(path, metrics: dict) -> dict:
         else:
             entry["worst_case"] = NOT_MEASURED
         table.append(entry)
+    names = rows["model"].dropna() if "model" in rows.columns else pd.Series([], dtype=object)
     return {"source": str(path), "source_sha256": file_digest(path),
             "clean_in_parquet": bool(len(clean)), "rows": table,
-            "attacks": int(pd.Series(attacked["attack_id"]).nunique())}
+            "attacks": _attacks(attacked[attacked["threat"] != "worst"], scale),
+            "masking": _masking(frame, spec["id"]),
+            "name": str(names.iloc[0]) if len(names) else None}
 
 
-# --- the card ------------------------------------------------------------------------------------
+def _attacks(rows, scale: float) -> list[dict]:
+    """Every attack measured on the model, one dict each: its settings, ε in the paper's units
+    and in [0, 1] pixels (None and unbounded: true for an attack without a bound), accuracy."""
+    out = []
+    for r in rows.sort_values(["threat", "attack_id"]).to_dict("records"):
+        eps = float(r["eps"])
+        a = {k: _plain(r.get(k)) for k in ATTACK_KEYS if k in r}
+        a.update(eps=eps if math.isfinite(eps) else None,
+                 eps_pixel=eps / scale if math.isfinite(eps) else None,
+                 unbounded=not math.isfinite(eps), value=float(r["value"]), n=_count(r["n"]))
+        out.append(a)
+    return out
+
+
+def _plain(v):
+    """A Parquet cell as JSON takes it: None for a missing value, Python numbers."""
+    import pandas as pd
+
+    if v is None or (not isinstance(v, str) and pd.isna(v)):
+        return None
+    return v.item() if hasattr(v, "item") else v
+
+
+def _masking(frame, cid: str) -> list[dict]:
+    """The gradient-masking checks of the model (lsqueeze.report.masking), computed from the
+    whole measurements file: a black-box check needs its source model's rows."""
+    from lsqueeze.report.masking import masking_flags
+
+    if "dataset" not in frame.columns:  # the cell id begins with it
+        frame = frame.assign(dataset=frame["cell_id"].astype(str).str.split("/").str[0])
+    flags = masking_flags(frame)
+    return [{k: _plain(v) for k, v in r.items() if k not in ("cell_id", "dataset")}
+            for r in flags[flags["cell_id"] == cid].to_dict("records")]
+
 
 def export_name(cid: str) -> str:
     """A file-system-safe name for a cell id: mnist/ls0-sq2-gn0.5-k100k-s0 ->
@@ -198,169 +249,63 @@ def export_name(cid: str) -> str:
     return re.sub(r"[^A-Za-z0-9._+-]+", "_", cid).strip("._") or "model"
 
 
-def _training(cell: dict, recipe: dict) -> dict:
-    out = {"method": model_name(cell), "kind": cell["method"], "steps": int(cell["steps"]),
-           "seed": int(cell["seed"])}
-    if cell["method"] == "adv":
-        a = cell["adv"]
-        out["adversary"] = {k: a.get(k) for k in ("attack", "loss", "steps", "eps", "step_size",
-                                                  "random_start")}
-        out["adversary"]["eps_pixel"] = float(a["eps"]) / recipe["pixel_scale"]
-    else:
-        out.update(alpha=cell["alpha"], beta=cell["beta"], sigma=cell["sigma"],
-                   sigma_pixel=cell["sigma"] / recipe["pixel_scale"],
-                   clip_noise=bool(cell.get("clip_noise", False)))
-    return out
-
-
-def model_card(metrics: dict, checkpoint: str, checkpoint_sha256: str, n_params: int,
-               measured: dict | None) -> dict:
-    spec = metrics["spec"]
-    cell, recipe = spec["cell"], spec["recipe"]
-    dataset = cell["dataset"]
-    scale = float(recipe["pixel_scale"])
-    paper = ADV_TRAINING.get(dataset, {}).get("eps")
-    arch = dict(recipe["arch"])
-    clean = {"value": metrics["test_accuracy"], "n": TEST_SIZE.get(dataset),
-             "source": "metrics.json (the whole test split, after training)"}
-    return {
-        "name": export_name(spec["id"]),
-        "cell_id": spec["id"],
-        "paper": PAPER,
-        "dataset": dataset,
-        "architecture": {"name": arch.pop("name"), **arch, "parameters": n_params},
-        "input": {"shape": list(IMAGE_SHAPE[dataset]), "layout": "NCHW", "range": [0.0, 1.0],
-                  "dtype": "float32"},
-        "threat_model": {"norm": THREAT_MODEL, "pixel_scale": scale,
-                         "paper_eps": paper, "paper_eps_pixel": None if paper is None
-                         else paper / scale},
-        "training": _training(cell, recipe),
-        "precision": metrics.get("precision"),
-        "diverged": bool(metrics.get("diverged", False)),
-        "recipe": recipe,
-        "clean_accuracy": clean,
-        "robust_accuracy": measured["rows"] if measured else NOT_MEASURED,
-        "measurements": None if not measured else {
-            k: measured[k] for k in ("source", "source_sha256", "attacks")},
-        "checkpoint": {"file": checkpoint, "sha256": checkpoint_sha256, "format":
-                       "state_dict, fp32, torch.load(weights_only=True)"},
-        "model_sha256": metrics.get("model_sha256"),
-        "trained_with": metrics.get("code_version"),
-        "torch": metrics.get("torch"),
-        "code_version": code_version(),
-    }
-
-
-def _pct(entry, note: str = "") -> str:
-    """72.30% (n = 1,000): an accuracy and the test images it was measured on."""
-    if not isinstance(entry, dict):
-        return NOT_MEASURED
-    notes = ([] if entry.get("n") is None else [f"n = {entry['n']:,}"]) + ([note] if note else [])
-    if entry.get("worst_of"):
-        k = len(entry["worst_of"])
-        notes.append(f"over {k} attack{'' if k == 1 else 's'}")
-    return f"{100 * entry['value']:.2f}%" + (f" ({'; '.join(notes)})" if notes else "")
-
-
-def card_markdown(card: dict) -> str:
-    t, arch, thr = card["training"], card["architecture"], card["threat_model"]
-    scale = thr["pixel_scale"]
-
-    def units(value) -> str:  # a paper-unit value, and in [0, 1] pixels where they differ
-        return num(value) if scale == 1 else f"{num(value)} ({num(value / scale)} in [0, 1] pixels)"
-    layers = ", ".join(f"{k} {v}" for k, v in arch.items() if k not in ("name", "parameters"))
-    if t["kind"] == "adv":
-        a = t["adversary"]
-        how = (f"{t['method']}: {a['attack'].upper()}-{a['steps']} ({a['loss']}), ε = "
-               f"{units(a['eps'])}, step {units(a['step_size'])}")
-    else:
-        clip = ", noise clipped to [0, 1]" if t["clip_noise"] else ""
-        how = (f"{t['method']}: α = {num(t['alpha'])}, β = {num(t['beta'])}, "
-               f"σ = {units(t['sigma'])}{clip}")
-    tag = steps_tag(t["steps"])
-    tag = "" if tag == str(t["steps"]) else f" ({tag})"
-    how += f"; {t['steps']:,} steps{tag}, seed {t['seed']}"
-    if thr["paper_eps"] is None:
-        eps = "ε: see the accuracy below"
-    else:
-        eps = (f"the paper's ε = {num(thr['paper_eps'])} in its units = "
-               f"{num(thr['paper_eps_pixel'])} in [0, 1] pixels")
-    shape = "×".join(map(str, card["input"]["shape"]))
-    rows = [
-        ("Dataset", f"{card['dataset']}"),
-        ("Architecture", f"{arch['name']} ({layers}; {arch['parameters']:,} parameters)"),
-        ("Input", f"NCHW float32 images in [0, 1], {shape} (no normalization outside)"),
-        ("Threat model", f"{thr['norm']}, {eps}"),
-        ("Training", how),
-        ("Precision", f"{card['precision']}" + (" — diverged: the weights are not finite"
-                                                 if card["diverged"] else "")),
-        ("Clean accuracy", _pct(card["clean_accuracy"], "on the whole test split after "
-                                                       "training, metrics.json")),
-        ("Checkpoint", f"`{card['checkpoint']['file']}`, sha256 `{card['checkpoint']['sha256']}`"),
-        ("Trained model", f"sha256 `{card['model_sha256']}` (model.pt)"),
-        ("Code version", (f"exported by lsqueeze {card['code_version']}; trained by "
-                          f"{card['trained_with']} (torch {card['torch']})")),
-    ]
-    lines = [f"# {card['cell_id']}: {t['method']}", "",
-             f"A model trained by lsqueeze, reproducing {card['paper']}.", "",
-             "| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows), "",
-             "## Accuracy", ""]
-    robust = card["robust_accuracy"]
-    if not isinstance(robust, list):
-        lines += ["Robust accuracy: not measured (exported without `--measurements`).", ""]
-    elif not robust:
-        lines += [(f"Robust accuracy: not measured (`{card['measurements']['source']}` holds "
-                   "no attack on this cell)."), ""]
-    else:
-        lines += ["| ε (paper's units) | ε ([0, 1] pixels) | clean | AutoAttack | worst case |",
-                  "|---|---|---|---|---|"]
-        for r in robust:
-            lines.append(f"| {num(r['eps'])} | {num(r['eps_pixel'])} | "
-                         f"{_pct(card['clean_accuracy'])} | {_pct(r['autoattack'])} | "
-                         f"{_pct(r['worst_case'])} |")
-        m = card["measurements"]
-        lines += ["", ("Accuracies on the first n test images. The worst case counts an image "
-                       "as robust only if it survived every attack run on the model at that ε "
-                       f"(white-box and black-box). From `{m['source']}` (sha256 "
-                       f"`{m['source_sha256'][:16]}…`)."), ""]
-    lines += ["## Load", "", "```python", "import json", "", "import torch",
-              "from lsqueeze.science.models import build_model", "",
-              f"card = json.load(open(\"{card['name']}.json\"))",
-              "model = build_model(card[\"recipe\"], card[\"input\"][\"shape\"])",
-              (f"model.load_state_dict(torch.load(\"{card['checkpoint']['file']}\", "
-               "weights_only=True))"),
-              "model.eval()  # inputs: N×C×H×W in [0, 1]", "```", ""]
-    return "\n".join(lines)
-
+# --- writing ----------------------------------------------------------------------------------
 
 def _write_text(path: Path, text: str) -> None:
     with atomic_path(path, digest=False) as tmp:
         tmp.write_text(text)
 
 
+def export_program(model, shape, path: Path) -> None:
+    """The model as a torch.export program with a free batch dimension (1 to 65,536 images),
+    written atomically (through a file handle: no temporary name goes into the archive)."""
+    import torch
+
+    batch = torch.export.Dim("batch", min=1, max=1 << 16)
+    # 2 images, not 1 (export would take a batch of 1 for a constant); drawn from a fixed seed,
+    # as the archive keeps the example: one model exported twice gives one digest
+    example = torch.rand(2, *shape, generator=torch.Generator().manual_seed(0))
+    # traced with gradients on: attacks differentiate the loaded program with respect to x
+    program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},), strict=False)
+    with atomic_path(path, digest=False) as tmp, open(tmp, "wb") as fh:
+        torch.export.save(program, fh)
+
+
 def export(model_dir, out_dir, measurements=None) -> dict[str, Path]:
-    """Write `<name>.pt`, `<name>.sha256`, `<name>.md` and `<name>.json` of a model directory
-    into out_dir (each atomically); return their paths by kind."""
+    """Write `<name>.pt2`, `<name>.pt`, `<name>.sha256`, `<name>.md` and `<name>.json` of a model
+    directory into `out_dir/<dataset>/Linf/`, RobustBench's zoo layout (each file atomically);
+    return their paths by kind. A measurements file that holds the cell but no attack on it is
+    exported with "not measured" and a one-line warning on stderr."""
     import torch
 
     from lsqueeze.science.models import n_params
 
     metrics, model_path = checked_record(model_dir)
     measured = cell_measurements(measurements, metrics) if measurements else None
+    if measured is not None and not measured["rows"]:
+        print(f"lsqueeze export: warning: {measurements} holds no attack on cell "
+              f"{metrics['spec']['id']}: its robust accuracy is \"not measured\"",
+              file=sys.stderr)
     model = _build_and_load(metrics, model_path)
     state = {k: (v.detach().float() if v.is_floating_point() else v.detach()).cpu().contiguous()
              for k, v in model.state_dict().items()}
-    name = export_name(metrics["spec"]["id"])
-    out = Path(out_dir)
-    paths = {"checkpoint": out / f"{name}.pt", "sha256": out / f"{name}.sha256",
-             "card": out / f"{name}.md", "json": out / f"{name}.json"}
+    spec = metrics["spec"]
+    name = export_name(spec["id"])
+    out = Path(out_dir) / spec["cell"]["dataset"] / THREAT_MODEL
+    paths = {"program": out / f"{name}.pt2", "checkpoint": out / f"{name}.pt",
+             "sha256": out / f"{name}.sha256", "card": out / f"{name}.md",
+             "json": out / f"{name}.json"}
     # through a file handle: torch.save(obj, <path>) would record the temp file's name in the
     # archive, so one model exported twice would get two digests
     with atomic_path(paths["checkpoint"], digest=False) as tmp, open(tmp, "wb") as fh:
         torch.save(state, fh)
-    sha = file_digest(paths["checkpoint"])
-    _write_text(paths["sha256"], f"{sha}  {paths['checkpoint'].name}\n")
-    card = model_card(metrics, paths["checkpoint"].name, sha, n_params(model), measured)
+    export_program(model.float(), IMAGE_SHAPE[spec["cell"]["dataset"]], paths["program"])
+    sums = {k: file_digest(paths[k]) for k in ("checkpoint", "program")}
+    _write_text(paths["sha256"], "".join(f"{sums[k]}  {paths[k].name}\n"
+                                         for k in ("checkpoint", "program")))
+    files = {k: (paths[k].name, sums[k]) for k in ("checkpoint", "program")}
+    card = model_card(metrics, files, n_params(model), measured,
+                      name=(measured or {}).get("name"))
     _write_text(paths["json"], json.dumps(card, indent=2, ensure_ascii=False) + "\n")
     _write_text(paths["card"], card_markdown(card))
     return paths
