@@ -207,7 +207,7 @@ def test_metrics_keys_are_cell_names(tmp_path):
     pgd = {"name": "x", "threat": "white", "attack_id": "pgd",
            "attack_paper": {"attack": "pgd", "loss": "xent", "eps": 0.3, "restarts": 1}}
     plan = {"tolerance_pct": 5, "tables": [{"id": "2", "columns": [test, pgd], "rows": [
-        {"cell": "smooth", "cell_id": "digits28/ls0.2-sq0-gn0.3-k60-s0"},
+        {"cell": "smooth", "cell_id": "digits28/ls0.2-sq0-gn0.3-k60-s0", "label": "LS + noise"},
         {"cell": "squeeze", "cell_id": "digits28/ls0-sq0.5-gn0.5-k60-s0"}]}]}
     (tmp_path / "plan.json").write_text(json.dumps(plan))
     pd.DataFrame([
@@ -230,6 +230,9 @@ def test_metrics_keys_are_cell_names(tmp_path):
     # a few headline accuracies per model, by the preset's cell name; none where not measured
     assert m["accuracy_pct"] == {"smooth": {"clean": 90.0},
                                  "squeeze": {"clean": 97.0, "pgd": 50.12}}
+    # each model's name as the tables print it: its row's label (a plan without the cells'
+    # settings and a row without a label: the cell name)
+    assert m["model"] == {"smooth": "LS + noise", "squeeze": "squeeze"}
     assert json.loads((tmp_path / "m.json").read_text()) == m
     # the plot's data: only numbers with a published value and a measured one (none at 0)
     lines = (tmp_path / "c.csv").read_text().splitlines()

@@ -27,6 +27,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from lsqueeze.report.names import row_label
 from lsqueeze.runtime.values import missing
 
 REPRODUCED, REFUTED, UNCLEAR, UNMEASURED = ("reproduced", "not reproduced", "not distinguishable",
@@ -237,7 +238,7 @@ class Context:
                 if want_rows != "all" and row.get("paper_row") not in want_rows:
                     continue
                 seen.add(row.get("paper_row"))
-                text = _row_text(t, row)
+                text = _row_text(t, row, self.plan)
                 entries = []
                 for col in cols:
                     rec = (cmp[(cmp["cell_id"] == row["cell_id"]) & (cmp["column"] == col["name"])]
@@ -265,12 +266,12 @@ class Context:
         return out
 
 
-def _row_text(table: dict, row: dict) -> str:
+def _row_text(table: dict, row: dict, plan: dict) -> str:
     where = f"Table {table.get('paper_table') or table['id']}"
     if row.get("paper_row"):
         where += f" row {row['paper_row']}"
-    name = row.get("label") or (row["cell"] if isinstance(row.get("cell"), str) else row["cell_id"])
-    return f"{where} ({name})"
+    # the row's model by the name the tables print (lsqueeze.report.names)
+    return f"{where} ({row_label(plan, row)})"
 
 
 def _reduce(entries: list[dict], how: str | None):

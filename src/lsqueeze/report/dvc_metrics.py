@@ -2,8 +2,8 @@
 
 `dvc metrics show` gets a few scalars per table (numbers compared, within tolerance, mean |Δ|)
 and a few headline accuracies per model in percent (`accuracy_pct.<cell>.clean`, `.pgd` the
-paper's white-box PGD, `.aa` AutoAttack, `.worst` the worst case): a row a reader can take in, for
-the paper too. Every number
+paper's white-box PGD, `.aa` AutoAttack, `.worst` the worst case), and `model.<cell>`, the name
+the tables print for that model: a row a reader can take in, for the paper too. Every number
 beside its published value sits in the comparison CSV instead, the data of `dvc plots show` /
 `dvc plots diff`. Keys are stable across parameter edits — table id, the preset's cell name, the
 column name — not canonical cell ids, which change with a cell's values; so a diff after editing
@@ -19,6 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from lsqueeze.report.agreement import counts
+from lsqueeze.report.names import row_label
 from lsqueeze.report.tablemeta import read_table
 from lsqueeze.runtime.files import atomic_path, read_json, read_parquet
 from lsqueeze.runtime.values import missing
@@ -27,6 +28,7 @@ CSV_COLUMNS = ["table", "cell", "column", "measured", "published", "delta"]
 # The headline accuracies of a model (percent), each from the first table column of its kind that
 # shows the model, in the preset's table order: `dvc metrics show` keys accuracy_pct.<cell>.<key>.
 MODELS = "accuracy_pct"
+NAMES = "model"  # model.<cell>: the display name of accuracy_pct.<cell> (lsqueeze.report.names)
 HEADLINE = {
     "clean": "clean test accuracy",
     "pgd": "white-box PGD on the cross-entropy, one restart, bounded ε (the paper's main attack)",
@@ -110,6 +112,10 @@ def summarize(plan_path, tables_dir) -> tuple[dict, list[dict]]:
                     **{k: c[k] for k in ("uninformative", "measurements", "measurements_within",
                                          "measurements_uninformative", "replicate_spread")}})
     metrics[MODELS] = _models(plan, measured, Path(tables_dir) / "measurements.parquet")
+    # each key's model by the name the tables, the claims and the figures print
+    labels = {cell_name(r): row_label(plan, r) for t in reversed(plan["tables"])
+              for r in reversed(t["rows"])}  # the first row that names a cell
+    metrics[NAMES] = {cell: labels[cell] for cell in metrics[MODELS] if cell in labels}
     claims = Path(tables_dir) / "claims.parquet"
     if claims.exists():  # the claims stage's verdicts: claims reproduced / total, and the rest
         from lsqueeze.report.claims import summary as claims_summary

@@ -302,10 +302,12 @@ def _cell_of(row) -> dict:
 
 
 def model_names(cells: dict) -> dict:
-    """{cell id: the model in the paper's words} (config.model_name); where two models of a
-    figure would share a name, the values that tell them apart are added (α, β, σ, k = training
-    steps, seed, clipped noise; the dataset where there are several)."""
-    from lsqueeze.plan.build import model_name, steps_tag
+    """{cell id: the model in the paper's words} (config.model_name), for measurements written
+    before they carried each model's display name (lsqueeze.report.names); where two models
+    would share a name, the values that tell them apart are added (α, β, σ, k = training steps,
+    seed, clipped noise; the dataset where there are several)."""
+    from lsqueeze.plan.build import model_name
+    from lsqueeze.report.names import distinct
 
     base = {}
     for cid, c in cells.items():
@@ -315,20 +317,7 @@ def model_names(cells: dict) -> dict:
             base[cid] = model_name(c)
     if len({c.get("dataset") for c in cells.values()}) > 1:
         base = {cid: f"{cells[cid]['dataset']}: {n}" for cid, n in base.items()}
-    keys = (("alpha", "α={}", _g), ("beta", "β={}", _g), ("sigma", "σ={}", _g),
-            ("steps", "k={}", steps_tag), ("seed", "seed {}", lambda v: str(int(v))),
-            ("clip_noise", "{}", lambda v: "clipped noise" if v else "unclipped noise"))
-    names = {}
-    for cid, name in base.items():
-        group = [c for c2, c in cells.items() if base[c2] == name]
-        if len(group) > 1:
-            vary = [(k, fmt, f) for k, fmt, f in keys
-                    if len({None if missing(c.get(k)) else c.get(k) for c in group}) > 1]
-            c = cells[cid]
-            extra = [fmt.format(f(c[k])) for k, fmt, f in vary if not missing(c.get(k))]
-            name = f"{name} ({', '.join(extra) if extra else cid.split('/', 1)[-1]})"
-        names[cid] = name
-    return names
+    return distinct(base, cells)
 
 
 def _attack_order(row) -> tuple:
@@ -366,6 +355,8 @@ def summary_records(df) -> list[dict]:
     for r in rows:
         cells.setdefault(r["cell_id"], _cell_of(r))
     names = model_names(cells)
+    # the display name the aggregation gave each model, the one every other output prints
+    names.update({r["cell_id"]: r["model"] for r in rows if r.get("model")})
     out = []
     for r in rows:
         threat = "none" if r["metric"] == "test_accuracy" else str(r.get("threat"))
