@@ -15,7 +15,7 @@ from lsqueeze.plan.build import build_plan
 from lsqueeze.plan.schema import ConfigError, validate
 from lsqueeze.registries.base import load_function
 from lsqueeze.registries.figure_kinds import FIGURE_KINDS, READS
-from lsqueeze.report import figures
+from lsqueeze.report import figures, summary
 from lsqueeze.science.activations import activation_magnitudes
 from lsqueeze.science.landscape import loss_landscape
 
@@ -131,6 +131,28 @@ def test_demo_preset_draws_every_paper_figure():
         assert len(f["labels"]) == len(f["cells"])
 
 
+def test_landscape_puts_every_model_on_one_colour_scale(parquets, monkeypatch, tmp_path):
+    """Figure 5 compares models: one set of contour levels (0 to the largest loss of any model)
+    and one colour bar, even where one model's losses are ten times another's."""
+    from matplotlib.colorbar import Colorbar
+    from matplotlib.contour import ContourSet
+
+    steep = pd.read_parquet(parquets["landscape"][1]).assign(loss=lambda f: 10 * f["loss"] + 1)
+    frames = [pd.read_parquet(parquets["landscape"][0]), steep]
+    drawn = {}
+    monkeypatch.setattr(figures, "save", lambda fig, out: drawn.setdefault("fig", fig))
+    figures.figure_landscape_random(frames, ["flat", "steep"], "Figure 5", tmp_path / "f.png")
+    fig = drawn["fig"]
+    sets = fig.findobj(lambda a: isinstance(a, ContourSet))
+    assert len(sets) == 2 * 3  # two models, three images each
+    assert all(np.array_equal(c.levels, sets[0].levels) for c in sets)
+    top = float(steep[steep["plane"] == "random"]["loss"].max())
+    assert sets[0].levels[0] == 0 and top <= sets[0].levels[-1] < 1.2 * top
+    bars = [a for sub in fig.subfigs for a in sub.axes
+            if isinstance(getattr(a, "_colorbar", None), Colorbar)]
+    assert len(bars) == 1 and "one scale" in bars[0].get_ylabel()
+
+
 def test_landscape_frame_has_both_planes(parquets):
     f = pd.read_parquet(parquets["landscape"][0])
     assert set(f.plane) == {"random", "adversarial"}
@@ -215,73 +237,111 @@ NAMES = ["natural", "logit squeezing + noise (seed 0)", "logit squeezing + noise
          "label smoothing (α=0.1)", "label smoothing (α=0.2)", "adv. trained (PGD-40, ε=0.3)"]
 
 
-def _bars(fig):
-    """{(panel title, model, attack id): bar} for every bar drawn."""
+def _panels(fig):
+    return [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+
+
+def _title(ax) -> str:
+    return ax.get_title().replace("\n", " ")
+
+
+def _cells(fig):
+    """{(panel title, model, attack id): cell} for every grid cell; a not-measured cell's key
+    ends in "n/m"."""
     from matplotlib.patches import Rectangle
 
-    return {(ax.get_title(), *p.get_gid().split("|")): p for ax in fig.axes
+    return {(_title(ax), *p.get_gid().split("|")): p for ax in _panels(fig)
             for p in ax.patches if isinstance(p, Rectangle) and p.get_gid()}
 
 
 def _texts(fig):
-    return {(ax.get_title(), *t.get_gid().split("|")[:2]): t.get_text() for ax in fig.axes
+    return {(_title(ax), *t.get_gid().split("|")[:2]): t.get_text() for ax in _panels(fig)
             for t in ax.texts if t.get_gid()}
 
 
 def test_summary_labels_models_in_the_papers_words(measurements):
     import matplotlib.pyplot as plt
 
-    fig = figures.draw_summary(measurements)
-    labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    fig = summary.draw_summary(measurements)
+    panels = _panels(fig)
+    labels = [t.get_text() for t in panels[0].get_yticklabels()]
     assert labels == NAMES and not any("mnist/" in n or "-k20k" in n for n in labels)
-    assert len(fig.axes) == 3  # the other panels share its rows
-    assert all(fig.axes[0].get_shared_y_axes().joined(fig.axes[0], ax) for ax in fig.axes)
+    assert len(panels) == 3 and len(fig.axes) == 4  # and one colour bar for all of them
+    assert all(panels[0].get_shared_y_axes().joined(panels[0], ax) for ax in panels)
     plt.close(fig)
 
 
-def test_summary_one_colour_per_attack_in_every_panel(measurements):
+def test_summary_colours_every_cell_on_one_accuracy_scale(measurements):
     import matplotlib.pyplot as plt
     from matplotlib.colors import to_hex
 
-    fig = figures.draw_summary(measurements)
-    bars = _bars(fig)
-    colour = {}
-    for (_, _, attack), bar in bars.items():
-        colour.setdefault(attack, set()).add(to_hex(bar.get_facecolor()))
-    assert set(colour) == {figures.CLEAN, PGD, FGSM}
-    assert all(len(c) == 1 for c in colour.values())  # FGSM: white- and black-box panels alike
-    assert len({c for cs in colour.values() for c in cs}) == 3
-    panels = {panel for panel, _, a in bars if a == FGSM}
+    fig = summary.draw_summary(measurements)
+    cells, texts = _cells(fig), _texts(fig)
+    measured = {k: c for k, c in cells.items() if len(k) == 3}
+    cmap = plt.get_cmap(summary.CMAP)
+    for key, cell in measured.items():  # the colour is the value's, whatever the panel
+        assert to_hex(cell.get_facecolor()) == to_hex(cmap(float(texts[key]) / 100)), key
+    assert {a for _, _, a in measured} == {summary.CLEAN, PGD, FGSM}
+    panels = {p for p, _, a in measured if a == FGSM}
     assert len(panels) == 2 and any("transferred from natural" in p for p in panels)
-    legend = {t.get_text(): to_hex(h.get_facecolor())
-              for t, h in zip(fig.legends[0].get_texts(), fig.legends[0].legend_handles)}
-    assert legend["PGD-40 X-ent, ε=0.3, step 0.01, random start"] == colour[PGD].pop()
-    assert legend["FGSM CW, ε=0.3"] == colour[FGSM].pop()
-    assert "n/m: not measured" in legend
+    # brighter is more accurate: 0% is the darkest colour, 99% near the brightest
+    lum = {v: sum(np.array(cmap(v / 100)[:3]) * [0.2126, 0.7152, 0.0722]) for v in (0, 34, 99)}
+    assert lum[0] < lum[34] < lum[99]
+    ticks = [t.get_text() for ax in _panels(fig) for t in ax.get_xticklabels()]
+    assert "PGD-40 X-ent, ε=0.3, step\n0.01, random start" in ticks and "FGSM CW, ε=0.3" in ticks
+    assert fig.axes[-1].get_ylabel() == "accuracy (%)"
     plt.close(fig)
 
 
 def test_summary_draws_not_measured_apart_from_zero(measurements):
     import matplotlib.pyplot as plt
 
-    fig = figures.draw_summary(measurements)
-    bars, texts = _bars(fig), _texts(fig)
-    white = next(ax.get_title() for ax in fig.axes if ax.get_title().startswith("white"))
-    # measured 0: a bar of length 0 with its value written beside it
+    fig = summary.draw_summary(measurements)
+    cells, texts = _cells(fig), _texts(fig)
+    white = next(_title(ax) for ax in _panels(fig) if _title(ax).startswith("white"))
+    # measured 0: a cell of the scale's darkest colour reading 0.0
     zero = (white, "label smoothing (α=0.2)", FGSM)
-    assert bars[zero].get_width() == 0 and texts[zero] == "0.0"
-    # not measured: no bar at all, the text "n/m" in its place
+    assert zero in cells and texts[zero] == "0.0"
+    # not measured: a hatched cell and no number
     for model in ("natural", "label smoothing (α=0.1)", "logit squeezing + noise (seed 1)"):
-        assert (white, model, FGSM) not in bars and texts[(white, model, FGSM)] == "n/m"
-    assert (white, "natural", PGD) not in bars and texts[(white, "natural", PGD)] == "n/m"
-    assert bars[(white, "logit squeezing + noise (seed 0)", FGSM)].get_width() == pytest.approx(68)
-    # every model × attack slot of a panel is either a bar or "n/m"
-    for ax in fig.axes:
-        attacks = {a for p, _, a in bars if p == ax.get_title()}
+        key = (white, model, FGSM)
+        assert key not in cells and key not in texts
+        assert cells[(*key, "n/m")].get_hatch() == summary.HATCH["hatch"]
+    assert (white, "natural", PGD, "n/m") in cells and (white, "natural", PGD) not in texts
+    assert texts[(white, "logit squeezing + noise (seed 0)", FGSM)] == "68.0"
+    # every model × attack cell of a panel is either measured (with its number) or hatched
+    for ax in _panels(fig):
+        attacks = {k[2] for k in cells if k[0] == _title(ax)}
         for model in NAMES:
             for a in attacks:
-                key = (ax.get_title(), model, a)
-                assert (key in bars) != (texts.get(key) == "n/m"), key
+                key = (_title(ax), model, a)
+                assert (key in cells and key in texts) != ((*key, "n/m") in cells), key
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert legend == ["not measured"]
+    plt.close(fig)
+
+
+def test_summary_of_many_models_stays_legible():
+    """14 models, 8 attacks: one cell per number, none stacked or overlapping, and the figure
+    grows with the models instead of squeezing them."""
+    import matplotlib.pyplot as plt
+
+    rows = []
+    for i in range(14):
+        c = _cell(f"ls0-sq{i}-gn0.5-k20k-s0", beta=float(i), sigma=0.5)
+        clean = {"threat": "none", **{k: None for k in _attack(PGD) if k != "threat"}}
+        rows.append({**c, **clean, "metric": "test_accuracy", "value": 0.99, "n": None})
+        for j in range(7):
+            aid = f"pgd-xent-n{10 * (j + 1)}-e0.3-a0.01-r1-rand"
+            if (i + j) % 5:
+                rows.append({**c, **_attack(aid), "attack_steps": 10 * (j + 1),
+                             "metric": "accuracy", "value": (i + j) % 3 / 3, "n": 1000})
+    fig = summary.draw_summary(pd.DataFrame(rows))
+    fig.canvas.draw()
+    boxes = [t.get_window_extent() for ax in _panels(fig) for t in ax.texts]
+    assert len(boxes) == 14 + sum(1 for r in rows if r["metric"] == "accuracy")
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    assert fig.get_size_inches()[1] > 0.3 * 14
     plt.close(fig)
 
 
@@ -297,10 +357,10 @@ def test_summary_of_a_committed_run_names_its_models():
     import matplotlib.pyplot as plt
 
     run = REPO / "reproduced/mnist_100k_cpu"
-    fig = figures.draw_summary(pd.read_parquet(run / "measurements.parquet"))
+    fig = summary.draw_summary(pd.read_parquet(run / "measurements.parquet"))
     assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == [
         "natural", "Gaussian noise", "logit squeezing + noise"]
-    assert [ax.get_title() for ax in fig.axes] == [
-        "clean test images", "white-box attacks", "black-box attacks\n(transferred from natural)",
+    assert [" ".join(_title(ax).split()) for ax in _panels(fig)] == [
+        "clean test images", "white-box attacks", "black-box attacks (transferred from natural)",
         "worst case over the attacks"]
     plt.close(fig)

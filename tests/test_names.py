@@ -56,7 +56,7 @@ def test_kept_run_names_are_one_per_cell():
 
 
 def test_summary_prints_the_measurements_display_name():
-    from lsqueeze.report.figures import summary_records
+    from lsqueeze.report.summary import summary_records
 
     long = pd.DataFrame({"dataset": "mnist", "method": "regularized", "alpha": 0.0, "beta": 2.0,
                          "sigma": 0.5, "steps": 20000, "seed": [0, 1], "clip_noise": False,

@@ -178,10 +178,10 @@ def _figure_flags(s):
 
 @command("figure", "one figure: the summary, or a paper figure of some kind", _figure_flags)
 def figure(args):
-    from lsqueeze.report import figures
+    from lsqueeze.report import figures, summary
 
     if args.kind == "summary":
-        figures.summary_figure(args.measurements, args.out)
+        summary.summary_figure(args.measurements, args.out)
         return
     spec = args.spec
     figures.draw(args.kind, args.inputs, spec.get("labels", args.inputs),

@@ -79,6 +79,7 @@ STAGES = {
     "analysis": "jobs.analysis",
     "tables": "report.tables",
     "figures": "report.figures",
+    "summary": "report.summary",
     "claims_report": "report.claims_report",
 }
 CODE = {stage: fingerprint(module, Path(SRC) / "lsqueeze") for stage, module in STAGES.items()}

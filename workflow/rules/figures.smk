@@ -20,7 +20,7 @@ rule figure_summary:
     conda:
         ENV
     params:
-        code=CODE["figures"],
+        code=CODE["summary"],
     shell:
         "python -m lsqueeze figure --measurements {input:q} --out {output.png:q} > {log:q} 2>&1"
 

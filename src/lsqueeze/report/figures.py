@@ -8,7 +8,6 @@ gradients per such unit, so ε_L = logit gap / gradient gap holds on the plotted
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import matplotlib
@@ -20,7 +19,6 @@ import numpy as np  # noqa: E402
 from lsqueeze.registries.base import load_function  # noqa: E402
 from lsqueeze.registries.figure_kinds import figure_kind  # noqa: E402
 from lsqueeze.runtime.files import atomic_path, read_parquet  # noqa: E402
-from lsqueeze.runtime.values import missing  # noqa: E402
 
 STYLE = {"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "legend.fontsize": 8,
          "axes.grid": True, "grid.alpha": 0.3, "figure.titlesize": 12}
@@ -156,35 +154,42 @@ def figure_gradients(frames, labels, title, out, pixel_scales, eps=None) -> None
 
 
 def _landscape(frames, labels, title, out, plane, ylabel, ncols=4):
-    """One block per model (its own colour scale, so a flat landscape looks flat), one panel per
-    image: filled contours of the cross-entropy, the clean image marked at (0, 0)."""
+    """One block per model, one panel per image: filled contours of the cross-entropy, the
+    clean image marked at (0, 0). Every model on one colour scale (0 to the largest loss of any
+    model), with one colour bar: a flat landscape looks flat beside a steep one, which is the
+    comparison the figure makes (a scale per model would stretch a flat one to full contrast)."""
     from matplotlib.ticker import MaxNLocator
 
     plt.rcParams.update(STYLE)
+    frames = [f[f["plane"] == plane] for f in frames]
     n_img = max(int(f["image"].max()) + 1 for f in frames)
     nrows = -(-n_img // ncols)
-    fig = plt.figure(figsize=(3.0 * ncols + 1.0, (2.5 * nrows + 0.5) * len(frames) + 0.4),
+    top = max(max(float(f["loss"].max()) for f in frames), 1e-6)
+    levels = MaxNLocator(nbins=16).tick_values(0, top)
+    fig = plt.figure(figsize=(3.0 * ncols + 1.6, (2.5 * nrows + 0.5) * len(frames) + 0.4),
                      constrained_layout=True)
     fig.suptitle(title)
-    for sub, f, label in zip(np.atleast_1d(fig.subfigures(len(frames), 1)), frames, labels):
+    blocks, bar = fig.subfigures(1, 2, width_ratios=[3.0 * ncols, 1.0])
+    cs = None
+    for sub, f, label in zip(np.atleast_1d(blocks.subfigures(len(frames), 1)), frames, labels):
         sub.suptitle(label, fontsize=11, fontweight="bold")
         ax = sub.subplots(nrows, ncols, squeeze=False)
-        f = f[f["plane"] == plane]
-        levels = MaxNLocator(nbins=16).tick_values(0, max(float(f["loss"].max()), 1e-6))
         for i, a in enumerate(ax.flat):
             if i >= n_img:
                 a.axis("off")
                 continue
             img = f[f["image"] == i]
             g = img.pivot(index="eps2", columns="eps1", values="loss")
-            cs = a.contourf(g.columns, g.index, g.to_numpy(), levels=levels, cmap="viridis")
+            cs = a.contourf(g.columns, g.index, g.to_numpy(), levels=levels, cmap="viridis",
+                            extend="neither")
             a.plot(0, 0, "r+", ms=8)
             a.set_title(f"image {i} (class {int(img['label'].iloc[0])})", fontsize=9)
             a.set_xlabel(r"$\varepsilon_1$ (random $r_1$)", fontsize=8)
             a.set_ylabel(ylabel if i % ncols == 0 else "", fontsize=8)
             a.tick_params(labelsize=7)
             a.grid(False)
-        sub.colorbar(cs, ax=ax, label="cross-entropy", shrink=0.9)
+    cax = bar.add_axes((0.15, 0.1, 0.25, 0.8))
+    bar.colorbar(cs, cax=cax, label="cross-entropy (one scale for every model)")
     save(fig, out)
 
 
@@ -246,199 +251,3 @@ def draw(kind: str, inputs, labels, title: str, out, pixel_scales=None, eps=None
                          f"{sorted(set(pixel_scales))}; compare models of one dataset per figure")
     frames = [read_parquet(p) for p in inputs]
     draw_kind(frames, list(labels), title, out, pixel_scales=pixel_scales, eps=eps)
-
-
-SUMMARY_METRICS = ("test_accuracy", "accuracy")  # clean accuracy, accuracy under an attack
-CLEAN = "clean (no attack)"
-NOT_MEASURED = "n/m"  # drawn, as text, where a model was not evaluated under an attack
-THREATS = {"none": "clean test images", "white": "white-box attacks",
-           "black": "black-box attacks", "worst": "worst case over the attacks"}
-LOSSES = {"xent": "X-ent", "cw": "CW"}
-
-
-
-
-def _g(v) -> str:
-    return f"{float(v):g}"
-
-
-def attack_label(row) -> str:
-    """An attack in words from its measurement columns, e.g. 'PGD-40 CW, ε=0.3, step 0.01,
-    random start' (the attack id stays the key; this is what the legend says)."""
-    if row.get("metric") == "test_accuracy" or row.get("threat") == "none":
-        return CLEAN
-    kind, aid = row.get("attack"), str(row.get("attack_id") or "")
-    eps = "ε=∞" if missing(row.get("eps")) else f"ε={_g(row['eps'])}"
-    loss = LOSSES.get(row.get("loss"), row.get("loss"))
-    if kind == "pgd":
-        parts = [f"PGD-{int(row['attack_steps'])} {loss}", eps]
-        if not missing(row.get("step_size")):
-            parts.append(f"step {_g(row['step_size'])}")
-        rand = row.get("random_start")
-        if (not missing(rand) and bool(rand)) or aid.endswith("-rand"):
-            parts.append("random start")
-        if not missing(row.get("restarts")) and int(row["restarts"]) > 1:
-            parts.append(f"{int(row['restarts'])} restarts")
-        return ", ".join(parts)
-    if kind == "fgsm":
-        return f"FGSM {loss}, {eps}"
-    if kind == "autoattack":
-        m = re.match(r"aa-([a-z]+)-", aid)
-        return f"AutoAttack{f' ({m.group(1)})' if m else ''}, {eps}"
-    if kind == "worst_case":
-        return f"worst case, {eps}"
-    return aid or str(kind)
-
-
-def _cell_of(row) -> dict:
-    """The cell dict config.model_name reads, from a measurement row (an adversarially trained
-    cell's training attack is in its id: at<steps>-e<eps>-a<step size>…)."""
-    cell = {k: row.get(k) for k in ("dataset", "method", "alpha", "beta", "sigma", "steps", "seed",
-                                    "clip_noise")}
-    if cell["method"] == "adv":
-        m = re.search(r"(?:^|/)at(\d+)-e([^-]+)-", str(row.get("cell_id")))
-        cell["adv"] = {"steps": int(m.group(1)), "eps": float(m.group(2))} if m else None
-    return cell
-
-
-def model_names(cells: dict) -> dict:
-    """{cell id: the model in the paper's words} (config.model_name), for measurements written
-    before they carried each model's display name (lsqueeze.report.names); where two models
-    would share a name, the values that tell them apart are added (α, β, σ, k = training steps,
-    seed, clipped noise; the dataset where there are several)."""
-    from lsqueeze.plan.build import model_name
-    from lsqueeze.report.names import distinct
-
-    base = {}
-    for cid, c in cells.items():
-        if c["method"] == "adv" and not c.get("adv"):
-            base[cid] = "adv. trained"
-        else:
-            base[cid] = model_name(c)
-    if len({c.get("dataset") for c in cells.values()}) > 1:
-        base = {cid: f"{cells[cid]['dataset']}: {n}" for cid, n in base.items()}
-    return distinct(base, cells)
-
-
-def _attack_order(row) -> tuple:
-    """Attacks of a panel sorted by kind, loss, ε, steps, step size and restarts."""
-    if row.get("threat") == "none":
-        return ("",)
-    return (str(row.get("attack") or ""), str(row.get("loss") or ""),
-            *[-1.0 if missing(row.get(k)) else float(row[k])
-              for k in ("eps", "attack_steps", "step_size", "restarts")], str(row.get("attack_id")))
-
-
-def attack_colors(keys) -> dict:
-    """One colour per attack (same in every panel): tab10 up to 10 attacks; up to 20, tab20's
-    ten strong colours and then its ten light ones; beyond, evenly spaced along a colour map."""
-    keys = list(keys)
-    if len(keys) <= 10:
-        colors = plt.get_cmap("tab10").colors
-    elif len(keys) <= 20:
-        tab20 = plt.get_cmap("tab20").colors
-        colors = tab20[0::2] + tab20[1::2]
-    else:
-        colors = plt.get_cmap("turbo")(np.linspace(0.05, 0.95, len(keys)))
-    return {k: tuple(colors[i]) for i, k in enumerate(keys)}
-
-
-def summary_records(df) -> list[dict]:
-    """The accuracies the summary draws, one dict per measurement: model (its name), key and
-    label of the attack ("clean (no attack)" for the clean test accuracy), panel, value in %."""
-    df = df[df["metric"].isin(SUMMARY_METRICS)]
-    if df.empty:
-        raise ValueError("the measurements hold no accuracy (test_accuracy or accuracy) to draw")
-    rows = [{k: (None if missing(v) else v) for k, v in r.items()}
-            for r in df.to_dict("records")]
-    cells = {}
-    for r in rows:
-        cells.setdefault(r["cell_id"], _cell_of(r))
-    names = model_names(cells)
-    # the display name the aggregation gave each model, the one every other output prints
-    names.update({r["cell_id"]: r["model"] for r in rows if r.get("model")})
-    out = []
-    for r in rows:
-        threat = "none" if r["metric"] == "test_accuracy" else str(r.get("threat"))
-        r = {**r, "threat": threat}
-        panel = THREATS.get(threat, threat)
-        if threat == "black" and r.get("source_id"):
-            src = r["source_id"]
-            panel += f"\n(transferred from {names.get(src) or src.split('/', 1)[-1]})"
-        out.append({"cell_id": r["cell_id"], "model": names[r["cell_id"]], "panel": panel,
-                    "threat": threat, "key": CLEAN if threat == "none" else str(r["attack_id"]),
-                    "label": attack_label(r), "order": _attack_order(r),
-                    "value": None if r["value"] is None else 100 * float(r["value"]),
-                    "n": r.get("n")})
-    return out
-
-
-def _panel_rank(rec) -> tuple:
-    order = list(THREATS)
-    return (order.index(rec["threat"]) if rec["threat"] in order else len(order), rec["panel"])
-
-
-def draw_summary(df, title="Accuracy per model and attack"):
-    """The summary figure (returned, not saved): one panel per threat model (clean, white-box,
-    black-box per source model, worst case), the models on the shared y axis by name, one bar per
-    attack in the attack's colour (the same in every panel) with its value written beside it. A
-    model not evaluated under an attack of the panel gets the grey text "n/m" in that bar's place,
-    so that it cannot be read as 0 (a measured 0 is a bar labelled 0.0)."""
-    from matplotlib.patches import Patch
-
-    recs = summary_records(df)
-    models = list(dict.fromkeys(r["model"] for r in recs))
-    panels = [r["panel"] for r in sorted({r["panel"]: r for r in recs}.values(), key=_panel_rank)]
-    per_panel = {p: [r["key"] for r in sorted({r["key"]: r for r in recs if r["panel"] == p}
-                                                 .values(), key=lambda r: r["order"])]
-                 for p in panels}
-    keys = list(dict.fromkeys(k for p in panels for k in per_panel[p]))
-    colors = attack_colors(keys)
-    labels = {r["key"]: r["label"] for r in recs}
-    value = {(r["panel"], r["model"], r["key"]): r["value"] for r in recs if r["value"] is not None}
-    ns = sorted({int(r["n"]) for r in recs if r["n"] is not None})
-
-    slots = max(len(v) for v in per_panel.values())
-    bar_h = 0.8 / slots
-    plt.rcParams.update(STYLE)
-    fig, axes = plt.subplots(1, len(panels), sharey=True, squeeze=False, constrained_layout=True,
-                             figsize=(2.5 + 3.3 * len(panels),
-                                      1.5 + len(models) * max(0.4, 0.15 * slots)))
-    fig.suptitle(title + (f" (% of {', '.join(map(str, ns))} test images)" if ns else " (%)"))
-    for ax, panel in zip(axes[0], panels):
-        attacks = per_panel[panel]
-        for i, model in enumerate(models):
-            for j, key in enumerate(attacks):
-                y = i - 0.4 + bar_h * (j + 0.5 + (slots - len(attacks)) / 2)
-                gid = f"{model}|{key}"
-                v = value.get((panel, model, key))
-                if v is None:
-                    ax.text(1.0, y, NOT_MEASURED, va="center", ha="left", fontsize=6.5,
-                            color="0.5", style="italic", gid=f"{gid}|{NOT_MEASURED}")
-                    continue
-                ax.barh(y, v, height=bar_h * 0.85, color=colors[key], gid=gid)
-                if v < 1.0:  # a measured (near) 0: a tick in the attack's colour at 0
-                    ax.plot([0], [y], marker="|", ms=5, mew=2, color=colors[key], gid=gid,
-                            clip_on=False)
-                ax.text(v + 1.0, y, f"{v:.1f}", va="center", ha="left", fontsize=6.5, gid=gid)
-        ax.set_title(panel, fontsize=10)
-        ax.set_xlim(0, 115)
-        ax.set_xticks([0, 25, 50, 75, 100])
-        ax.set_xlabel("accuracy (%)")
-        ax.grid(axis="y", visible=False)
-        for i in range(1, len(models)):
-            ax.axhline(i - 0.5, color="0.8", lw=0.6)
-    axes[0, 0].set_yticks(range(len(models)), models)
-    axes[0, 0].set_ylim(len(models) - 0.5, -0.5)
-    handles = [Patch(color=colors[k], label=labels[k]) for k in keys]
-    handles.append(Patch(facecolor="none", edgecolor="none",
-                         label=f"{NOT_MEASURED}: not measured"))
-    fig.legend(handles=handles, loc="outside right upper", fontsize=7.5, frameon=False,
-               title="attack", title_fontsize=8.5)
-    return fig
-
-
-def summary_figure(measurements, out) -> None:
-    """Accuracy of every model under every evaluation (clean, white-box, black-box, worst case)
-    from the long-form measurements Parquet (lsqueeze aggregate): draw_summary as PNG + PDF."""
-    save(draw_summary(read_parquet(measurements)), out)
