@@ -48,10 +48,12 @@ def test_stages_cover_the_modules_that_compute_them():
                      "science.pgd", "science.attacks", "runtime.devices", "jobs.analysis"}
     assert not set(modules("report.tables")) & torch_modules
     assert not set(modules("report.figures")) & (torch_modules | {"report.tables"})
+    assert not set(modules("report.summary")) & (torch_modules | {"report.tables"})
 
 
 def test_each_edit_reruns_the_stages_that_use_it(pkg):
-    stages = ("jobs.train", "jobs.evaluate", "jobs.analysis", "report.tables", "report.figures")
+    stages = ("jobs.train", "jobs.evaluate", "jobs.analysis", "report.tables", "report.figures",
+              "report.summary")
     before = {m: fp(m, pkg) for m in stages}
 
     def changed(path, old, new):
@@ -75,12 +77,15 @@ def test_each_edit_reruns_the_stages_that_use_it(pkg):
         == {"analysis"}
     assert changed("report/tables.py", "def ", "def _unused():\n    return 1\n\n\ndef ") \
         == {"tables"}
-    # a regularizer's entry: its id part and words are read by the tables, its term by training
+    # a regularizer's entry: its id part and words are read by the tables and the summary
+    # figure, its term by training
     assert changed("registries/regularizers.py", 'column="β", in_id=True)',
-                   'column="β", in_id=True, default=0)') == {"train", "tables", "figures"}
+                   'column="β", in_id=True, default=0)') == {"train", "tables", "summary"}
     # an attack kind's entry: its id, cost or budget are read by the tables, its runner by evaluate
     assert changed("registries/attack_kinds.py", "budget=lambda a: math.inf)",
-                   "budget=lambda a: 1e9)") == {"evaluate", "tables", "figures"}
+                   "budget=lambda a: 1e9)") == {"evaluate", "tables", "summary"}
+    assert changed("report/summary.py", "def ", "def _unused():\n    return 1\n\n\ndef ") \
+        == {"summary"}
     # `python -m lsqueeze.science.models` code: no job runs it
     assert changed("science/models.py", "recipe = ds.recipe", "recipe = dict(ds.recipe)") == set()
 
