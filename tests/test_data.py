@@ -128,3 +128,29 @@ def test_bad_split_file_is_reported(tmp_path):
     bad.write_bytes(b"garbage")
     with pytest.raises(RuntimeError, match="cannot read"):
         splits.load_split(bad)
+
+
+def test_a_failed_download_names_the_offline_fix(tmp_path, capsys):
+    """No network (here: a port nothing listens on): one line that says where to put the files
+    and which preset key names another mirror; seeding that directory then works offline."""
+    import socket
+
+    from lsqueeze.cli import main
+
+    with socket.socket() as s:  # a free port, closed again: connecting to it is refused
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    raw = tmp_path / "data" / "raw" / "mnist"
+    args = ["data", "--dataset", "mnist", "--out-dir", str(tmp_path / "data" / "mnist"),
+            "--raw-dir", str(raw)]
+    assert main([*args, "--mirror", f"http://127.0.0.1:{port}/"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("lsqueeze data: error: download of ")
+    assert f"copy the dataset's files into {raw}/" in err[0] and "mirrors: {mnist: " in err[0]
+    if not MNIST_COPY.exists():
+        pytest.skip(f"no local MNIST copy at {MNIST_COPY} (set LSQUEEZE_MNIST_MIRROR)")
+    # the first fix: the official files seeded into that directory, the mirror still down
+    for name in data.MNIST_RAW_MD5:
+        (raw / f"{name}.gz").write_bytes((MNIST_COPY / f"{name}.gz").read_bytes())
+    assert main([*args, "--mirror", f"http://127.0.0.1:{port}/"]) == 0
+    assert (tmp_path / "data" / "mnist" / "test.pt").exists()

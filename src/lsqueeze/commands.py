@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 from lsqueeze.commandline import command, json_value, model_flags, real, whole, with_flags
 from lsqueeze.registries.figure_kinds import FIGURE_KINDS
@@ -45,7 +46,14 @@ def data(args):
     try:
         paths = prepare(args.dataset, args.out_dir, args.raw_dir, args.mirror)
     except DataError as exc:
-        return _error("data", exc)
+        text = str(exc)
+        if text.startswith("download of "):  # no network, or the mirror is down: the way round
+            raw = Path(args.raw_dir) if args.raw_dir else Path(args.out_dir) / "raw"
+            text += (f"; offline, copy the dataset's files into {raw}/ (a file already there "
+                     "is checked and used, not downloaded) or set `mirrors: {"
+                     f"{args.dataset}: <base URL>}}` in the preset to an HTTP(S) mirror you "
+                     "can reach")
+        return _error("data", text)
     print(json.dumps({k: str(v) for k, v in paths.items()}))
 
 
