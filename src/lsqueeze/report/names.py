@@ -3,10 +3,11 @@
 A model has three names: its canonical cell id (`mnist/ls0-sq2-gn0.5-k100k-s0-clip`: what the
 store, the records and the joins use), the preset's name for its cell (`lsq-noise`: what a user
 wrote and `dvc metrics` keys), and its display name, what a reader sees: the label of the first
-table row that shows it (else the method in the paper's words), made distinct where several
-models would share it (the seeds of a headline row: "… (seed 1)"). measurements.parquet carries
-all three side by side (`cell_id`, `model`, `cell_name`); the tables, the masking checks, the
-claims, the metrics and the summary figure print the display name.
+labelled table row that shows it or another seed of its training (else the method in the
+paper's words), made distinct where several models would share it (the seeds of a headline
+row: "… (seed 1)"). measurements.parquet carries all three side by side (`cell_id`, `model`,
+`cell_name`); the masking checks and the summary figure print the display name, the claims and
+the metrics, whose rows are means over a row's seeds, the same name without the seed.
 """
 
 from __future__ import annotations
@@ -47,17 +48,6 @@ def distinct(base: dict, cells: dict) -> dict:
     return names
 
 
-def row_label(plan: dict, row: dict) -> str:
-    """What a table row calls its model: its label, else the method in the paper's words (a
-    plan without the cell's settings: the preset's name of the cell, else its id)."""
-    cell = plan.get("cells", {}).get(row["cell_id"]) or {}
-    if row.get("label"):
-        return row["label"]
-    if "method" in cell:
-        return model_name(cell)
-    return row["cell"] if isinstance(row.get("cell"), str) else row["cell_id"]
-
-
 def _rows(plan: dict):
     """(cell id, row) for every cell of every table row (each seed of a row), tables and rows
     in the preset's order."""
@@ -67,27 +57,42 @@ def _rows(plan: dict):
                 yield cid, row
 
 
-def display_names(plan: dict) -> dict:
-    """{cell id: display name} of every cell of a tables plan: the first table row that shows
-    it, or another seed of its training, names it (a cell only a figure or a black-box attack
-    uses: the paper's words)."""
-    cells = plan["cells"]
+def base_names(plan: dict) -> dict:
+    """{cell id: the model's name, seeds not told apart}: the label of the first labelled table
+    row that shows the cell or another seed of its training, else the method in the paper's
+    words; the dataset added where one name would stand for models of several datasets."""
+    cells = {cid: c for cid, c in plan.get("cells", {}).items() if "method" in c}
 
-    def family(cid):  # the seeds of one training share a name; distinct() adds the seed
+    def family(cid):  # the seeds of one training share a name
         return json.dumps({k: v for k, v in cells[cid].items() if k != "seed"}, sort_keys=True,
                           default=str)
     first = {}
     for cid, row in _rows(plan):
-        if cid in cells:
-            first.setdefault(family(cid), row_label(plan, row))
+        if cid in cells and row.get("label"):
+            first.setdefault(family(cid), row["label"])
     base = {cid: first.get(family(cid)) or model_name(cell) for cid, cell in cells.items()}
-    if len({c.get("dataset") for c in cells.values()}) > 1:
-        # one name for an MNIST and a CIFAR model would be two models
-        clash = {n for n in base.values()
-                 if len({cells[c]["dataset"] for c in base if base[c] == n}) > 1}
-        base = {cid: f"{cells[cid]['dataset']}: {n}" if n in clash else n
-                for cid, n in base.items()}
-    return distinct(base, cells)
+    clash = {n for n in base.values() if len({cells[c]["dataset"] for c in base
+                                              if base[c] == n}) > 1}
+    return {cid: f"{cells[cid]['dataset']}: {n}" if n in clash else n for cid, n in base.items()}
+
+
+def row_label(plan: dict, row: dict) -> str:
+    """What the claims and the metrics call a table row's model (a row is the mean over its
+    seeds): its base name; a plan without the cell's settings gives the row's own label, else
+    the preset's name of the cell, else its id."""
+    name = base_names(plan).get(row["cell_id"])
+    if name:
+        return name
+    if row.get("label"):
+        return row["label"]
+    return row["cell"] if isinstance(row.get("cell"), str) else row["cell_id"]
+
+
+def display_names(plan: dict) -> dict:
+    """{cell id: display name} of every cell of a tables plan: its base name, the seed added
+    where seeds share it ("… (seed 1)"), so that every model has a name of its own."""
+    cells = {cid: c for cid, c in plan.get("cells", {}).items() if "method" in c}
+    return distinct(base_names(plan), cells)
 
 
 def cell_names(plan: dict) -> dict:
