@@ -77,3 +77,27 @@ def test_verdicts_are_todays_rules_on_the_stored_tables(run, tmp_path):
     pd.testing.assert_series_equal(got["d_pct"], kept["d_pct"], atol=1e-9)
     assert (tmp_path / "claims.md").read_text().split("\n## ")[1:] == \
         (run / "claims.md").read_text().split("\n## ")[1:]  # every claim's text and table
+
+
+@pytest.mark.parametrize("run", [r for r in RUNS if (r / "eval").is_dir()], ids=lambda p: p.name)
+def test_tables_are_the_aggregation_of_the_kept_records(run, tmp_path):
+    """A kept run's measurements and paper tables are what today's aggregation makes of the
+    records kept beside them (models/*/metrics.json, eval/**/*.json) under the run's own plan:
+    no number in them that its records do not give."""
+    from lsqueeze.report.tables import aggregate
+
+    inputs = sorted(run.glob("models/*/metrics.json")) + sorted(run.glob("eval/**/*.json"))
+    assert len(inputs) >= 3
+    aggregate(run / "plan.json", inputs, REPO / "params" / "paper_tables.csv", tmp_path)
+    key = ["cell_id", "threat", "attack_id", "metric"]
+    got, kept = (pd.read_parquet(d / "measurements.parquet") for d in (tmp_path, run))
+    got = got[got["metric"].isin(kept["metric"].unique())]  # a newer run may add metrics
+    merged = kept[key + ["value", "n"]].merge(got[key + ["value", "n"]], on=key, how="outer",
+                                              suffixes=("_kept", "_now"), indicator=True)
+    assert (merged["_merge"] == "both").all(), merged[merged["_merge"] != "both"]
+    assert (merged["value_kept"] - merged["value_now"]).abs().max() < 1e-12
+    assert (merged["n_kept"] == merged["n_now"]).all()
+    for table in sorted(run.glob("table_*_compare.parquet")):
+        a, b = pd.read_parquet(table), pd.read_parquet(tmp_path / table.name)
+        measured = "measured_pct" if "measured_pct" in a else "measured"
+        assert a[measured].round(9).tolist() == b["measured_pct"].round(9).tolist(), table.name
