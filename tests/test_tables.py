@@ -14,7 +14,7 @@ from lsqueeze.plan.build import attack_record, build_plan, model_name
 from lsqueeze.report.tablemeta import checked_model
 from lsqueeze.report.tables import aggregate, published
 
-REFERENCE = REPO / "params" / "paper_tables.csv"
+REFERENCE = REPO / "src/lsqueeze/data/paper_tables.csv"
 
 
 def _plan_json(plan, analyses):
