@@ -4,7 +4,8 @@ it, so `validate`, `cost`, `load_model` and `export` work with no checkout in si
 
 The wheel goes into a folder of its own (`pip install --no-deps --target`) that is put first on
 PYTHONPATH: the dependencies are those of the environment that runs the tests, nothing is
-downloaded, and the checkout's src/ is not on the path.
+downloaded, and the checkout's src/ is not on the path. The pipeline's tools (the `workflow` extra)
+are hidden from it, as in a core install: these commands must not need them.
 """
 
 import os
@@ -48,8 +49,12 @@ def installed(tmp_path_factory):
     site = tmp / "site"
     _run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-index", "--target", site,
           wheel], cwd=tmp)
+    hidden = tmp / "hidden"  # an import of a workflow tool fails, as where it is not installed
+    for tool in ("snakemake", "dvc", "dvc_objects"):
+        (hidden / tool).mkdir(parents=True)
+        (hidden / tool / "__init__.py").write_text(f"raise ImportError('{tool} is not installed')\n")
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env["PYTHONPATH"] = str(site)
+    env["PYTHONPATH"] = os.pathsep.join([str(site), str(hidden)])
     return site, wheel, env
 
 
