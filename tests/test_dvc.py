@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from conftest import REPO
+from lsqueeze.runtime.files import file_digest
 
 BIN = Path(sys.executable).parent
 NOTHING = "Nothing to be done"
@@ -231,6 +232,7 @@ def test_metrics_keys_are_cell_names(tmp_path):
     assert m["accuracy_pct"] == {"smooth": {"clean": 90.0},
                                  "squeeze": {"clean": 97.0, "pgd": 50.12}}
     assert json.loads((tmp_path / "m.json").read_text()) == m
+    assert m["environment_lock"] == "sha256:" + file_digest(REPO / "requirements.lock")
     # the plot's data: only numbers with a published value and a measured one (none at 0)
     lines = (tmp_path / "c.csv").read_text().splitlines()
     assert lines == ["table,cell,column,measured,published,delta", "2,smooth,Test,90.0,99.0,-9.0",

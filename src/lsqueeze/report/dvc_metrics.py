@@ -20,7 +20,7 @@ import pandas as pd
 
 from lsqueeze.report.agreement import counts
 from lsqueeze.report.tablemeta import read_table
-from lsqueeze.runtime.files import atomic_path, read_json, read_parquet
+from lsqueeze.runtime.files import atomic_path, lock_digest, read_json, read_parquet
 from lsqueeze.runtime.values import missing
 
 CSV_COLUMNS = ["table", "cell", "column", "measured", "published", "delta"]
@@ -110,6 +110,8 @@ def summarize(plan_path, tables_dir) -> tuple[dict, list[dict]]:
                     **{k: c[k] for k in ("uninformative", "measurements", "measurements_within",
                                          "measurements_uninformative", "replicate_spread")}})
     metrics[MODELS] = _models(plan, measured, Path(tables_dir) / "measurements.parquet")
+    # what the summary was computed in: the environment lock's digest (requirements.lock)
+    metrics["environment_lock"] = lock_digest()
     claims = Path(tables_dir) / "claims.parquet"
     if claims.exists():  # the claims stage's verdicts: claims reproduced / total, and the rest
         from lsqueeze.report.claims import summary as claims_summary
