@@ -46,7 +46,7 @@ demo: $(STAMP)
 	@echo
 	@echo "Tables:  results/demo/tables/tables.md (measured vs published), results/demo/tables/*.parquet"
 	@echo "Figures: results/demo/figures/"
-	@echo "(dvc status calls these 'not in cache' until DVC records them: dvc commit, or run the demo as dvc repro)"
+	@echo "(DVC records a run it makes: dvc repro, which reuses these results, writes dvc.lock and metrics/)"
 
 # A run someone pushed: check the DVC remote (one line if it is not reachable), pull, restore
 # Snakemake's state. Set the remote first: README, "Versioning with DVC".

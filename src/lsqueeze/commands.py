@@ -240,7 +240,7 @@ def plan(args):
 def _metrics_flags(s):
     _plan_file(s)
     s.add_argument("--tables", required=True, help="directory of the aggregated tables")
-    s.add_argument("--out", required=True, help="metrics JSON")
+    s.add_argument("--out", required=True, help="metrics directory (one JSON per table and model)")
     s.add_argument("--csv", help="measured vs published CSV (for `dvc plots`)")
 
 

@@ -1,13 +1,14 @@
 """Summary numbers of a run for `dvc metrics` / `dvc plots` (written by the DVC stage).
 
-`dvc metrics show` gets a few scalars per table (numbers compared, within tolerance, mean |Δ|)
-and a few headline accuracies per model in percent (`accuracy_pct.<cell>.clean`, `.pgd` the
-paper's white-box PGD, `.aa` AutoAttack, `.worst` the worst case): a row a reader can take in, for
-the paper too. Every number
-beside its published value sits in the comparison CSV instead, the data of `dvc plots show` /
-`dvc plots diff`. Keys are stable across parameter edits — table id, the preset's cell name, the
-column name — not canonical cell ids, which change with a cell's values; so a diff after editing
-one cell shows that cell's numbers changing.
+The metrics are a directory, `metrics/<preset>/`, and `dvc metrics show` prints one line per file
+in it: `summary.json` (numbers compared and within tolerance, claims, the environment lock), one
+`tables/<table>.json` per table (numbers compared, within tolerance, mean |Δ|) and one
+`models/<cell>.json` per model with its headline accuracies in percent (`clean`, `pgd` the paper's
+white-box PGD, `aa` AutoAttack, `worst` the worst case): a line a reader can take in, for the
+paper too. Every number beside its published value sits in the comparison CSV instead, the data
+of `dvc plots show` / `dvc plots diff`. Names are stable across parameter edits — table id, the
+preset's cell name, the column name — not canonical cell ids, which change with a cell's values;
+so a diff after editing one cell shows that cell's numbers changing.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import pandas as pd
 
 from lsqueeze.report.agreement import counts
 from lsqueeze.report.tablemeta import read_table
-from lsqueeze.runtime.files import atomic_path, lock_digest, read_json, read_parquet
+from lsqueeze.runtime.files import atomic_dir, atomic_path, lock_digest, read_json, read_parquet
 from lsqueeze.runtime.values import missing
 
 CSV_COLUMNS = ["table", "cell", "column", "measured", "published", "delta"]
@@ -150,10 +151,24 @@ def plotted(rows: list[dict]) -> list[dict]:
     return [r for r in rows if r["measured"] is not None and r["published"] is not None]
 
 
+def metric_files(metrics: dict) -> dict:
+    """{relative path: content} of the metrics directory: the summary, one file per table and one
+    per model. A model named by its cell id (no cell name) sits in a folder per dataset."""
+    summary = {k: v for k, v in metrics.items() if k not in ("tables", MODELS)}
+    files = {"summary.json": summary}
+    files.update({f"tables/{tid}.json": t for tid, t in metrics["tables"].items()})
+    files.update({f"models/{cell}.json": m for cell, m in metrics[MODELS].items()})
+    return files
+
+
 def write_metrics(plan_path, tables_dir, out, csv_out=None) -> dict:
+    """The metrics directory `out` (replaced whole: a model no longer in the preset leaves no
+    file behind) and the comparison CSV; returns the metrics as one dict."""
     metrics, rows = summarize(plan_path, tables_dir)
-    with atomic_path(out, digest=False) as tmp:
-        tmp.write_text(json.dumps(metrics, indent=1, sort_keys=True) + "\n")
+    with atomic_dir(out) as tmp:
+        for rel, content in metric_files(metrics).items():
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            (tmp / rel).write_text(json.dumps(content, indent=1, sort_keys=True) + "\n")
     if csv_out:
         # measured vs published (percent), one row per published number: the scatter plot
         # `dvc plots` draws (.dvc/plots/measured_vs_published.json)

@@ -109,6 +109,28 @@ def atomic_path(path: str | os.PathLike, digest: bool = True):
         record_digest(path, sha)
 
 
+@contextmanager
+def atomic_dir(path: str | os.PathLike):
+    """Yield a temp directory beside `path`; on success it replaces `path` whole (files an older
+    run wrote there and this one did not are gone). A kill leaves the old directory, or none."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())
+        old = None
+        if path.exists():
+            old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".old"))
+            os.replace(path, old / path.name)
+        os.replace(tmp, path)
+        if old is not None:
+            shutil.rmtree(old)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def digest_path(path) -> Path:
     """Where a file's digest is kept: `<name>.sha256` beside it."""
     path = Path(path)
