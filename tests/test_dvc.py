@@ -242,6 +242,11 @@ def test_metrics_keys_are_cell_names(tmp_path):
                      "models/squeeze.json": {"clean": 97.0, "pgd": 50.12},
                      "tables/2.json": t,
                      "summary.json": {k: v for k, v in m.items() if k not in ("tables", "accuracy_pct")}}
+    from lsqueeze.cli import main  # the stage's command, into the directory a run left
+
+    assert main(["metrics", "--plan", str(tmp_path / "plan.json"), "--tables", str(tmp_path),
+                 "--out", str(tmp_path / "m")]) == 0
+    assert json.loads((tmp_path / "m/models/smooth.json").read_text()) == {"clean": 90.0}
     assert m["environment_lock"] == "sha256:" + file_digest(REPO / "requirements.lock")
     # the plot's data: only numbers with a published value and a measured one (none at 0)
     lines = (tmp_path / "c.csv").read_text().splitlines()
