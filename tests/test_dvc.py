@@ -227,7 +227,8 @@ def test_metrics_keys_are_cell_names(tmp_path):
               ).to_parquet(tmp_path / "table_2_compare.parquet")
     (tmp_path / "m" / "models").mkdir(parents=True)
     (tmp_path / "m" / "models" / "gone.json").write_text("{}")  # a model an older run had
-    m = write_metrics(tmp_path / "plan.json", tmp_path, tmp_path / "m", tmp_path / "c.csv")
+    m = write_metrics(tmp_path / "plan.json", tmp_path, tmp_path / "m", tmp_path / "c.csv",
+                      tmp_path / "c.png")
     assert m["compared"] == 2 and m["within_tolerance"] == 1
     t = m["tables"]["2"]
     assert t["mean_abs_delta"] == 5.5 and t["compared"] == 2 and t["within_tolerance"] == 1
@@ -252,6 +253,11 @@ def test_metrics_keys_are_cell_names(tmp_path):
     lines = (tmp_path / "c.csv").read_text().splitlines()
     assert lines == ["table,cell,column,measured,published,delta", "2,smooth,Test,90.0,99.0,-9.0",
                      "2,squeeze,Test,97.0,99.0,-2.0"]
+    # the same plot as a PNG, which `dvc plots show` shows offline (dvc.yaml declares both)
+    assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+    plots = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["pipeline"]["plots"]
+    assert [next(iter(p)) for p in plots] == ["metrics/${preset}_compare.csv",
+                                              "metrics/${preset}_compare.png"]
 
 
 def test_dvc_metrics_show_one_line_per_model_at_the_papers_size(tmp_path):

@@ -242,13 +242,14 @@ def _metrics_flags(s):
     s.add_argument("--tables", required=True, help="directory of the aggregated tables")
     s.add_argument("--out", required=True, help="metrics directory (one JSON per table and model)")
     s.add_argument("--csv", help="measured vs published CSV (for `dvc plots`)")
+    s.add_argument("--png", help="the same, drawn as a PNG (a plot that shows offline)")
 
 
 @command("metrics", "summary numbers for `dvc metrics` + comparison CSV", _metrics_flags)
 def metrics(args):
     from lsqueeze.report.dvc_metrics import write_metrics
 
-    m = write_metrics(args.plan, args.tables, args.out, args.csv)
+    m = write_metrics(args.plan, args.tables, args.out, args.csv, args.png)
     print(f"{m['within_tolerance']} of {m['compared']} numbers within ±{m['tolerance_pct']:g}")
 
 

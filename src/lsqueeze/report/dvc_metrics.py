@@ -161,9 +161,36 @@ def metric_files(metrics: dict) -> dict:
     return files
 
 
-def write_metrics(plan_path, tables_dir, out, csv_out=None) -> dict:
+def compare_png(rows: list[dict], out) -> None:
+    """The plot of the comparison CSV as a PNG: `dvc plots show` draws the CSV with Vega-Lite,
+    which its HTML loads from the internet, so offline it is blank; this one is drawn here, and
+    `dvc plots show` puts it in the same page. One point per published number, coloured by table,
+    and the line measured = published."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = plotted(rows)
+    fig, ax = plt.subplots(figsize=(6, 5.2))
+    ax.plot([0, 100], [0, 100], color="0.6", lw=1, label="measured = published")
+    tables = sorted({r["table"] for r in points}, key=lambda t: (len(t), t))
+    for i, table in enumerate(tables):
+        mine = [r for r in points if r["table"] == table]
+        ax.scatter([r["published"] for r in mine], [r["measured"] for r in mine], s=14,
+                   color=plt.get_cmap("tab20")(i % 20), label=f"table {table}")
+    ax.set(xlim=(0, 100), ylim=(0, 100), xlabel="published accuracy (%)",
+           ylabel="measured accuracy (%)", title="measured vs published accuracy (%)")
+    ax.set_aspect("equal")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
+    with atomic_path(out, digest=False) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
+    plt.close(fig)
+
+
+def write_metrics(plan_path, tables_dir, out, csv_out=None, png_out=None) -> dict:
     """The metrics directory `out` (replaced whole: a model no longer in the preset leaves no
-    file behind) and the comparison CSV; returns the metrics as one dict."""
+    file behind), the comparison CSV and its plot as a PNG; returns the metrics as one dict."""
     metrics, rows = summarize(plan_path, tables_dir)
     with atomic_dir(out) as tmp:
         for rel, content in metric_files(metrics).items():
@@ -176,4 +203,6 @@ def write_metrics(plan_path, tables_dir, out, csv_out=None) -> dict:
             w = csv.DictWriter(fh, CSV_COLUMNS)
             w.writeheader()
             w.writerows(plotted(rows))
+    if png_out:
+        compare_png(rows, png_out)
     return metrics
