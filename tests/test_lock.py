@@ -69,11 +69,10 @@ DISTRIBUTIONS = md.packages_distributions()  # {top-level module: the distributi
 
 
 def undeclared(files, declared: dict, local=frozenset()) -> list[str]:
-    dists = DISTRIBUTIONS
     problems = []
     for path in files:
         for module in sorted(third_party_imports(path) - set(local)):
-            names = {canonicalize_name(d) for d in dists.get(module, [])}
+            names = {canonicalize_name(d) for d in DISTRIBUTIONS.get(module, [])}
             if not names & set(declared):
                 where = path.relative_to(REPO) if path.is_relative_to(REPO) else path.name
                 problems.append(f"{where}: {module} ({', '.join(names) or 'not installed'})")
