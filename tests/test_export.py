@@ -200,6 +200,8 @@ def test_export_writes_a_checkpoint_a_fresh_model_loads(tiny, batch, tmp_path, c
     assert card["threat_model"]["norm"] == "Linf" and card["code_version"]
     md = (out / f"{name}.md").read_text()
     assert "not measured" in md and file_digest(ckpt) in md and card["code_version"] in md
+    lock = "sha256:" + file_digest(REPO / "requirements.lock")
+    assert card["environment_lock"] == lock and f"requirements.lock `{lock}`" in md
     # a second export is byte-identical: the digest names the weights, not the run
     E.export(tiny, tmp_path / "again")
     assert file_digest(tmp_path / "again" / ckpt.name) == file_digest(ckpt)

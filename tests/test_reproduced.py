@@ -83,7 +83,7 @@ def test_verdicts_are_todays_rules_on_the_stored_tables(run, tmp_path):
     moves a verdict must regenerate them (README: re-judge a kept run)."""
     from lsqueeze.report.claims_report import run as judge
 
-    judge(run / "plan.json", REPO / "params" / "claims.yaml", run, tmp_path, "", run.name)
+    judge(run / "plan.json", REPO / "src/lsqueeze/data/claims.yaml", run, tmp_path, "", run.name)
     got, kept = (pd.read_parquet(d / "claims.parquet") for d in (tmp_path, run))
     cols = ["claim", "claim_verdict", "check", "criterion", "verdict", "paper_verdict"]
     pd.testing.assert_frame_equal(got[cols], kept[cols])
@@ -101,7 +101,7 @@ def test_tables_are_the_aggregation_of_the_kept_records(run, tmp_path):
 
     inputs = sorted(run.glob("models/*/metrics.json")) + sorted(run.glob("eval/**/*.json"))
     assert len(inputs) >= 3
-    aggregate(run / "plan.json", inputs, REPO / "params" / "paper_tables.csv", tmp_path)
+    aggregate(run / "plan.json", inputs, REPO / "src/lsqueeze/data/paper_tables.csv", tmp_path)
     key = ["cell_id", "threat", "attack_id", "metric"]
     got, kept = (pd.read_parquet(d / "measurements.parquet") for d in (tmp_path, run))
     got = got[got["metric"].isin(kept["metric"].unique())]  # a newer run may add metrics

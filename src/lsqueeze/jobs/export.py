@@ -28,7 +28,14 @@ from pathlib import Path
 from lsqueeze.plan.build import cell_id, config_hash, model_name, num, steps_tag
 from lsqueeze.plan.perexample import worst_of_list
 from lsqueeze.registries.datasets import ADV_TRAINING, IMAGE_SHAPE, TEST_SIZE
-from lsqueeze.runtime.files import JobError, atomic_path, code_version, file_digest, read_json
+from lsqueeze.runtime.files import (
+    JobError,
+    atomic_path,
+    code_version,
+    file_digest,
+    lock_digest,
+    read_json,
+)
 from lsqueeze.runtime.integrity import IntegrityError, verify_model
 
 NOT_MEASURED = "not measured"
@@ -248,6 +255,8 @@ def model_card(metrics: dict, checkpoint: str, checkpoint_sha256: str, n_params:
         "trained_with": metrics.get("code_version"),
         "torch": metrics.get("torch"),
         "code_version": code_version(),
+        # the environment lock (requirements.lock) of the checkout that exported it
+        "environment_lock": lock_digest(),
     }
 
 
@@ -300,6 +309,8 @@ def card_markdown(card: dict) -> str:
         ("Trained model", f"sha256 `{card['model_sha256']}` (model.pt)"),
         ("Code version", (f"exported by lsqueeze {card['code_version']}; trained by "
                           f"{card['trained_with']} (torch {card['torch']})")),
+        ("Environment", (f"requirements.lock `{card['environment_lock']}`" if card.get("environment_lock")
+                         else "not exported from a checkout (no requirements.lock)")),
     ]
     lines = [f"# {card['cell_id']}: {t['method']}", "",
              f"A model trained by lsqueeze, reproducing {card['paper']}.", "",
