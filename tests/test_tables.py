@@ -322,9 +322,9 @@ def test_runs_of_an_older_version_read_with_this_versions_columns():
     readers (claims, DVC metrics) rename them, and masking's fractions become percent."""
     from lsqueeze.report.tablemeta import read_table
 
-    run = REPO / "reproduced" / "mnist_100k_cpu"
-    old = pd.read_parquet(run / "table_6_compare.parquet")
-    new = read_table(run / "table_6_compare.parquet", "compare")
+    run = REPO / "reproduced" / "mnist_cpu"  # written before the snake_case, unit-suffixed names
+    old = pd.read_parquet(run / "table_2_compare.parquet")
+    new = read_table(run / "table_2_compare.parquet", "compare")
     assert {"measured", "published", "delta"} <= set(old.columns)
     assert new["measured_pct"].tolist() == old["measured"].tolist()
     assert {"published_pct", "delta_pct", "sd_pct", "replicate_spread_pct"} <= set(new.columns)
@@ -333,4 +333,4 @@ def test_runs_of_an_older_version_read_with_this_versions_columns():
     assert masking["accuracy_pct"].tolist() == pytest.approx((100 * masking_old["value"]).tolist())
     assert masking["gap_pct"].dropna().tolist() == pytest.approx(
         (100 * masking_old["gap"]).dropna().tolist())
-    assert read_table(run / "table_6_compare.parquet", "compare").equals(new)  # files untouched
+    assert read_table(run / "table_2_compare.parquet", "compare").equals(new)  # files untouched
