@@ -154,7 +154,7 @@ def main(argv=None) -> dict:
         if fragments:
             runner.run(f"aggregate-after-{phase}",
                        ["aggregate", "--plan", str(plan_file), "--inputs", *fragments,
-                        "--reference", str(REPO / "params" / "paper_tables.csv"),
+                        "--reference", str(REPO / "src" / "lsqueeze" / "data" / "paper_tables.csv"),
                         "--out-dir", str(out)], args.attack_timeout)
         (out / "run.json").write_text(json.dumps(record, indent=1, default=str) + "\n")
 

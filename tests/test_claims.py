@@ -13,7 +13,7 @@ from conftest import REPO
 from lsqueeze.report import claims as C
 from lsqueeze.report.claims_report import to_html
 
-CLAIMS_FILE = REPO / "params" / "claims.yaml"
+CLAIMS_FILE = REPO / "src/lsqueeze/data/claims.yaml"
 PGD40 = {"name": "white PGD-40 X-ent", "threat": "white", "attack_id": "pgd40",
          "attack_paper": {"attack": "pgd", "loss": "xent", "steps": 40, "restarts": 1, "eps": 0.3}}
 AA = {"name": "AutoAttack", "threat": "white", "attack_id": "aa",
@@ -270,7 +270,7 @@ def test_the_papers_own_numbers_under_the_same_rules():
     falls 8.8 points from 20 to 1,000 steps, which it calls slight, and the criterion allows 10);
     and the paper's claims that hold only by a few points on one seed are not distinguishable,
     not reproduced."""
-    ref = pd.read_csv(REPO / "params" / "paper_tables.csv")
+    ref = pd.read_csv(REPO / "src/lsqueeze/data/paper_tables.csv")
     from lsqueeze.plan.build import build_plan, load_config
     from lsqueeze.report.tables import published
 

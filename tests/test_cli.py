@@ -186,7 +186,7 @@ def test_a_hand_written_training_spec_is_checked_before_training(job_files, caps
 
 
 def test_aggregate_names_a_missing_plan_or_fragment(tmp_path, capsys):
-    reference = REPO / "params" / "paper_tables.csv"
+    reference = REPO / "src/lsqueeze/data/paper_tables.csv"
     out = tmp_path / "tables"
     code, line = _one_line_error(capsys, ["aggregate", "--plan", tmp_path / "plan.json",
                                           "--reference", reference, "--out-dir", out])

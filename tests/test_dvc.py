@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from conftest import REPO
+from lsqueeze.runtime.files import file_digest
 
 BIN = Path(sys.executable).parent
 NOTHING = "Nothing to be done"
@@ -83,9 +84,10 @@ def test_repro_push_pull_restore_and_one_cell_edit(tmp_path):
     # --- A: versioned run ---------------------------------------------------------------------
     sh(a, "dvc", "repro")
     assert NOTHING in _dry_run(a).stdout, "DVC's commit of the outs disturbed Snakemake's state"
-    metrics_a = json.loads((a / "metrics" / "tiny.json").read_text())
-    assert {"1", "2"} <= set(metrics_a["tables"])  # a few scalars per table, not every number
-    assert all(len(t) <= 5 for t in metrics_a["tables"].values()), metrics_a
+    tables_a = {p.stem: json.loads(p.read_text()) for p in (a / "metrics/tiny/tables").glob("*.json")}
+    assert {"1", "2"} <= set(tables_a)  # a few scalars per table, not every number
+    assert all(len(t) <= 5 for t in tables_a.values()), tables_a
+    assert (a / "metrics/tiny/models/smooth.json").is_file()
     csv_a = (a / "metrics" / "tiny_compare.csv").read_text()
     assert csv_a.startswith("table,cell,column,") and "\n2,smooth,Test," in csv_a
     sh(a, "git", "add", "dvc.lock", "metrics")
@@ -103,6 +105,7 @@ def test_repro_push_pull_restore_and_one_cell_edit(tmp_path):
     assert shown and "values" not in json.dumps(shown)
     out = sh(b, sys.executable, "-m", "lsqueeze", "pull").stdout  # = make pull: dvc pull + restore
     assert "restored Snakemake metadata" in out
+    assert "Data and pipelines are up to date" in sh(b, "dvc", "status").stdout  # nothing else
     dry = _dry_run(b)
     assert NOTHING in dry.stdout, dry.stdout[-3000:]
     tables_a, tables_b = _files(a / "results/tiny/tables"), _files(b / "results/tiny/tables")
@@ -222,7 +225,10 @@ def test_metrics_keys_are_cell_names(tmp_path):
     ]).assign(measurement=lambda f: f.cell_id + "|" + f.column,  # lsqueeze.report.agreement.judge's
               status=["outside", None, "within", None], replicate_spread_pct=None  # columns
               ).to_parquet(tmp_path / "table_2_compare.parquet")
-    m = write_metrics(tmp_path / "plan.json", tmp_path, tmp_path / "m.json", tmp_path / "c.csv")
+    (tmp_path / "m" / "models").mkdir(parents=True)
+    (tmp_path / "m" / "models" / "gone.json").write_text("{}")  # a model an older run had
+    m = write_metrics(tmp_path / "plan.json", tmp_path, tmp_path / "m", tmp_path / "c.csv",
+                      tmp_path / "c.png")
     assert m["compared"] == 2 and m["within_tolerance"] == 1
     t = m["tables"]["2"]
     assert t["mean_abs_delta"] == 5.5 and t["compared"] == 2 and t["within_tolerance"] == 1
@@ -230,49 +236,66 @@ def test_metrics_keys_are_cell_names(tmp_path):
     # a few headline accuracies per model, by the preset's cell name; none where not measured
     assert m["accuracy_pct"] == {"smooth": {"clean": 90.0},
                                  "squeeze": {"clean": 97.0, "pgd": 50.12}}
+    # one file per model, per table, and the summary: `dvc metrics show` prints a line for each
+    files = {p.relative_to(tmp_path / "m").as_posix(): json.loads(p.read_text())
+             for p in (tmp_path / "m").rglob("*.json")}
     # each model's name as the tables print it: its row's label (a plan without the cells'
     # settings and a row without a label: the cell name)
-    assert m["model"] == {"smooth": "LS + noise", "squeeze": "squeeze"}
-    assert json.loads((tmp_path / "m.json").read_text()) == m
+    assert files == {"models/smooth.json": {"clean": 90.0, "model": "LS + noise"},
+                     "models/squeeze.json": {"clean": 97.0, "pgd": 50.12, "model": "squeeze"},
+                     "tables/2.json": t,
+                     "summary.json": {k: v for k, v in m.items()
+                                      if k not in ("tables", "accuracy_pct", "model")}}
+    from lsqueeze.cli import main  # the stage's command, into the directory a run left
+
+    assert main(["metrics", "--plan", str(tmp_path / "plan.json"), "--tables", str(tmp_path),
+                 "--out", str(tmp_path / "m")]) == 0
+    assert json.loads((tmp_path / "m/models/smooth.json").read_text()) == {
+        "clean": 90.0, "model": "LS + noise"}
+    assert m["environment_lock"] == "sha256:" + file_digest(REPO / "requirements.lock")
     # the plot's data: only numbers with a published value and a measured one (none at 0)
     lines = (tmp_path / "c.csv").read_text().splitlines()
     assert lines == ["table,cell,column,measured,published,delta", "2,smooth,Test,90.0,99.0,-9.0",
                      "2,squeeze,Test,97.0,99.0,-2.0"]
+    # the same plot as a PNG, which `dvc plots show` shows offline (dvc.yaml declares both)
+    assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+    plots = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["pipeline"]["plots"]
+    assert [next(iter(p)) for p in plots] == ["metrics/${preset}_compare.csv",
+                                              "metrics/${preset}_compare.png"]
 
 
-def _flat(d, prefix=""):
-    """Metric keys as `dvc metrics` flattens them: nested keys joined by '.'."""
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
+def test_dvc_metrics_show_one_line_per_model_at_the_papers_size(tmp_path):
+    """The paper preset's plan, every number measured (100.00, the widest): `dvc metrics show`
+    prints one line per model, per table and the summary; the models alone (the README's view)
+    fit 100 columns."""
+    import pandas as pd
 
-
-@pytest.mark.parametrize("preset", ["tiny", "demo"])
-def test_headline_metrics_of_each_model_fit_a_terminal(preset):
-    """Each model's headline accuracies as `dvc metrics diff` lists them (one row per metric:
-    path, key, old, new, change) and as one line per model (its keys and values) fit in 100
-    columns, with the widest values (100.00) — for the presets' plans, whatever a run measures."""
     from lsqueeze.plan.build import build_plan, load_config
-    from lsqueeze.report.dvc_metrics import HEADLINE, MODELS, headline_columns
+    from lsqueeze.report.dvc_metrics import write_metrics
 
-    cfg = REPO / ("tests/config/tiny.yaml" if preset == "tiny" else "params/demo.yaml")
-    plan = build_plan(load_config(cfg))
-    where = headline_columns({"tables": plan.tables})
-    models = {cell: {k: 100.0 for k in [*keys, "clean"]} for cell, keys in where.items()}
-    assert set(models) >= {"squeeze", "smooth"}
-    assert set(where["squeeze"]) == set(HEADLINE)  # clean, PGD, AutoAttack, worst case
-    path = f"metrics/{preset}.json"
-    for cell, values in models.items():
-        flat = _flat({MODELS: {cell: values}})
-        for key, value in flat.items():
-            row = f"{path}  {key}  {value:.2f}  {value:.2f}  {-value:.2f}"
-            assert len(row) <= 100, row
-        line = f"{path}  {MODELS}.{cell}  " + "  ".join(f"{k} {v:.2f}" for k, v in values.items())
-        assert len(line) <= 100, line
+    plan = build_plan(load_config(REPO / "params" / "paper.yaml"))
+    (tmp_path / "plan.json").write_text(json.dumps({"tolerance_pct": 5, "tables": plan.tables}))
+    for t in plan.tables:
+        pd.DataFrame([{"table": str(t["id"]), "row": i, "cell_id": r["cell_id"], "column": c["name"],
+                       "measured_pct": 100.0, "published_pct": 100.0, "delta_pct": 0.0,
+                       "measurement": f"{r['cell_id']}|{c['name']}", "status": "within",
+                       "replicate_spread_pct": None}
+                      for i, r in enumerate(t["rows"]) for c in t["columns"]]
+                     ).to_parquet(tmp_path / f"table_{t['id']}_compare.parquet")
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    sh(repo, "git", "init", "-q")
+    sh(repo, "dvc", "init", "-q")
+    m = write_metrics(tmp_path / "plan.json", tmp_path, repo / "metrics" / "paper")
+    models, tables = m["accuracy_pct"], m["tables"]
+    assert len(models) >= 50 and len(tables) == len(plan.tables)
+    everything = sh(repo, "dvc", "metrics", "show", "metrics/paper").stdout.splitlines()
+    assert len(everything) == 1 + 1 + len(tables) + len(models), everything[:3]
+    shown = sh(repo, "dvc", "metrics", "show", "metrics/paper/models").stdout.splitlines()
+    assert len(shown) == 1 + len(models)
+    assert shown[0].split() == ["Path", "aa", "clean", "pgd", "worst"]
+    assert max(map(len, shown)) <= 100, max(shown, key=len)
+    assert all(f"metrics/paper/models/{cell}.json" in "\n".join(shown) for cell in models)
 
 
 def test_plot_template_skips_unpublished_points_and_draws_y_equals_x():
@@ -305,6 +328,22 @@ def test_plot_template_skips_unpublished_points_and_draws_y_equals_x():
     assert dots["encoding"]["x"]["title"] == "published accuracy (%)"
 
 
+def test_a_committed_dvc_lock_is_the_commits_own():
+    """`dvc status` in a fresh clone tells the truth. The repository commits no dvc.lock and no
+    metrics of its own (the README says the first `dvc repro` writes them): a lock committed
+    beside the code goes stale with the first code change. A commit that records a run (README,
+    "Versioning with DVC") commits its lock, whose code and params must then be the commit's."""
+    tracked = sh(REPO, "git", "ls-files", "dvc.lock", "metrics").stdout.split()
+    if not tracked:
+        readme = (REPO / "README.md").read_text()
+        assert "commits no `dvc.lock`" in readme and "the first `dvc repro` writes" in readme
+        return
+    status = json.loads(sh(REPO, "dvc", "status", "--json").stdout or "{}")
+    changed = [entry for stage in status.values() for entry in stage
+               if isinstance(entry, dict) and ("changed deps" in entry or "changed params" in entry)]
+    assert not changed, f"dvc.lock is not this commit's run (dvc repro, or git rm it): {changed}"
+
+
 def test_gitignore_keeps_dvc_and_report_outputs_out():
     ignored = sh(REPO, "git", "check-ignore", "dvc_plots/index.html", "report.html").stdout
     assert ignored.split() == ["dvc_plots/index.html", "report.html"]
@@ -331,7 +370,7 @@ def test_pull_with_an_unreachable_remote_says_so_in_one_line(tmp_path):
     assert check_remote(repo) == str(missing)
 
 
-def test_a_failed_pull_warns_against_force(monkeypatch):
+def test_a_failed_pull_warns_against_force(monkeypatch, tmp_path):
     """DVC's own message after a failed checkout suggests --force, which deletes every output the
     remote lacks: `lsqueeze pull` steers away from it, in the README's words."""
     from lsqueeze.jobs import remote
@@ -339,7 +378,10 @@ def test_a_failed_pull_warns_against_force(monkeypatch):
     monkeypatch.setattr(remote, "check_remote", lambda root, name: "/some/store")
     monkeypatch.setattr(remote.subprocess, "run",
                         lambda *a, **k: subprocess.CompletedProcess(a, 1))
+    with pytest.raises(remote.RemoteError, match="no dvc.lock here: this commit records no run"):
+        remote.pull(tmp_path, None)  # nothing recorded: nothing to pull
+    (tmp_path / "dvc.lock").write_text("schema: '2.0'\n")
     with pytest.raises(remote.RemoteError, match="Do not rerun it with --force.*fix the remote"):
-        remote.pull(".", None)
+        remote.pull(tmp_path, None)
     readme = (REPO / "README.md").read_text()
     assert "do not use `dvc pull --force`" in readme

@@ -18,11 +18,10 @@ import torch
 import lsqueeze
 from conftest import MNIST_COPY, REPO, tiny_spec
 from lsqueeze.cli import main
-from lsqueeze.jobs import card as C
 from lsqueeze.jobs import cost, data
 from lsqueeze.jobs import export as E
 from lsqueeze.jobs.train import train
-from lsqueeze.runtime.files import file_digest, save_parquet
+from lsqueeze.runtime.files import file_digest, lock_digest, save_parquet
 from lsqueeze.runtime.integrity import IntegrityError
 from lsqueeze.science import inputs
 from lsqueeze.science.models import build_model
@@ -214,6 +213,8 @@ def test_export_writes_a_checkpoint_a_fresh_model_loads(tiny, batch, tmp_path, c
     md = (where / f"{name}.md").read_text()
     assert "not measured" in md and file_digest(ckpt) in md and card["code_version"] in md
     assert f'torch.export.load("{prog.name}").module()' in md
+    lock = "sha256:" + file_digest(REPO / "requirements.lock")
+    assert card["environment_lock"] == lock and f"requirements.lock `{lock}`" in md
     # a second export is byte-identical: the digests name the weights, not the run
     E.export(tiny, tmp_path / "again")
     again, _ = _zoo(tmp_path / "again", metrics)
@@ -331,20 +332,9 @@ def test_card_has_robustbenchs_fields_and_every_attack(tiny, tmp_path):
     assert "autoattack_gap" in card["footnote"]
     assert card["recipe"] == metrics["spec"]["recipe"]
     assert card["training_commit"] == metrics["code_version"]
-    assert card["lock_sha256"] == C.lock_digest()
+    assert card["environment_lock"] == lock_digest()
     md = (tmp_path / "out" / "digits28" / "Linf" / f"{card['file']}.md").read_text()
     assert "| `autoattack_acc` | 41.00 |" in md and "pgd-xent-n40-e0.2-a0.01-r1-rand" in md
-
-
-def test_lock_digest_is_none_without_a_lock_and_follows_its_bytes(tmp_path):
-    assert C.lock_digest(tmp_path) is None
-    (tmp_path / "dvc.lock").write_text("outs: []\n")  # the pipeline's lock, not a dependency lock
-    assert C.lock_digest(tmp_path) is None
-    (tmp_path / "requirements.lock").write_text("torch==2.14.1\n")
-    first = C.lock_digest(tmp_path)
-    assert len(first) == 64
-    (tmp_path / "requirements.lock").write_text("torch==2.14.2\n")
-    assert C.lock_digest(tmp_path) not in (None, first)
 
 
 def test_measurements_without_the_model_are_refused_in_one_line(tiny, tmp_path, capsys):

@@ -14,7 +14,7 @@ from lsqueeze.plan.build import build_plan, load_config
 from lsqueeze.plan.schema import validate
 from lsqueeze.report.tables import published
 
-CSV = REPO / "params" / "paper_tables.csv"
+CSV = REPO / "src/lsqueeze/data/paper_tables.csv"
 PAPER = REPO / "params" / "paper.yaml"
 BASELINE = {"natural": "natural", "adv": "adv", "madry_adv": "adv", "pgd2_adv": "adv"}
 

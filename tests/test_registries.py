@@ -1,4 +1,4 @@
-"""The preset schema's enums (params/schema.json) are the package's registries: a new dataset,
+"""The preset schema's enums (lsqueeze/data/schema.json) are the package's registries: a new dataset,
 architecture, attack, loss or figure kind is added in its module, and this test names the schema
 line to extend with it."""
 
@@ -14,7 +14,7 @@ from lsqueeze.registries import attack_kinds, figure_kinds
 from lsqueeze.runtime import integrity
 from lsqueeze.science import models, pgd
 
-SCHEMA = json.loads((REPO / "params" / "schema.json").read_text())
+SCHEMA = json.loads((REPO / "src/lsqueeze/data/schema.json").read_text())
 
 
 def enums(node, path=()):
@@ -42,7 +42,7 @@ def enum_at(suffix: str) -> list:
     ("properties/loss", tuple(pgd.LOSSES)),
 ])
 def test_schema_enum_is_the_registry(suffix, registry):
-    assert sorted(enum_at(suffix)) == sorted(registry), f"params/schema.json {suffix}"
+    assert sorted(enum_at(suffix)) == sorted(registry), f"lsqueeze/data/schema.json {suffix}"
 
 
 def test_datasets_are_the_recipes():

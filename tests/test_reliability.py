@@ -404,7 +404,7 @@ def test_a_flipped_byte_in_the_aggregated_tables_is_refused(tiny_run, tmp_path):
     tables = tmp_path / "tables"
     shutil.copytree(tiny_run / "results/tiny/tables", tables)
     plan = tiny_run / "results/tiny/plan/tables.json"
-    args = ["claims", "--plan", plan, "--claims", REPO / "params/claims.yaml", "--tables", tables,
+    args = ["claims", "--plan", plan, "--claims", REPO / "src/lsqueeze/data/claims.yaml", "--tables", tables,
             "--out-dir", tmp_path / "out"]
     assert cli(*args).returncode == 0
     flip_byte(tables / "measurements.parquet", at=0.3)

@@ -14,10 +14,13 @@ def test_torchattacks_is_declared_and_installed_the_same_way_everywhere():
     extra = PYPROJECT["project"]["optional-dependencies"]["crosscheck"]
     assert extra == ["torchattacks==3.5.1"]
     pin = extra[0]
+    lock = (REPO / "requirements-crosscheck.lock").read_text()
+    assert f"{pin} \\\n    --hash=sha256:" in lock
+    assert pin not in (REPO / "requirements.lock").read_text()  # its requests pin would break DVC
     make = (REPO / "Makefile").read_text()
-    assert f"pip install -q --no-deps {pin}" in make
+    assert "--no-deps -r requirements-crosscheck.lock" in make and f'echo "{pin}"' in make
     env = (REPO / "environment.yml").read_text()
-    assert f"pip install --no-deps {pin}" in env  # the conda file's note says how, and why
+    assert "--no-deps -r requirements-crosscheck.lock" in env  # the conda file's note says how, and why
     readme = (REPO / "README.md").read_text()
     assert f"--no-deps\n{pin}" in readme or f"--no-deps {pin}" in readme
 
@@ -27,11 +30,11 @@ def test_reference_autoattack_is_a_declared_dependency_everywhere():
     must bring it, not only `make venv`."""
     pin = "pyautoattack==0.2.0"
     assert pin in PYPROJECT["project"]["dependencies"]
-    for env_file in (REPO / "environment.yml", REPO / "workflow" / "envs" / "lsqueeze.yaml"):
-        env = yaml.safe_load(env_file.read_text())
-        pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
-        assert pin in pip, env_file
-        assert not any(d.startswith("torchattacks") for d in pip), env_file
+    assert f"\n{pin} \\\n" in (REPO / "requirements.lock").read_text()  # environment.yml installs it
+    env = yaml.safe_load((REPO / "workflow" / "envs" / "lsqueeze.yaml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    assert pin in pip
+    assert not any(d.startswith("torchattacks") for d in pip)
     assert "--no-deps pyautoattack" not in (REPO / "Makefile").read_text()
 
 

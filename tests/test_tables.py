@@ -1,5 +1,6 @@
 """Aggregation on synthetic fragments: layout, published lookup, Δ, tolerance summary, renderings."""
 
+import hashlib
 import json
 from datetime import UTC
 
@@ -14,7 +15,7 @@ from lsqueeze.plan.build import attack_record, build_plan, model_name
 from lsqueeze.report.tablemeta import checked_model
 from lsqueeze.report.tables import aggregate, published
 
-REFERENCE = REPO / "params" / "paper_tables.csv"
+REFERENCE = REPO / "src/lsqueeze/data/paper_tables.csv"
 
 
 def _plan_json(plan, analyses):
@@ -173,6 +174,8 @@ def test_long_form_has_every_measurement(demo_run):
     plan, long, out = demo_run
     on_disk = pd.read_parquet(out / "measurements.parquet")
     assert len(on_disk) == len(long)
+    lock = (REPO / "requirements.lock").read_bytes()
+    assert on_disk.attrs["environment_lock"] == "sha256:" + hashlib.sha256(lock).hexdigest()
     assert len(on_disk[on_disk.metric == "accuracy"]) == len(plan.white) + len(plan.black)
     eq4 = {r["cell_id"] for t in plan.tables for r in t["rows"]
            if any(c.get("metric") == "predicted_accuracy" for c in t["columns"])}
@@ -244,13 +247,15 @@ def test_tables_carry_provenance_captions_and_masking(demo_run):
 def test_provenance_names_every_device_and_version():
     from datetime import datetime
 
-    from lsqueeze.report.tablemeta import provenance
+    from lsqueeze.report.tablemeta import provenance, provenance_lines
 
     long = pd.DataFrame({"metric": ["accuracy", "accuracy", "test_accuracy"], "n": [100, 50, None],
                          "code_version": ["v1", "v2", "v1"], "device": ["gpu A", "cpu", None]})
     prov = provenance({"preset": "demo"}, long, now=datetime(2024, 1, 2, 3, 4, tzinfo=UTC))
+    lock = "sha256:" + hashlib.sha256((REPO / "requirements.lock").read_bytes()).hexdigest()
     assert prov == {"preset": "demo", "code": "v1, v2", "date": "2024-01-02 03:04 UTC",
-                    "devices": "cpu; gpu A", "n": "50, 100"}
+                    "devices": "cpu; gpu A", "n": "50, 100", "lock": lock}
+    assert f"environment: requirements.lock {lock[:19]}" in provenance_lines(prov)[1]
 
 
 def _one_table(rows, columns):
@@ -317,9 +322,9 @@ def test_runs_of_an_older_version_read_with_this_versions_columns():
     readers (claims, DVC metrics) rename them, and masking's fractions become percent."""
     from lsqueeze.report.tablemeta import read_table
 
-    run = REPO / "reproduced" / "mnist_100k_cpu"
-    old = pd.read_parquet(run / "table_6_compare.parquet")
-    new = read_table(run / "table_6_compare.parquet", "compare")
+    run = REPO / "reproduced" / "mnist_cpu"  # written before the snake_case, unit-suffixed names
+    old = pd.read_parquet(run / "table_2_compare.parquet")
+    new = read_table(run / "table_2_compare.parquet", "compare")
     assert {"measured", "published", "delta"} <= set(old.columns)
     assert new["measured_pct"].tolist() == old["measured"].tolist()
     assert {"published_pct", "delta_pct", "sd_pct", "replicate_spread_pct"} <= set(new.columns)
@@ -328,4 +333,4 @@ def test_runs_of_an_older_version_read_with_this_versions_columns():
     assert masking["accuracy_pct"].tolist() == pytest.approx((100 * masking_old["value"]).tolist())
     assert masking["gap_pct"].dropna().tolist() == pytest.approx(
         (100 * masking_old["gap"]).dropna().tolist())
-    assert read_table(run / "table_6_compare.parquet", "compare").equals(new)  # files untouched
+    assert read_table(run / "table_2_compare.parquet", "compare").equals(new)  # files untouched

@@ -133,9 +133,9 @@ INPUT_FILES = ("model", "plan", "reference", "claims", "measurements", "adv_set"
                "inputs", "csv")
 INPUT_DIRS = ("tables",)
 # What a command writes: a file (written atomically into its directory) or a directory.
-OUTPUT_FILES = {"metrics": ("out", "csv"), "export": ()}  # other commands: ("out",)
+OUTPUT_FILES = {"metrics": ("csv", "png"), "export": ()}  # other commands: ("out",)
 OUTPUT_DIRS = ("out_dir", "raw_dir")
-OUTPUT_DIRS_OF = {"export": ("out",)}  # a command's own output directories beside OUTPUT_DIRS
+OUTPUT_DIRS_OF = {"export": ("out",), "metrics": ("out",)}  # a command's own, beside OUTPUT_DIRS
 # The dataset splits a command reads from --data-dir (`lsqueeze data` writes them).
 SPLITS = {"train": ("train.pt", "test.pt")}
 

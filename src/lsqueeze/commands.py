@@ -199,7 +199,7 @@ def figure(args):
 
 def _claims_flags(s):
     _plan_file(s)
-    s.add_argument("--claims", required=True, help="claims file (params/claims.yaml)")
+    s.add_argument("--claims", required=True, help="claims file (lsqueeze/data/claims.yaml)")
     s.add_argument("--tables", required=True, help="directory of the aggregated tables")
     s.add_argument("--out-dir", required=True, help="where claims.md/.html/.parquet go")
     s.add_argument("--preset", default="", help="preset name, for the page")
@@ -248,15 +248,16 @@ def plan(args):
 def _metrics_flags(s):
     _plan_file(s)
     s.add_argument("--tables", required=True, help="directory of the aggregated tables")
-    s.add_argument("--out", required=True, help="metrics JSON")
+    s.add_argument("--out", required=True, help="metrics directory (one JSON per table and model)")
     s.add_argument("--csv", help="measured vs published CSV (for `dvc plots`)")
+    s.add_argument("--png", help="the same, drawn as a PNG (a plot that shows offline)")
 
 
 @command("metrics", "summary numbers for `dvc metrics` + comparison CSV", _metrics_flags)
 def metrics(args):
     from lsqueeze.report.dvc_metrics import write_metrics
 
-    m = write_metrics(args.plan, args.tables, args.out, args.csv)
+    m = write_metrics(args.plan, args.tables, args.out, args.csv, args.png)
     print(f"{m['within_tolerance']} of {m['compared']} numbers within ±{m['tolerance_pct']:g}")
 
 
@@ -320,7 +321,7 @@ def _cost_flags(s):
     s.add_argument("--readme", action="store_true",
                    help="print the README's cost table (every table<N>.yaml and the paper)")
     s.add_argument("--gpu", default="h100",
-                   help="GPU model with measured step times in params/step_times.csv")
+                   help="GPU model with measured step times in lsqueeze/data/step_times.csv")
 
 
 @command("cost", "projected GPU-hours of a preset, per table, before it runs", _cost_flags)
@@ -329,7 +330,10 @@ def cost(args):
     from lsqueeze.plan.build import load_config
 
     if args.readme:
-        print(readme_table(args.gpu))
+        try:
+            print(readme_table(args.gpu))
+        except (OSError, ValueError) as exc:
+            return _error("cost", exc)
         return 0
     preset = args.preset or args.configfile
     if not preset or (args.preset and args.configfile and args.preset != args.configfile):
@@ -401,7 +405,7 @@ def export(args):
 
 
 def _make_preset_flags(s):
-    s.add_argument("--csv", default=None, help="published values (default params/paper_tables.csv)")
+    s.add_argument("--csv", default=None, help="published values (default lsqueeze/data/paper_tables.csv)")
     s.add_argument("--out-dir", default="params")
 
 

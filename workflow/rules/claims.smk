@@ -1,11 +1,11 @@
-# Claims: the paper's headline claims (params/claims.yaml) checked against the aggregated tables,
+# Claims: the paper's headline claims (src/lsqueeze/data/claims.yaml) checked against the aggregated tables,
 # one verdict per claim (lsqueeze.report.claims). Reads only what aggregate wrote; no model is loaded.
 
 
 rule claims:
     input:
         plan=PLAN_FILE,
-        claims=f"{workflow.basedir}/params/claims.yaml",
+        claims=f"{workflow.basedir}/src/lsqueeze/data/claims.yaml",
         long=f"{RES}/tables/measurements.parquet",
         masking=f"{RES}/tables/masking.parquet",
         compare=[f"{RES}/tables/table_{t}_compare.parquet" for t in TABLE_IDS],

@@ -25,7 +25,7 @@ try:
     validate_sources(
         config,
         workflow.configfiles,
-        workflow.source_path("../../params/schema.json"),
+        workflow.source_path("../../src/lsqueeze/data/schema.json"),
         checkout=workflow.basedir,
     )
 except ConfigError as exc:

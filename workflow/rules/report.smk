@@ -5,7 +5,7 @@
 
 rule tables_plan:
     input:
-        reference=f"{workflow.basedir}/params/paper_tables.csv",
+        reference=f"{workflow.basedir}/src/lsqueeze/data/paper_tables.csv",
     output:
         PLAN_FILE,
     log:
@@ -23,7 +23,7 @@ rule tables_plan:
 rule aggregate:
     input:
         plan=PLAN_FILE,
-        reference=f"{workflow.basedir}/params/paper_tables.csv",
+        reference=f"{workflow.basedir}/src/lsqueeze/data/paper_tables.csv",
         fragments=LAYOUT.fragments() + list(LAYOUT.analyses()),
     output:
         # The report shows HTML as a page but Parquet only as base64 text: the Parquet files are

@@ -11,19 +11,18 @@ This project's own: the cell id and file stem, the input convention, the paper's
 training (method, α/β/σ, steps, seed) and its recipe, every attack measured on the model (the
 paper's PGD-40 among them, black-box transfers with their source), the robust accuracy at each ε
 (AutoAttack and the worst case over every attack), the gradient-masking checks, the digests of
-the checkpoint, the trained model, the measurements and the dependency lock, and the commit that
-trained the model.
+the checkpoint, the trained model, the measurements and the environment lock, and the commit
+that trained the model.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 from pathlib import Path
 
 from lsqueeze.plan.build import model_name, num, steps_tag
 from lsqueeze.registries.datasets import ADV_TRAINING, IMAGE_SHAPE, TEST_SIZE
-from lsqueeze.runtime.files import code_version
+from lsqueeze.runtime.files import code_version, lock_digest
 
 NOT_MEASURED = "not measured"
 THREAT_MODEL = "Linf"
@@ -32,26 +31,6 @@ PAPER = ('Shafahi, Ghiasi, Huang, Goldstein (2019), "Label Smoothing and Logit S
 ROBUSTBENCH_FIELDS = ("name", "dataset", "threat_model", "eps", "clean_acc", "autoattack_acc",
                       "architecture", "additional_data", "number_forward_passes", "reference",
                       "footnote")
-# the checkout's dependency lock files, if it has any: the card names the environment by their
-# digest (a wheel install has none, and the card says None)
-LOCK_GLOBS = ("requirements*.lock", "requirements*.lock.txt", "*.lock.txt", "conda-lock*.yml")
-CHECKOUT = Path(__file__).resolve().parents[3]
-
-
-def lock_digest(root=None) -> str | None:
-    """sha256 over the checkout's dependency lock files (name and bytes of each, in name
-    order), or None where it has none. dvc.lock locks the pipeline's outputs, not the
-    dependencies, and is not one of them."""
-    root = Path(root) if root is not None else CHECKOUT
-    files = sorted({p for g in LOCK_GLOBS for p in root.glob(g) if p.is_file()})
-    if not files:
-        return None
-    h = hashlib.sha256()
-    for p in files:
-        h.update(p.name.encode() + b"\0" + p.read_bytes() + b"\0")
-    return h.hexdigest()
-
-
 def _pct_str(value) -> str:
     """RobustBench's spelling of an accuracy: percent with two decimals, as a string."""
     return NOT_MEASURED if not isinstance(value, (int, float)) else f"{100 * float(value):.2f}"
@@ -171,7 +150,8 @@ def model_card(metrics: dict, files: dict, n_params: int, measured: dict | None,
         "model_sha256": metrics.get("model_sha256"),
         "training_commit": metrics.get("code_version"),
         "torch": metrics.get("torch"),
-        "lock_sha256": lock_digest(),
+        # the environment lock (requirements.lock) of the checkout that exported it
+        "environment_lock": lock_digest(),
         "code_version": code_version(),
     }
 
@@ -238,8 +218,9 @@ def card_markdown(card: dict) -> str:
         ("Checkpoint", f"`{card['checkpoint']['file']}`, sha256 `{card['checkpoint']['sha256']}`"),
         ("Trained model", f"sha256 `{card['model_sha256']}` (model.pt)"),
         ("Trained by", f"{card['training_commit']} (torch {card['torch']})"),
-        ("Dependency lock", f"sha256 `{card['lock_sha256']}`" if card["lock_sha256"]
-         else "none in the exporting checkout"),
+        ("Environment", (f"requirements.lock `{card['environment_lock']}`"
+                         if card.get("environment_lock")
+                         else "not exported from a checkout (no requirements.lock)")),
         ("Exported by", f"lsqueeze {card['code_version']}"),
     ]
     lines = [f"# {card['name']}", "",

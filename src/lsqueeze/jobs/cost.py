@@ -7,7 +7,7 @@ lsqueeze.registries.attack_kinds: FGSM 1; PGD steps × restarts; AutoAttack its 
 is crafted once per source and attack; a transfer is one forward, ⅓ of a step).
 The ε_L analysis, figures and the download are minutes and are not counted.
 
-Step times come from `params/step_times.csv` (one GPU model per row, each row saying whether it
+Step times come from `lsqueeze/data/step_times.csv` (one GPU model per row, each row saying whether it
 was measured, derived from a measured one, or an upper bound). An architecture or batch size
 without a row is estimated from the same family's row scaled by forward FLOPs (counted on the
 meta device: nothing is allocated), never below the smallest measured step: a small model on a
@@ -28,8 +28,9 @@ from pathlib import Path
 from lsqueeze.plan.build import Plan, build_plan
 from lsqueeze.registries.attack_kinds import image_steps
 from lsqueeze.registries.datasets import IMAGE_SHAPE, RECIPES, TEST_SIZE
+from lsqueeze.runtime.files import CHECKOUT, package_data
 
-STEP_TIMES = Path(__file__).resolve().parents[3] / "params" / "step_times.csv"
+STEP_TIMES = package_data("step_times.csv")
 TRANSFER_STEPS = 1 / 3          # one forward pass, no backward
 FAMILY = {"madry_cnn": "madry_cnn", "wrn": "wrn", "madry_wrn": "wrn"}
 
@@ -206,13 +207,13 @@ def estimate(config: dict, gpu: str = "h100", step_times=STEP_TIMES) -> dict:
     out = {"gpu": gpu.lower(), "tables": tables, "basis": costs.basis,
            "total": {"cells": len(plan.cells), "train_h": tr, "attack_h": at, "total_h": tr + at}}
     if not all(math.isfinite(v) for v in (tr, at)):
-        raise CostError("a step time in params/step_times.csv is not a finite number")
+        raise CostError("a step time in lsqueeze/data/step_times.csv is not a finite number")
     return out
 
 
 def report(est: dict, preset: str) -> str:
     lines = [f"Projected GPU-hours for {preset} on one {est['gpu'].upper()} "
-             "(params/step_times.csv: the plain loop, one job per GPU)", "",
+             "(lsqueeze/data/step_times.csv: the plain loop, one job per GPU)", "",
              "| table | cells | training h | attacks h | total h |", "|---|---|---|---|---|"]
     for tid, t in est["tables"].items():
         lines.append(f"| {tid} | {t['cells']} | {t['train_h']:.3g} | {t['attack_h']:.3g} | "
@@ -237,10 +238,17 @@ def approx_hours(h: float) -> str:
 README_TABLES = range(1, 12)
 
 
-def readme_table(gpu: str = "h100", params=STEP_TIMES.parent) -> str:
+def readme_table(gpu: str = "h100", params=None) -> str:
     """The README's cost table: each table<N>.yaml on its own (models, GPU-hours), then the paper
-    preset, every job once. Rows keep the README's own descriptions; a test keeps them equal."""
+    preset, every job once (from the checkout's params/ by default). Rows keep the README's own
+    descriptions; a test keeps them equal."""
     from lsqueeze.plan.build import load_config
+
+    if params is None:
+        if CHECKOUT is None:
+            raise CostError("--readme reads the presets of a checkout; this package is installed "
+                            "outside one")
+        params = CHECKOUT / "params"
 
     lines = ["| preset | models | GPU-hours |", "|---|---|---|"]
     for t in README_TABLES:

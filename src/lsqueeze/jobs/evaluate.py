@@ -61,21 +61,22 @@ def run_attack(model, x, y, spec: dict, batch_size: int, seed: int = 0, label: s
                            "first_broken_by": torch.cat([p["first_broken_by"] for p in parts])}
 
 
-def _record(kind, spec, attack, survived, t0, device, **extra):
+def _record(kind, spec, attack, survived, t0, device, version, **extra):
     """The record of one evaluation: `survived` is the per-example correctness of test images
-    0..n-1 (the evaluated set is always the first n)."""
+    0..n-1 (the evaluated set is always the first n). `version`: the checkout's commit when the
+    job started, the code it imported (a commit made while a long attack ran is not it)."""
     n, correct = len(survived), int(survived.sum())
     return {"kind": kind, "cell_id": spec["id"], "cell": spec["cell"], "attack": attack,
             "n": n, "correct": correct, "accuracy": correct / max(n, 1),
             "per_example": pack(survived),
             "wall_time_s": time.perf_counter() - t0, "device": device_name(device),
-            "code_version": code_version(), **extra}
+            "code_version": version, **extra}
 
 
 def white_box(spec, model_path, data_dir, attack: dict, out, n=None, batch_size=500, device="auto"):
     """Accuracy of one model under one attack computed on the model itself."""
     device = pick_device(device)
-    t0 = time.perf_counter()
+    t0, version = time.perf_counter(), code_version()
     x, y = test_subset(data_dir, n, device)
     model = load_model(spec, model_path, tuple(x.shape[1:]), device)
     # Clean correctness of the same images: the worst case counts an image only if the model
@@ -85,7 +86,7 @@ def white_box(spec, model_path, data_dir, attack: dict, out, n=None, batch_size=
                                   seed=spec["cell"]["seed"], label=f"{spec['id']} {attack['id']}",
                                   breakdown=True)
     extra = {"members": pack_members(parts["first_broken_by"], parts["members"])} if parts else {}
-    rec = _record("white", spec, attack, robust, t0, device, clean_per_example=pack(clean),
+    rec = _record("white", spec, attack, robust, t0, device, version, clean_per_example=pack(clean),
                   model_hash=file_hash(model_path), **extra)
     save_json(rec, out)
     return rec
@@ -113,13 +114,13 @@ def transfer(spec, model_path, adv_set, out, batch_size=1000, source_id=None, at
 
     The set must be intact and, given the source model's metrics.json, crafted on that model."""
     device = pick_device(device)
-    t0 = time.perf_counter()
+    t0, version = time.perf_counter(), code_version()
     blob = load_torch(adv_set)
     verify_adv_set(blob, adv_set, source_metrics, attack_id=(attack or {}).get("id"))
     x, y = blob["x_adv"].to(device), blob["y"].to(device)
     model = load_model(spec, model_path, tuple(x.shape[1:]), device)
     survived = attacks.predict(model, x, batch_size) == y
-    rec = _record("black", spec, attack or {"id": blob["attack_id"]}, survived, t0, device,
+    rec = _record("black", spec, attack or {"id": blob["attack_id"]}, survived, t0, device, version,
                   source_id=blob["source_id"], source_hash=blob["source_hash"],
                   adv_set_hash=file_hash(adv_set), model_hash=file_hash(model_path))
     save_json(rec, out)

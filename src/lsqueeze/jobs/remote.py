@@ -61,6 +61,12 @@ def check_remote(root=".", name: str | None = None) -> str:
 def pull(root=".", name: str | None = None, restore: bool = True) -> int:
     """Check the remote, `dvc pull` from it, then `lsqueeze restore` (unless restore=False)."""
     check_remote(root, name)
+    # The repository commits no dvc.lock of its own (a committed one goes stale with every code
+    # change); a commit that recorded a run has one, and that is what a pull fetches.
+    if not (Path(root) / "dvc.lock").is_file():
+        raise RemoteError("no dvc.lock here: this commit records no run to pull; check out the "
+                          "commit that recorded one (`dvc repro`, then `git add dvc.lock metrics`), "
+                          "or run the pipeline with `dvc repro`")
     cmd = [sys.executable, "-m", "dvc", "pull"] + (["--remote", name] if name else [])
     rc = subprocess.run(cmd, cwd=root).returncode
     if rc != 0:

@@ -16,7 +16,7 @@ record for each file that has one.
 `restore` puts that state back in a clone: it writes the metadata records (absolute paths of the
 original checkout re-anchored to this one) and gives the files new modification times in their
 original order, ending just before now (after the git checkout, so git-tracked inputs such as
-params/paper_tables.csv stay older than what was made from them). It restores the state the
+lsqueeze/data/paper_tables.csv stay older than what was made from them). It restores the state the
 original workspace had when `snakemake` finished — no `--touch` that would bless whatever happens
 to be on disk. It refuses while `dvc status` reports the stage changed (deps, params or outs differ
 from dvc.lock), because then the pulled files are not the product of the workspace's inputs. Any

@@ -1,4 +1,4 @@
-"""Preset validation: strict YAML, the JSON schema (params/schema.json), and the checks a schema
+"""Preset validation: strict YAML, the JSON schema (lsqueeze/data/schema.json), and the checks a schema
 cannot express.
 
 Runs before any job: a bad preset fails with one line per problem, naming the file, the line and
@@ -29,12 +29,10 @@ from lsqueeze.plan.build import (
 )
 from lsqueeze.registries import attack_kinds
 from lsqueeze.registries.figure_kinds import FIGURE_KINDS
+from lsqueeze.runtime.files import CHECKOUT, package_data
 from lsqueeze.runtime.yamlfile import ConfigError, read_yaml
 
-# The schema lives in params/ beside the presets; the package finds it from an editable install.
-SCHEMA_PATH = Path(__file__).resolve().parents[3] / "params" / "schema.json"
-# The checkout this package runs from (None when installed elsewhere): a preset may not write over it.
-CHECKOUT = SCHEMA_PATH.parents[1] if (SCHEMA_PATH.parents[1] / "Snakefile").is_file() else None
+SCHEMA_PATH = package_data("schema.json")
 MAX_ERRORS = 10
 
 

@@ -1,4 +1,4 @@
-"""Claim verdicts: the paper's headline claims (params/claims.yaml) checked against a run's tables.
+"""Claim verdicts: the paper's headline claims (lsqueeze/data/claims.yaml) checked against a run's tables.
 
 Aggregation layer: reads only what `aggregate` wrote (the per-table compare Parquets, the
 long-form measurements for the number of test images, the gradient-masking checks) and the

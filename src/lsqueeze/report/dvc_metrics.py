@@ -1,13 +1,15 @@
 """Summary numbers of a run for `dvc metrics` / `dvc plots` (written by the DVC stage).
 
-`dvc metrics show` gets a few scalars per table (numbers compared, within tolerance, mean |Δ|)
-and a few headline accuracies per model in percent (`accuracy_pct.<cell>.clean`, `.pgd` the
-paper's white-box PGD, `.aa` AutoAttack, `.worst` the worst case), and `model.<cell>`, the name
-the tables print for that model: a row a reader can take in, for the paper too. Every number
-beside its published value sits in the comparison CSV instead, the data of `dvc plots show` /
-`dvc plots diff`. Keys are stable across parameter edits — table id, the preset's cell name, the
-column name — not canonical cell ids, which change with a cell's values; so a diff after editing
-one cell shows that cell's numbers changing.
+The metrics are a directory, `metrics/<preset>/`, and `dvc metrics show` prints one line per file
+in it: `summary.json` (numbers compared and within tolerance, claims, the environment lock), one
+`tables/<table>.json` per table (numbers compared, within tolerance, mean |Δ|) and one
+`models/<cell>.json` per model with its headline accuracies in percent (`clean`, `pgd` the paper's
+white-box PGD, `aa` AutoAttack, `worst` the worst case) and `model`, the name the tables, claims
+and figures print for it: a line a reader can take in, for the paper too. Every number beside
+its published value sits in the comparison CSV instead, the data of `dvc plots show` /
+`dvc plots diff`. Names are stable across parameter edits — table id, the
+preset's cell name, the column name — not canonical cell ids, which change with a cell's values;
+so a diff after editing one cell shows that cell's numbers changing.
 """
 
 from __future__ import annotations
@@ -21,14 +23,14 @@ import pandas as pd
 from lsqueeze.report.agreement import counts
 from lsqueeze.report.names import row_label
 from lsqueeze.report.tablemeta import read_table
-from lsqueeze.runtime.files import atomic_path, read_json, read_parquet
+from lsqueeze.runtime.files import atomic_dir, atomic_path, lock_digest, read_json, read_parquet
 from lsqueeze.runtime.values import missing
 
 CSV_COLUMNS = ["table", "cell", "column", "measured", "published", "delta"]
 # The headline accuracies of a model (percent), each from the first table column of its kind that
 # shows the model, in the preset's table order: `dvc metrics show` keys accuracy_pct.<cell>.<key>.
 MODELS = "accuracy_pct"
-NAMES = "model"  # model.<cell>: the display name of accuracy_pct.<cell> (lsqueeze.report.names)
+NAMES = "model"  # models/<cell>.json's `model`: its display name (lsqueeze.report.names)
 HEADLINE = {
     "clean": "clean test accuracy",
     "pgd": "white-box PGD on the cross-entropy, one restart, bounded ε (the paper's main attack)",
@@ -116,6 +118,8 @@ def summarize(plan_path, tables_dir) -> tuple[dict, list[dict]]:
     labels = {cell_name(r): row_label(plan, r) for t in reversed(plan["tables"])
               for r in reversed(t["rows"])}  # the first row that names a cell
     metrics[NAMES] = {cell: labels[cell] for cell in metrics[MODELS] if cell in labels}
+    # what the summary was computed in: the environment lock's digest (requirements.lock)
+    metrics["environment_lock"] = lock_digest()
     claims = Path(tables_dir) / "claims.parquet"
     if claims.exists():  # the claims stage's verdicts: claims reproduced / total, and the rest
         from lsqueeze.report.claims import summary as claims_summary
@@ -154,10 +158,53 @@ def plotted(rows: list[dict]) -> list[dict]:
     return [r for r in rows if r["measured"] is not None and r["published"] is not None]
 
 
-def write_metrics(plan_path, tables_dir, out, csv_out=None) -> dict:
-    metrics, rows = summarize(plan_path, tables_dir)
+def metric_files(metrics: dict) -> dict:
+    """{relative path: content} of the metrics directory: the summary, one file per table and one
+    per model. A model named by its cell id (no cell name) sits in a folder per dataset."""
+    summary = {k: v for k, v in metrics.items() if k not in ("tables", MODELS, NAMES)}
+    files = {"summary.json": summary}
+    files.update({f"tables/{tid}.json": t for tid, t in metrics["tables"].items()})
+    names = metrics.get(NAMES, {})
+    files.update({f"models/{cell}.json": {**m, **({NAMES: names[cell]} if cell in names else {})}
+                  for cell, m in metrics[MODELS].items()})
+    return files
+
+
+def compare_png(rows: list[dict], out) -> None:
+    """The plot of the comparison CSV as a PNG: `dvc plots show` draws the CSV with Vega-Lite,
+    which its HTML loads from the internet, so offline it is blank; this one is drawn here, and
+    `dvc plots show` puts it in the same page. One point per published number, coloured by table,
+    and the line measured = published."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points = plotted(rows)
+    fig, ax = plt.subplots(figsize=(6, 5.2))
+    ax.plot([0, 100], [0, 100], color="0.6", lw=1, label="measured = published")
+    tables = sorted({r["table"] for r in points}, key=lambda t: (len(t), t))
+    for i, table in enumerate(tables):
+        mine = [r for r in points if r["table"] == table]
+        ax.scatter([r["published"] for r in mine], [r["measured"] for r in mine], s=14,
+                   color=plt.get_cmap("tab20")(i % 20), label=f"table {table}")
+    ax.set(xlim=(0, 100), ylim=(0, 100), xlabel="published accuracy (%)",
+           ylabel="measured accuracy (%)", title="measured vs published accuracy (%)")
+    ax.set_aspect("equal")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
     with atomic_path(out, digest=False) as tmp:
-        tmp.write_text(json.dumps(metrics, indent=1, sort_keys=True) + "\n")
+        fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
+    plt.close(fig)
+
+
+def write_metrics(plan_path, tables_dir, out, csv_out=None, png_out=None) -> dict:
+    """The metrics directory `out` (replaced whole: a model no longer in the preset leaves no
+    file behind), the comparison CSV and its plot as a PNG; returns the metrics as one dict."""
+    metrics, rows = summarize(plan_path, tables_dir)
+    with atomic_dir(out) as tmp:
+        for rel, content in metric_files(metrics).items():
+            (tmp / rel).parent.mkdir(parents=True, exist_ok=True)
+            (tmp / rel).write_text(json.dumps(content, indent=1, sort_keys=True) + "\n")
     if csv_out:
         # measured vs published (percent), one row per published number: the scatter plot
         # `dvc plots` draws (.dvc/plots/measured_vs_published.json)
@@ -165,4 +212,6 @@ def write_metrics(plan_path, tables_dir, out, csv_out=None) -> dict:
             w = csv.DictWriter(fh, CSV_COLUMNS)
             w.writeheader()
             w.writerows(plotted(rows))
+    if png_out:
+        compare_png(rows, png_out)
     return metrics

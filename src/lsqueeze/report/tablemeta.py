@@ -156,10 +156,11 @@ def typed(frame: pd.DataFrame, ints=(), bools=(), floats=(), strings=()) -> pd.D
     return frame
 
 
-def save_table(frame: pd.DataFrame, path, columns: dict | None = None, index: bool = False):
+def save_table(frame: pd.DataFrame, path, columns: dict | None = None, index: bool = False,
+               attrs: dict | None = None):
     """Write a Parquet (atomically, with its digest) whose metadata carries each column's title
     and unit: `columns` {name: {"title": ..., "unit": ...}}, in `attrs["columns"]` for pandas and
-    in each field's metadata for any Parquet reader."""
+    in each field's metadata for any Parquet reader; `attrs`: more of pandas' attrs (provenance)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -173,8 +174,9 @@ def save_table(frame: pd.DataFrame, path, columns: dict | None = None, index: bo
     fields = [f.with_metadata({k.encode(): str(v).encode() for k, v in meta[f.name].items()})
               if f.name in meta else f for f in fields]
     schema_meta = dict(table.schema.metadata or {})
-    if meta:
-        schema_meta[b"PANDAS_ATTRS"] = json.dumps({"columns": meta}, ensure_ascii=False).encode()
+    attrs = {**({"columns": meta} if meta else {}), **(attrs or {})}
+    if attrs:
+        schema_meta[b"PANDAS_ATTRS"] = json.dumps(attrs, ensure_ascii=False).encode()
     table = table.cast(pa.schema(fields, metadata=schema_meta))
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
@@ -219,7 +221,10 @@ def typed_measurements(long: pd.DataFrame) -> pd.DataFrame:
 
 
 def provenance(plan: dict, long: pd.DataFrame, now: datetime | None = None) -> dict:
-    """Where the numbers come from: preset, code version(s), date, device(s), test images."""
+    """Where the numbers come from: preset, code version(s), date, device(s), test images, the
+    environment lock."""
+    from lsqueeze.runtime.files import lock_digest
+
     def distinct(col):
         return sorted({str(v) for v in long[col] if not missing(v)}) if col in long else []
 
@@ -229,7 +234,9 @@ def provenance(plan: dict, long: pd.DataFrame, now: datetime | None = None) -> d
             "code": ", ".join(distinct("code_version")) or "?",
             "date": (now or datetime.now(UTC)).strftime("%Y-%m-%d %H:%M UTC"),
             "devices": "; ".join(distinct("device")) or "?",
-            "n": ", ".join(map(str, ns)) or "—"}
+            "n": ", ".join(map(str, ns)) or "—",
+            # the environment lock of the checkout that built the tables (None: not a checkout)
+            "lock": lock_digest()}
 
 
 def provenance_lines(prov: dict, html: bool = False) -> list[str]:
@@ -237,7 +244,8 @@ def provenance_lines(prov: dict, html: bool = False) -> list[str]:
     b = ("<b>", "</b>") if html else ("**", "**")
     return [f"Preset {b[0]}{esc(prov['preset'])}{b[1]} · code {esc(prov['code'])} · "
             f"tables built {esc(prov['date'])}",
-            f"Device(s): {esc(prov['devices'])} · test images per attack (n): {esc(prov['n'])}"]
+            f"Device(s): {esc(prov['devices'])} · test images per attack (n): {esc(prov['n'])}"
+            + (f" · environment: requirements.lock {esc(prov['lock'][:19])}" if prov.get("lock") else "")]
 
 
 def caption(table: dict) -> str | None:

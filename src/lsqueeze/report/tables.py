@@ -457,7 +457,10 @@ def aggregate(plan_path, inputs, reference_path, out_dir) -> pd.DataFrame:
     long = pd.DataFrame(rows + _eq4_rows(plan, analyses))
     long = long.drop_duplicates(subset=["cell_id", "threat", "attack_id", "attack", "eps",
                                         "source_id", "metric"], ignore_index=True)
-    save_table(typed_measurements(long), out_dir / "measurements.parquet", MEASUREMENT_COLUMNS)
+    prov = provenance(plan, long)
+    # pandas.read_parquet(...).attrs["environment_lock"]: what the tables were built with
+    save_table(typed_measurements(long), out_dir / "measurements.parquet", MEASUREMENT_COLUMNS,
+               attrs={"environment_lock": prov["lock"]})
     from lsqueeze.report.masking import masking_flags  # gradient-masking checks, one row per check
 
     masking = masking_flags(long, pixel_scale=plan.get("pixel_scale"))
@@ -469,7 +472,6 @@ def aggregate(plan_path, inputs, reference_path, out_dir) -> pd.DataFrame:
         frame, columns = layout_parquet(table, layout)
         save_table(frame, out_dir / layout_file, columns, index=True)  # (cell_id, model) index
         save_table(compare, out_dir / compare_file, COMPARE_COLUMNS)
-    prov = provenance(plan, long)
     for table in plan["tables"]:  # one page per table, for the Snakemake report
         with atomic_path(out_dir / table_files(table["id"])[2]) as tmp:
             tmp.write_text(render_html({"tables": [table]}, {table["id"]: tables[table["id"]]},

@@ -25,6 +25,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 DIGEST_SUFFIX = ".sha256"
+# What the package reads at run time (the preset schema, the published numbers, the claims, the
+# measured step times) ships inside it, so an installed package finds them wherever it runs.
+PACKAGE_DATA = Path(__file__).resolve().parents[1] / "data"
+# The checkout the package runs from (an editable install or PYTHONPATH=src; None when installed
+# from a wheel), and its lock of the whole environment (README, "Installing").
+_SRC = Path(__file__).resolve().parents[2]
+CHECKOUT = _SRC.parent if _SRC.name == "src" and (_SRC.parent / "Snakefile").is_file() else None
+LOCK_FILE = CHECKOUT / "requirements.lock" if CHECKOUT else None
 
 
 class JobError(RuntimeError):
@@ -99,6 +107,28 @@ def atomic_path(path: str | os.PathLike, digest: bool = True):
         raise
     if digest:
         record_digest(path, sha)
+
+
+@contextmanager
+def atomic_dir(path: str | os.PathLike):
+    """Yield a temp directory beside `path`; on success it replaces `path` whole (files an older
+    run wrote there and this one did not are gone). A kill leaves the old directory, or none."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())
+        old = None
+        if path.exists():
+            old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".old"))
+            os.replace(path, old / path.name)
+        os.replace(tmp, path)
+        if old is not None:
+            shutil.rmtree(old)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def digest_path(path) -> Path:
@@ -204,6 +234,19 @@ def code_version() -> str:
     except (OSError, subprocess.TimeoutExpired):
         pass
     return __version__
+
+
+def package_data(name: str) -> Path:
+    """A file the package ships (`lsqueeze/data/<name>`)."""
+    return PACKAGE_DATA / name
+
+
+def lock_digest(lock: Path | None = LOCK_FILE) -> str | None:
+    """`sha256:<hex>` of the checkout's environment lock, the file `make venv` installs exactly;
+    None when the package runs outside a checkout (installed from a wheel)."""
+    if lock is None or not Path(lock).is_file():
+        return None
+    return f"sha256:{file_digest(lock)}"
 
 
 def device_name(device) -> str:
