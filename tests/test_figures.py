@@ -364,3 +364,11 @@ def test_summary_of_a_committed_run_names_its_models():
         "clean test images", "white-box attacks", "black-box attacks (transferred from natural)",
         "worst case over the attacks"]
     plt.close(fig)
+
+
+def test_attack_label_of_an_unbounded_attack():
+    """+inf (the long form's unbounded ε) and NaN (runs kept from before) both read ε=∞."""
+    row = {**_attack(PGD), "metric": "accuracy", "attack_steps": 100, "step_size": 0.05}
+    for eps in (float("inf"), float("nan")):
+        assert summary.attack_label({**row, "eps": eps}).startswith("PGD-100 X-ent, ε=∞, step")
+    assert summary.attack_label({**row, "eps": 0.3}).startswith("PGD-100 X-ent, ε=0.3, step")

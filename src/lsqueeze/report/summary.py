@@ -12,6 +12,7 @@ sits in its own cell: nothing is stacked, however many models or attacks.
 
 from __future__ import annotations
 
+import math
 import re
 import textwrap
 
@@ -39,7 +40,9 @@ def attack_label(row) -> str:
     if row.get("metric") == "test_accuracy" or row.get("threat") == "none":
         return CLEAN
     kind, aid = row.get("attack"), str(row.get("attack_id") or "")
-    eps = "ε=∞" if missing(row.get("eps")) else f"ε={_g(row['eps'])}"
+    # an unbounded attack's ε: +inf in the long form (NaN in runs kept from before)
+    unbounded = missing(row.get("eps")) or not math.isfinite(float(row["eps"]))
+    eps = "ε=∞" if unbounded else f"ε={_g(row['eps'])}"
     loss = LOSSES.get(row.get("loss"), row.get("loss"))
     if kind == "pgd":
         parts = [f"PGD-{int(row['attack_steps'])} {loss}", eps]
