@@ -267,6 +267,10 @@ def test_summary_labels_models_in_the_papers_words(measurements):
     labels = [t.get_text() for t in panels[0].get_yticklabels()]
     assert labels == NAMES and not any("mnist/" in n or "-k20k" in n for n in labels)
     assert len(panels) == 3 and len(fig.axes) == 4  # and one colour bar for all of them
+    plt.close(fig)
+    # the title counts the attacked images, not the whole test split a clean accuracy used
+    fig = summary.draw_summary(measurements.assign(n=measurements["n"].fillna(10000)))
+    assert fig._suptitle.get_text().endswith("(%; attacks on 1,000 test images)")
     assert all(panels[0].get_shared_y_axes().joined(panels[0], ax) for ax in panels)
     plt.close(fig)
 

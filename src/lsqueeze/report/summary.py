@@ -159,7 +159,8 @@ def draw_summary(df, title="Accuracy per model and attack"):
                  for p in panels}
     labels = {r["key"]: r["label"] for r in recs}
     value = {(r["panel"], r["model"], r["key"]): r["value"] for r in recs if r["value"] is not None}
-    ns = sorted({int(r["n"]) for r in recs if r["n"] is not None})
+    # the attacked test images (a clean accuracy may count the whole test split)
+    ns = sorted({int(r["n"]) for r in recs if r["n"] is not None and r["threat"] != "none"})
     cmap, norm = plt.get_cmap(CMAP), Normalize(0, 100)
 
     plt.rcParams.update(STYLE)
@@ -169,7 +170,8 @@ def draw_summary(df, title="Accuracy per model and attack"):
         1, len(panels), sharey=True, squeeze=False, constrained_layout=True,
         gridspec_kw={"width_ratios": widths},
         figsize=(3.5 + 0.62 * sum(widths), 1.6 + 0.34 * len(models) + 0.062 * min(longest, 60)))
-    fig.suptitle(title + (f" (% of {', '.join(map(str, ns))} test images)" if ns else " (%)"))
+    fig.suptitle(title + (f" (%; attacks on {', '.join(f'{n:,}' for n in ns)} test images)"
+                          if ns else " (%)"))
     for ax, panel in zip(axes[0], panels):
         attacks = per_panel[panel]
         for i, model in enumerate(models):
