@@ -40,12 +40,24 @@ def _data_flags(s):
 
 @command("data", "download, verify and convert one dataset", _data_flags)
 def data(args):
-    from lsqueeze.jobs.data import DataError, prepare
+    import shutil
+    import tempfile
+    from pathlib import Path
 
+    from lsqueeze.jobs.data import DataError, prepare
+    from lsqueeze.runtime.integrity import IntegrityError, install_splits
+
+    # Built beside the splits, then moved in only if each matches the digest recorded for it.
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stage = tempfile.mkdtemp(dir=out, prefix=".rebuild-")
     try:
-        paths = prepare(args.dataset, args.out_dir, args.raw_dir, args.mirror)
-    except DataError as exc:
+        staged = prepare(args.dataset, stage, args.raw_dir or out / "raw", args.mirror)
+        paths = install_splits(staged, out)
+    except (DataError, IntegrityError) as exc:
         return _error("data", exc)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
     print(json.dumps({k: str(v) for k, v in paths.items()}))
 
 

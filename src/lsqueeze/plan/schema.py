@@ -203,6 +203,13 @@ def _plan_problems(config, schema):
     for aid in plan.attacks:
         if not re.fullmatch(WILDCARDS["attack"], aid):
             yield ("attacks",), f"attack id {aid!r} has characters a file name pattern cannot match"
+    used = {(c.split("/")[0], a) for c, a in plan.white} | {(t.split("/")[0], a)
+                                                             for t, _, a in plan.black}
+    for dataset, aid in sorted(used):  # an evaluation job refuses it too (plan.arguments)
+        eps = plan.attack_spec(aid, dataset).get("eps")
+        if eps is not None and eps > 1:
+            yield ("attacks",), (f"attack {aid} on {dataset}: eps is {eps:g} in pixel units, more "
+                                 "than the whole [0, 1] range; an unbounded attack is eps null")
     for keys, ref in _cell_refs(config):
         try:
             problem = adversary_problem(resolve_cell(config, ref))

@@ -115,23 +115,43 @@ def record_digest(path, sha: str | None = None) -> None:
         tmp.write_text(line)
 
 
-def verify_file(path) -> None:
-    """Refuse a file whose content no longer matches the digest recorded when it was written."""
+# Dataset splits, by file name: rebuilt as they were (the data job refuses a rebuild that differs
+# from the recorded digest), so forcing the data job alone repairs one, and the models and
+# evaluations made from it need not rerun (the workflow reads a split as `ancient`).
+SPLIT_FILES = frozenset({"train.pt", "test.pt"})
+
+
+def repair_hint(path) -> str:
+    """The command that repairs a damaged output. Deleting the file alone is not enough: Snakemake
+    sees that what was made from it still exists and says "Nothing to be done"."""
+    path = Path(path)
+    if path.name in SPLIT_FILES:
+        return (f"rebuild it with `snakemake --cores 1 --configfile <preset> --force {path}` "
+                "(nothing made from it reruns)")
+    return ("rerun the job that writes it and everything made from it: `snakemake --cores all "
+            f"--configfile <preset> --forcerun {path}`")
+
+
+def recorded_digest(path) -> str | None:
+    """The sha256 recorded beside a file when it was written; None where none is recorded."""
     side = digest_path(path)
     try:
-        recorded = side.read_text().split()[0]
+        return side.read_text().split()[0]
     except FileNotFoundError:
-        return
+        return None
     except (OSError, IndexError, UnicodeDecodeError):
-        raise CorruptFileError(f"{side}: unreadable digest; delete {path} and {side.name} and "
-                               "rerun the job that writes them") from None
-    if not Path(path).exists():
-        return  # the reader's own open() says that it is missing
+        raise CorruptFileError(f"{side}: unreadable digest; {repair_hint(path)}") from None
+
+
+def verify_file(path) -> None:
+    """Refuse a file whose content no longer matches the digest recorded when it was written."""
+    recorded = recorded_digest(path)
+    if recorded is None or not Path(path).exists():
+        return  # no digest: unchecked; no file: the reader's own open() says that it is missing
     if file_digest(path) != recorded:
         raise CorruptFileError(f"{path}: its content does not match the sha256 recorded when it "
-                               f"was written ({side.name}): corrupted, edited or replaced since; "
-                               "delete it "
-                               "and rerun the job that writes it")
+                               f"was written ({digest_path(path).name}): corrupted, edited or "
+                               f"replaced since; {repair_hint(path)}")
 
 
 def file_digest(path, algorithm: str = "sha256") -> str:

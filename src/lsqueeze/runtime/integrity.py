@@ -7,6 +7,9 @@
   corrupted file, or a model copied in from another cell, is refused instead of evaluated.
 - A black-box set records its source model's id and sha256 and a digest of its own tensors; a
   transfer checks them against the source model's metrics.json.
+- A rebuilt dataset split goes into place only if it is the split recorded there (its sha256):
+  the workflow reads splits as `ancient`, so a split that changed under finished models would go
+  unnoticed by Snakemake.
 - A GPU preset refuses to run on a CPU (`device: cuda`, the default) unless the preset says the
   CPU is fine (`device: auto` or `cpu`).
 
@@ -20,7 +23,14 @@ import json
 import os
 from pathlib import Path
 
-from lsqueeze.runtime.files import JobError, file_digest, read_json
+from lsqueeze.runtime.files import (
+    JobError,
+    digest_path,
+    file_digest,
+    read_json,
+    record_digest,
+    recorded_digest,
+)
 
 DEVICE_POLICIES = ("cuda", "auto", "cpu")
 DEFAULT_DEVICE_POLICY = "cuda"  # a preset that says nothing is a GPU preset
@@ -149,6 +159,36 @@ def verify_adv_set(blob: dict, adv_path, source_metrics_path=None, attack_id=Non
                              f"{str(blob.get('source_sha256'))[:16]} vs "
                              f"{str(source.get('model_sha256'))[:16]}); delete it and rerun to "
                              "recraft")
+
+
+# --- dataset splits ------------------------------------------------------------------------------
+
+def install_splits(staged: dict, out_dir) -> dict:
+    """Move freshly built splits ({split: staged file}) into `out_dir`, unless one differs from the
+    split recorded there.
+
+    The workflow reads a split as `ancient`: a split edited on disk must not make Snakemake
+    rerun, and so delete, every model made from it. The other side of that is that a rebuild
+    must give the recorded split back: one that differs (another converter, another source) is
+    refused before anything is moved, instead of going silently under models trained on the old
+    one. A recorded digest that still holds is left as it is."""
+    out_dir = Path(out_dir)
+    new = {s: file_digest(f) for s, f in staged.items()}
+    for s, sha in new.items():
+        path = out_dir / f"{s}.pt"
+        old = recorded_digest(path)
+        if old is not None and old != sha:
+            raise IntegrityError(
+                f"{path}: the rebuilt split differs from the one recorded in {digest_path(path).name}"
+                f" (sha256 {sha[:16]} vs {old[:16]}), from which the models and evaluations beside "
+                f"it were made; to replace it and rerun all of them, delete {out_dir} and rerun")
+    paths = {}
+    for s, sha in new.items():
+        paths[s] = out_dir / f"{s}.pt"
+        os.replace(staged[s], paths[s])
+        if recorded_digest(paths[s]) != sha:
+            record_digest(paths[s], sha)
+    return paths
 
 
 # --- the device a preset asks for ----------------------------------------------------------------
