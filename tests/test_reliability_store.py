@@ -3,18 +3,28 @@ cell's path. Each ends with nothing lost and either the right result or a one-li
 the file (the companion of test_reliability.py, which tries single jobs)."""
 
 import hashlib
+import os
 import re
 import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
 import yaml
 
-from conftest import run_snakemake
+from conftest import REPO, run_snakemake
+from lsqueeze.plan import build as C
 from lsqueeze.plan.build import build_plan
 from lsqueeze.plan.layout import Layout
+from lsqueeze.plan.perexample import pack
 from lsqueeze.runtime.files import save_torch
 from lsqueeze.runtime.integrity import IntegrityError, install_splits
+
+
+def lsqueeze(*args):
+    return subprocess.run([sys.executable, "-m", "lsqueeze", *map(str, args)], capture_output=True,
+                          text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
 def sha(path):
@@ -94,3 +104,68 @@ def test_a_rebuilt_split_that_differs_is_refused(tmp_path):
     mtime = side.stat().st_mtime_ns
     install_splits(staged, out)
     assert sha(out / "test.pt") == kept and side.stat().st_mtime_ns == mtime
+
+
+# --- a record copied to another cell's path ------------------------------------------------------
+
+def aggregate_args(run, layout, extra=()):
+    res = run / layout.results
+    return ["aggregate", "--plan", res / "plan/tables.json", "--reference",
+            REPO / "params/paper_tables.csv", "--out-dir", run / "out", "--inputs",
+            *[run / f for f in layout.fragments()], *extra]
+
+
+def test_a_record_copied_into_another_cells_folder_is_refused(tiny_run, layout, tmp_path):
+    """Its digest travels with it, so only its path can tell: the aggregation checks the cell, the
+    attack and the images of every record against the path it reads it from."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run / "results", run / "results", symlinks=True)
+    assert lsqueeze(*aggregate_args(run, layout)).returncode == 0  # the control
+    aa = "aa-standard-e0.3"
+    source = run / layout.white("digits28/ls0-sq0.5-gn0.5-k60-s0", aa)
+    copied = run / layout.white("digits28/ls0-sq0.5-gn0.5-k60-s1", aa)
+    copied.parent.mkdir(parents=True, exist_ok=True)
+    for suffix in ("", ".sha256"):
+        shutil.copy(f"{source}{suffix}", f"{copied}{suffix}")
+    done = lsqueeze(*aggregate_args(run, layout, [copied]))
+    err = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(err) == 1, done.stderr
+    assert err[0].startswith(f"lsqueeze aggregate: error: {copied}: holds the record of cell_id "
+                             "'digits28/ls0-sq0.5-gn0.5-k60-s0'"), err
+    assert f"--forcerun {copied}" in err[0]
+    # the same record copied under another attack's name in its own cell
+    other = source.with_name("pgd-xent-n100-e0.3-a0.01-r1-rand.json")
+    for suffix in ("", ".sha256"):
+        shutil.copy(f"{source}{suffix}", f"{other}{suffix}")
+    done = lsqueeze(*aggregate_args(run, layout))
+    assert done.returncode == 2 and f"{other}: holds the record of attack_id '{aa}'" in done.stderr
+
+
+BLACK = {"kind": "black", "source_id": "digits28/other"}
+
+
+@pytest.mark.parametrize("path, base, edit, words", [
+    ("eval-n50/white/fgsm-xent-e0.3.json", {}, {}, ["n 100", "n 50"]),
+    ("eval-n100/white/fgsm-xent-e0.3.json", {}, {"per_example": pack([True] * 100, start=100)},
+     ["test images 100..199, not the first 100"]),
+    ("eval-n100/white/fgsm-xent-e0.3.json", {}, {"attack": {"id": "fgsm-cw-e0.3"}},
+     ["attack_id 'fgsm-cw-e0.3'"]),
+    ("eval-n100/black/other/fgsm-xent-e0.3.json", BLACK, {"source_id": "digits28/natural"},
+     ["source_id 'digits28/natural'"]),
+    ("eval-n100/black/other/fgsm-xent-e0.3.json", BLACK, {"kind": "white"}, ["kind 'white'"]),
+    ("eval-n100/white/fgsm-xent-e0.3.json", {},
+     {"cell": {**C.resolve_cell({}, {"dataset": "digits28", "method": "natural", "steps": 60}),
+               "seed": 1}}, ["cell 'digits28/ls0-sq0-gn0-k60-s1'"]),
+])
+def test_a_record_must_be_the_one_its_path_names(path, base, edit, words):
+    from lsqueeze.plan.records import RecordMismatch, check_record
+
+    cell = C.resolve_cell({}, {"dataset": "digits28", "method": "natural", "steps": 60})
+    rec = {"kind": "white", "cell_id": C.cell_id(cell), "cell": cell, "n": 100,
+           "attack": {"id": "fgsm-xent-e0.3"}, "per_example": pack([True] * 100), **base}
+    folder = f"results/store/digits28/r2ba8b7d6/{C.cell_id(cell).split('/')[1]}"
+    assert check_record(f"{folder}/{path.replace('n50', 'n100')}", dict(rec)) == rec  # control
+    with pytest.raises(RecordMismatch) as err:
+        check_record(f"{folder}/{path}", {**rec, **edit})
+    assert str(err.value).startswith(f"{folder}/{path}: ") and "\n" not in str(err.value)
+    assert all(w in str(err.value) for w in words), err.value

@@ -139,6 +139,19 @@ def test_dry_run_of_a_read_only_results_dir(tmp_path):
     ("results: results/tiny", "results: results/..", "results", ["is the working directory"]),
     ("data_dir: results/data", "data_dir: .", "data_dir", ["is the working directory"]),
     ("results: results/tiny", f"results: {REPO.parent}", "results", ["or a directory above it"]),
+    # an ε beyond the image's range is no bound: an unbounded attack says so (eps: null)
+    ("fgsm_xent: {attack: fgsm, loss: xent, eps: 0.3}", "fgsm_xent: {attack: fgsm, loss: xent, "
+     "eps: 2.0}", "attacks.fgsm_xent.eps", ["more than the whole [0, 1] range", "eps null"]),
+    # the model store too, and no output among the checkout's own files
+    ("data_dir: results/data", "store: ..\ndata_dir: results/data", "store",
+     ["or a directory above it"]),
+    ("data_dir: results/data", "store: .\ndata_dir: results/data", "store",
+     ["is the working directory"]),
+    ("data_dir: results/data", f"store: {REPO}/src\ndata_dir: results/data", "store",
+     ["inside the checkout's own src/ folder"]),
+    ("results: results/tiny", f"results: {REPO}/params/tiny", "results",
+     ["inside the checkout's own params/ folder"]),
+    ("data_dir: results/data", f"data_dir: {REPO}/results/data", None, []),  # a control
     # column names the table layout uses itself
     ("name: Train,", "name: k,", "tables.1.columns.0.name", ["'k'", "layout uses itself"]),
     ("name: Train,", "name: α,", "tables.1.columns.0.name", ["'α'", "layout uses itself"]),
@@ -265,6 +278,17 @@ def test_snakemake_plans_a_cell_whose_id_has_a_plus(tmp_path):
     target = f"{cell_dir(preset, 'digits28/ls0-sq1e+09-gn0.5-k60-s0')}/metrics.json"
     proc = run_snakemake(tmp_path, "-n", target, configfile=preset)
     assert "rule train:" in proc.stdout and target in proc.stdout
+
+
+@pytest.mark.slow
+def test_snakemake_refuses_a_store_outside_the_results(tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    proc = run_snakemake(work, "-n", "--config", "store=..", configfile=REPO / "tests/config/tiny.yaml",
+                         check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "config error at store: '..' is the working directory" in out
+    assert "Traceback" not in out and listing(work) == []
 
 
 @pytest.mark.slow

@@ -132,12 +132,18 @@ def _at_or_above(path: Path, place: Path) -> bool:
     return path == place or path in place.parents
 
 
+# The checkout's own folders (code, presets, tests, tracked results): no output goes in them.
+CHECKOUT_FOLDERS = (".ci", ".dvc", ".git", ".snakemake", ".venv", "bench", "metrics", "params",
+                    "reproduced", "src", "tests", "workflow")
+
+
 def _path_problems(config, checkout: Path | None = None):
-    """`results` and `data_dir` must be directories of their own: not empty, not the root, and
+    """`results`, `data_dir` and `store` must be directories of their own: not empty, not the root,
     neither the working directory (where relative paths start), the checkout, nor a directory
-    above either, over which the jobs would scatter their outputs."""
+    above either, over which the jobs would scatter their outputs, and not inside one of the
+    checkout's own folders (`src`, `params`, ...), whose files they would mix with."""
     cwd = Path.cwd().resolve()
-    for key in ("results", "data_dir"):
+    for key in ("results", "data_dir", "store"):
         value = config.get(key)
         if not isinstance(value, str):
             continue
@@ -155,6 +161,13 @@ def _path_problems(config, checkout: Path | None = None):
                                "scattered among its files; give a directory of its own, e.g. "
                                "results/<preset>")
                 break
+        else:
+            if checkout is not None and checkout in at.parents:
+                folder = at.relative_to(checkout).parts[0]
+                if folder in CHECKOUT_FOLDERS:
+                    yield (key,), (f"{value!r} is inside the checkout's own {folder}/ folder: the "
+                                   "outputs would mix with its files; give a directory of its "
+                                   "own, e.g. results/<preset>")
 
 
 def _table_problems(config):
@@ -205,11 +218,18 @@ def _plan_problems(config, schema):
             yield ("attacks",), f"attack id {aid!r} has characters a file name pattern cannot match"
     used = {(c.split("/")[0], a) for c, a in plan.white} | {(t.split("/")[0], a)
                                                              for t, _, a in plan.black}
+    named = {}
+    for name, a in config.get("attacks", {}).items():
+        try:
+            named.setdefault(attack_kinds.attack_id(attack_kinds.resolve(a)), name)
+        except ValueError:
+            pass
     for dataset, aid in sorted(used):  # an evaluation job refuses it too (plan.arguments)
         eps = plan.attack_spec(aid, dataset).get("eps")
         if eps is not None and eps > 1:
-            yield ("attacks",), (f"attack {aid} on {dataset}: eps is {eps:g} in pixel units, more "
-                                 "than the whole [0, 1] range; an unbounded attack is eps null")
+            keys = ("attacks", named[aid], "eps") if aid in named else ("attacks",)
+            yield keys, (f"{eps:g} in the pixel units of {dataset} ({aid}) is more than the whole "
+                         "[0, 1] range; an unbounded attack is eps null")
     for keys, ref in _cell_refs(config):
         try:
             problem = adversary_problem(resolve_cell(config, ref))

@@ -31,6 +31,7 @@ from lsqueeze.plan.build import (
     table_files,
 )
 from lsqueeze.plan.perexample import WORST, worst_case_id, worst_cases
+from lsqueeze.plan.records import check_record
 from lsqueeze.registries.regularizers import REGULARIZERS
 from lsqueeze.report.agreement import counts, headline, judge
 from lsqueeze.report.tablemeta import (
@@ -414,7 +415,7 @@ def aggregate(plan_path, inputs, reference_path, out_dir) -> pd.DataFrame:
         if p.suffix == ".parquet":
             analyses[plan["analysis_files"][str(p)]] = read_parquet(p)
         else:
-            records.append(read_json(p))
+            records.append(check_record(p, read_json(p)))  # the record its path names
             rows += measurement_rows(records[-1])
     rows += worst_case_rows(records)
     reference = pd.read_csv(reference_path)
