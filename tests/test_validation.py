@@ -260,9 +260,9 @@ def test_numbers_spelled_with_a_plus_give_ids_the_workflow_matches(tmp_path):
     """1.0e+09 is written 1e+09 in ids (config.num): the wildcard patterns must accept it."""
     cfg = yaml.safe_load(TINY_TEXT)
     cfg["cells"]["squeeze"]["beta"] = 1.0e9
-    cfg["attacks"]["fgsm_xent"]["eps"] = 1.0e9
+    cfg["attacks"]["pgd_xent"]["step_size"] = 1.0e9  # (an eps that large is refused: no bound)
     plan = C.build_plan(validate(cfg))
-    assert any("sq1e+09" in c for c in plan.cells) and any("e1e+09" in a for a in plan.attacks)
+    assert any("sq1e+09" in c for c in plan.cells) and any("a1e+09" in a for a in plan.attacks)
     for cid in plan.cells:
         dataset, tag = cid.split("/")
         assert re.fullmatch(C.WILDCARDS["dataset"], dataset) and re.fullmatch(C.WILDCARDS["tag"], tag)
@@ -379,3 +379,22 @@ def test_a_hand_written_attack_is_checked_like_a_preset(tmp_path, capsys, record
     assert err[0].startswith(f"lsqueeze {command}: error: --attack: ")
     assert all(w in err[0] for w in words), err
     assert not out.exists()
+
+
+def test_a_cw_confidence_is_in_the_attack_id_where_it_is_not_the_default():
+    """It changes the number: two presets that differ only in it must not share a store file.
+    At the default the id is what it always was, so existing stores keep their paths."""
+    from lsqueeze.registries.attack_kinds import attack_id, resolve
+
+    pgd = {"attack": "pgd", "loss": "cw", "eps": 0.3, "step_size": 0.01, "steps": 40,
+           "random_start": True}
+    ids = [attack_id(resolve({**pgd, **conf})) for conf in ({}, {"confidence": 50.0},
+                                                             {"confidence": 0})]
+    assert ids == ["pgd-cw-n40-e0.3-a0.01-r1-rand"] * 2 + ["pgd-cw-n40-e0.3-a0.01-r1-rand-c0"]
+    fgsm = {"attack": "fgsm", "loss": "cw", "eps": 0.3}
+    assert attack_id(resolve(fgsm)) == "fgsm-cw-e0.3"
+    assert attack_id(resolve({**fgsm, "confidence": 10})) == "fgsm-cw-e0.3-c10"
+    # the cross-entropy loss has no confidence: the same attack, the same id
+    assert attack_id(resolve({**fgsm, "loss": "xent", "confidence": 10})) == "fgsm-xent-e0.3"
+    for aid in ids + ["fgsm-cw-e0.3-c-5"]:
+        assert re.fullmatch(C.WILDCARDS["attack"], aid)

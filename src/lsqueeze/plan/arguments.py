@@ -42,20 +42,20 @@ def _problems(record: dict, spec: dict | None, schema_path) -> list[tuple[tuple,
     absent = [k for k in kind.needs if paper.get(k) is None]
     if absent:
         return [(("paper", absent[0]), f"the {kind.name} attack needs {absent[0]}")]
-    try:
+    try:  # settings left out take their defaults, as in a preset
         resolved = attack_kinds.resolve(paper)
+        pixel = attack_kinds.resolve(pixel)
     except ValueError as exc:
-        return [(("paper",), str(exc))]
-    if resolved != paper:
-        key = sorted(k for k in resolved.keys() | paper.keys() if resolved.get(k) != paper.get(k))[0]
-        return [(("paper", key), f"{paper.get(key)!r}: the {paper['attack']} attack has "
-                 f"{key} {resolved.get(key)!r} (a resolved attack, as the workflow passes it)")]
-    made = attack_kinds.attack_id(paper)
+        return [((), str(exc))]
+    for key in sorted(k for k in paper if paper[k] != resolved.get(k)):
+        return [(("paper", key), f"{paper[key]!r}: the {kind.name} attack always has {key} "
+                 f"{resolved.get(key)!r}")]
+    made = attack_kinds.attack_id(resolved)
     if record["id"] != made:
         return [(("id",), f"{record['id']!r} is not the id of its settings ({made!r})")]
     scale = ((spec or {}).get("recipe") or {}).get("pixel_scale")
-    for key in sorted(paper.keys() | pixel.keys()):
-        want, got = paper.get(key), pixel.get(key)
+    for key in sorted(resolved.keys() | pixel.keys()):
+        want, got = resolved.get(key), pixel.get(key)
         if key in ("eps", "step_size") and want is not None and isinstance(scale, (int, float)):
             want = want / scale
         same = (got == want if not isinstance(want, float) or not isinstance(got, (int, float))
@@ -63,7 +63,7 @@ def _problems(record: dict, spec: dict | None, schema_path) -> list[tuple[tuple,
         if key in ("eps", "step_size") and scale is None and want is not None:
             same = got is not None  # no recipe to scale by: any number
         if not same:
-            return [(("pixel", key), f"{got!r} is not the paper's {paper.get(key)!r} in pixel "
+            return [(("pixel", key), f"{got!r} is not the paper's {resolved.get(key)!r} in pixel "
                      f"units ({want!r})")]
     if pixel.get("eps") is not None and pixel["eps"] > 1:
         return [(("pixel", "eps"), f"{pixel['eps']:g} is more than the whole [0, 1] pixel range; "
@@ -73,8 +73,9 @@ def _problems(record: dict, spec: dict | None, schema_path) -> list[tuple[tuple,
 
 def validate_attack(record: dict, spec: dict | None = None, schema_path=SCHEMA_PATH) -> dict:
     """Raise ConfigError (one line naming the key) unless `record` is an attack the workflow could
-    have passed: {id, paper, pixel}, its settings valid for the preset schema, resolved by their
-    kind, the id theirs, and `pixel` the paper's settings in the pixel units of `spec`'s recipe."""
+    have passed: {id, paper, pixel}, its settings valid for the preset schema (those left out take
+    their defaults), the id theirs, and `pixel` the paper's settings in the pixel units of
+    `spec`'s recipe."""
     problems = _problems(record, spec, schema_path)
     if problems:
         keys, msg = problems[0]

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from lsqueeze.runtime.files import (
     JobError,
+    repair_hint,
     digest_path,
     file_digest,
     read_json,
@@ -86,14 +87,23 @@ def model_record(model_path, cell_id) -> dict:
     return {"id": cell_id, "model_sha256": file_digest(model_path)}
 
 
+def _retrain(model_path) -> str:
+    """The command that retrains a cell and reruns what was made from its model."""
+    if Path(model_path).name != "model.pt":  # a black-box set whose source has no record
+        return repair_hint(model_path)
+    return (f"`snakemake --cores all --configfile <preset> --forcerun {model_path}` (deleting "
+            "model.pt alone leaves Snakemake with nothing to do)")
+
+
 def _read_metrics(path: Path, model_path) -> dict:
     try:
         return read_json(path)
     except FileNotFoundError:
         raise IntegrityError(f"{model_path}: no metrics.json beside it, so nothing vouches for "
-                             "it; retrain the cell (delete its directory and rerun)") from None
+                             f"it; retrain the cell: {_retrain(model_path)}") from None
     except (OSError, ValueError) as exc:
-        raise IntegrityError(f"{path}: unreadable ({exc}); retrain the cell") from None
+        raise IntegrityError(f"{path}: unreadable ({exc}); retrain the cell: "
+                             f"{_retrain(model_path)}") from None
 
 
 def verify_model(model_path, cell_id: str) -> dict:
@@ -106,16 +116,16 @@ def verify_model(model_path, cell_id: str) -> dict:
     metrics = _read_metrics(path, model_path)
     if metrics.get("id") != cell_id:
         raise IntegrityError(f"{model_path}: trained for cell {metrics.get('id')!r} according to "
-                             f"{path}, not for {cell_id!r}; retrain the cell")
+                             f"{path}, not for {cell_id!r}; retrain the cell: {_retrain(model_path)}")
     expected = metrics.get("model_sha256")
     if not expected:
         raise IntegrityError(f"{model_path}: {path} records no model hash (written by an older "
-                             "version); retrain the cell")
+                             f"version); retrain the cell: {_retrain(model_path)}")
     actual = file_digest(model_path)
     if actual != expected:
         raise IntegrityError(f"{model_path}: sha256 {actual[:16]} is not the {expected[:16]} its "
-                             f"training recorded in {path} (corrupted or replaced); delete "
-                             "model.pt and rerun to retrain")
+                             f"training recorded in {path} (corrupted or replaced); retrain the "
+                             f"cell: {_retrain(model_path)}")
     return metrics
 
 
@@ -137,28 +147,26 @@ def verify_adv_set(blob: dict, adv_path, source_metrics_path=None, attack_id=Non
     metrics.json, that it was crafted on exactly that model."""
     if attack_id is not None and blob.get("attack_id") != attack_id:
         raise IntegrityError(f"{adv_path}: crafted with attack {blob.get('attack_id')!r}, not "
-                             f"{attack_id!r} (a set moved or swapped); delete it and rerun to "
-                             "recraft")
+                             f"{attack_id!r} (a set moved or swapped); {repair_hint(adv_path)}")
     digest = blob.get("data_sha256")
     if digest is None:
         raise IntegrityError(f"{adv_path}: records no data digest (crafted by an older version); "
-                             "delete it and rerun to recraft")
+                             f"{repair_hint(adv_path)}")
     if tensor_digest(blob["x_adv"], blob["y"]) != digest:
         raise IntegrityError(f"{adv_path}: its images do not match the digest recorded when it was "
-                             "crafted (corrupted); delete it and rerun to recraft")
+                             f"crafted (corrupted); {repair_hint(adv_path)}")
     if source_metrics_path is None:
         return
     source = _read_metrics(Path(source_metrics_path), adv_path)
     if blob.get("source_id") != source.get("id"):
         raise IntegrityError(f"{adv_path}: crafted on {blob.get('source_id')!r}, but the source "
-                             f"model's {source_metrics_path} is {source.get('id')!r}; delete it "
-                             "and rerun to recraft")
+                             f"model's {source_metrics_path} is {source.get('id')!r}; "
+                             f"{repair_hint(adv_path)}")
     if blob.get("source_sha256") != source.get("model_sha256"):
         raise IntegrityError(f"{adv_path}: crafted on another version of {source.get('id')!r} "
                              f"than the model {source_metrics_path} describes (source sha256 "
                              f"{str(blob.get('source_sha256'))[:16]} vs "
-                             f"{str(source.get('model_sha256'))[:16]}); delete it and rerun to "
-                             "recraft")
+                             f"{str(source.get('model_sha256'))[:16]}); {repair_hint(adv_path)}")
 
 
 # --- dataset splits ------------------------------------------------------------------------------
