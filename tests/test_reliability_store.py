@@ -169,3 +169,26 @@ def test_a_record_must_be_the_one_its_path_names(path, base, edit, words):
         check_record(f"{folder}/{path}", {**rec, **edit})
     assert str(err.value).startswith(f"{folder}/{path}: ") and "\n" not in str(err.value)
     assert all(w in str(err.value) for w in words), err.value
+
+
+def test_two_trainings_of_one_cell_do_not_run_at_once(digits, tmp_path):
+    """Two checkouts sharing one store each hold their own Snakemake lock: the cell's own lock
+    stops the second training before it touches the first one's checkpoint."""
+    import json
+
+    from conftest import tiny_spec
+    from lsqueeze.runtime.files import exclusive
+
+    out = tmp_path / "cell"
+    args = ["train", "--spec", json.dumps(tiny_spec(steps=20)), "--data-dir", digits,
+            "--out-dir", out, "--no-progress"]
+    with exclusive(out):  # the first training, still running
+        done = lsqueeze(*args)
+        err = done.stderr.strip().splitlines()
+        assert done.returncode == 2 and len(err) == 1, done.stderr
+        assert err[0].startswith(f"lsqueeze train: error: {out}: another training of this cell "
+                                 "is running"), err
+        assert sorted(p.name for p in out.iterdir()) == [".train.lock"]  # nothing written
+    done = lsqueeze(*args)  # once it is over, the cell trains
+    assert done.returncode == 0, done.stderr
+    assert (out / "model.pt").exists()

@@ -126,6 +126,9 @@ def test_dry_run_of_a_read_only_results_dir(tmp_path):
     ("id: strong", "id: 2_compare", "tables.2.id", ["'2_compare' writes table_2_compare.parquet",
                                                     "table '2'"]),
     ("id: strong", "id: 2-compare", None, []),  # a control: no file named twice, valid
+    # a file name has at most 255 bytes: refused before the run, not at the aggregation
+    ("id: strong", f"id: {'x' * 250}", "tables.2.id", ["250 bytes long", "shorten it"]),
+    ("id: strong", f"id: {'x' * 200}", None, []),  # a control
     # an FGSM or multi-restart adversary cannot train a model: training runs PGD
     ("natural: {dataset: digits28, method: natural, steps: 60}",
      "natural: {dataset: digits28, method: adv, adv: fgsm_xent, steps: 60}", "cells.natural.adv",
@@ -133,6 +136,9 @@ def test_dry_run_of_a_read_only_results_dir(tmp_path):
     ("natural: {dataset: digits28, method: natural, steps: 60}",
      "natural: {dataset: digits28, method: adv, steps: 60, adv: {attack: pgd, eps: 0.3, "
      "step_size: 0.1, steps: 5, restarts: 3}}", "cells.natural.adv", ["restarts 3", "one attempt"]),
+    ("natural: {dataset: digits28, method: natural, steps: 60}",
+     "natural: {dataset: digits28, method: adv, steps: 60, adv: {attack: pgd, eps: null, "
+     "step_size: 0.1, steps: 5}}", "cells.natural.adv", ["needs a bounded eps"]),
     # results and data_dir: a directory of their own, not the working directory or above it
     ("results: results/tiny", "results: .", "results", ["'.' is the working directory"]),
     ("results: results/tiny", "results: ..", "results", ["or a directory above it"]),

@@ -78,9 +78,11 @@ def _train_flags(s):
 @command("train", "train one cell", _train_flags, gpu=True)
 def train(args):
     from lsqueeze.jobs.train import train
+    from lsqueeze.runtime.files import exclusive
 
-    m = train(args.spec, args.data_dir, args.out_dir, progress=not args.no_progress,
-              options=args.options, device_policy=args.device, log_every=args.log_every)
+    with exclusive(args.out_dir):  # one training per cell, whichever checkout runs it
+        m = train(args.spec, args.data_dir, args.out_dir, progress=not args.no_progress,
+                  options=args.options, device_policy=args.device, log_every=args.log_every)
     print(f"{m['id']}: test accuracy {m['test_accuracy']:.4f}, diverged={m['diverged']}")
 
 

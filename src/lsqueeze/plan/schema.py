@@ -36,6 +36,10 @@ SCHEMA_PATH = Path(__file__).resolve().parents[3] / "params" / "schema.json"
 # The checkout this package runs from (None when installed elsewhere): a preset may not write over it.
 CHECKOUT = SCHEMA_PATH.parents[1] if (SCHEMA_PATH.parents[1] / "Snakefile").is_file() else None
 MAX_ERRORS = 10
+# A file name has at most 255 bytes on common filesystems; the atomic writer's temporary file
+# (lsqueeze.runtime.files.atomic_path) adds `.` + `.XXXXXXXX.tmp` to the name.
+TEMP_NAME = 14
+MAX_FILE_NAME = 255 - TEMP_NAME
 
 
 def _locate(node, keys) -> tuple[int, int | None]:
@@ -177,6 +181,11 @@ def _table_problems(config):
         if tid in first:
             yield ("tables", i, "id"), (f"duplicate table id {tid!r} (also tables.{first[tid]}.id): "
                                         "each table is written to its own file")
+        elif max(len(name.encode()) for name in table_files(tid)) > MAX_FILE_NAME:
+            yield ("tables", i, "id"), (
+                f"table id {_short(tid)} is {len(tid.encode())} bytes long: its files "
+                f"({table_files(tid)[1]}) would pass the {MAX_FILE_NAME + TEMP_NAME}-byte limit of "
+                "a file name only when the tables are written; shorten it")
         else:
             # table_2_compare.parquet is both table 2's comparison and table 2_compare's layout;
             # names that differ only in case are one file on macOS and Windows
@@ -204,6 +213,19 @@ def _plan_problems(config, schema):
     """Checks on the resolved plan: every id must match the workflow's wildcard patterns (else
     Snakemake reports a missing input that names nothing) and every merged recipe must name a
     known architecture."""
+    # First, as the plan cannot be built around an adversary it cannot run (an unbounded eps has
+    # no number for the cell's id): the problem is then named with its key.
+    adversaries = False
+    for keys, ref in _cell_refs(config):
+        try:
+            problem = adversary_problem(resolve_cell(config, ref))
+        except (ValueError, KeyError, TypeError) as exc:  # a cell no table uses
+            problem = f"{exc}"
+        if problem:
+            adversaries = True
+            yield (*keys, "adv") if "adv" in ref else keys, problem
+    if adversaries:
+        return
     try:
         plan = build_plan(config)
     except (ValueError, KeyError, TypeError) as exc:
@@ -230,14 +252,6 @@ def _plan_problems(config, schema):
             keys = ("attacks", named[aid], "eps") if aid in named else ("attacks",)
             yield keys, (f"{eps:g} in the pixel units of {dataset} ({aid}) is more than the whole "
                          "[0, 1] range; an unbounded attack is eps null")
-    for keys, ref in _cell_refs(config):
-        try:
-            problem = adversary_problem(resolve_cell(config, ref))
-        except (ValueError, KeyError, TypeError) as exc:  # a cell no table uses
-            yield keys, f"{exc}"
-            continue
-        if problem:
-            yield (*keys, "adv") if "adv" in ref else keys, problem
     known = schema["$defs"]["recipe"]["properties"]["arch"]["properties"]["name"]["enum"]
     for dataset in sorted({c["dataset"] for c in plan.cells.values()}):
         name = plan.recipe(dataset).get("arch", {}).get("name")

@@ -154,6 +154,34 @@ def verify_file(path) -> None:
                                f"replaced since; {repair_hint(path)}")
 
 
+LOCK_NAME = ".train.lock"
+
+
+@contextmanager
+def exclusive(out_dir, what: str = "training"):
+    """Hold an exclusive lock on a job's output directory (an fcntl lock on `.train.lock` in it),
+    or refuse in one line: two checkouts sharing one model store, each with its own Snakemake
+    lock, would otherwise train the same cell at once, writing over each other's checkpoint. The
+    file stays (removing it would let a third job lock a new file beside a held one); the lock
+    goes with the process, however it ends."""
+    import fcntl
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lock = out_dir / LOCK_NAME
+    with open(lock, "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise JobError(f"{out_dir}: another {what} of this cell is running (it holds {lock}), "
+                           "perhaps from another checkout sharing the store; let it finish, "
+                           "then rerun, which finds its model") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def file_digest(path, algorithm: str = "sha256") -> str:
     """Hex digest of a file, read in 1 MiB blocks."""
     h = hashlib.new(algorithm)
