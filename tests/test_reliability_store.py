@@ -192,3 +192,23 @@ def test_two_trainings_of_one_cell_do_not_run_at_once(digits, tmp_path):
     done = lsqueeze(*args)  # once it is over, the cell trains
     assert done.returncode == 0, done.stderr
     assert (out / "model.pt").exists()
+
+
+def test_a_finished_run_in_another_checkout_reruns_nothing(tiny_run, tiny_config, tmp_path):
+    """The checkout's own inputs (the published values, the claims) are given by content: a clone
+    in another directory, its files newer than the results, finds the run finished."""
+    from conftest import copy_checkout
+
+    clone = copy_checkout(tmp_path / "clone")
+    for name in ("paper_tables.csv", "claims.yaml"):
+        (clone / "params" / name).touch()  # checked out after the results were made
+    work = tmp_path / "run"
+    shutil.copytree(tiny_run, work, symlinks=True)
+    dry = run_snakemake(work, "-n", configfile=tiny_config, snakefile=clone / "Snakefile")
+    assert "Nothing to be done" in dry.stdout + dry.stderr, dry.stdout[-3000:]
+    # an edit to the published values reruns what reads them, and only that
+    csv = clone / "params" / "paper_tables.csv"
+    csv.write_text(csv.read_text() + "\n")
+    dry = run_snakemake(work, "-n", configfile=tiny_config, snakefile=clone / "Snakefile")
+    jobs = set(re.findall(r"^rule (\w+):", dry.stdout, re.M))
+    assert {"tables_plan", "aggregate"} <= jobs and "train" not in jobs, dry.stdout[-3000:]

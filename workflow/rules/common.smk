@@ -15,6 +15,7 @@ if sys.path[0] != SRC:
     sys.path.insert(0, SRC)
 
 from lsqueeze.plan.build import WILDCARDS, build_plan
+from lsqueeze.runtime.files import file_digest
 from lsqueeze.runtime.fingerprint import fingerprint
 from lsqueeze.plan.layout import Layout
 from lsqueeze.plan.schema import ConfigError, validate_sources
@@ -156,6 +157,17 @@ def attack_json(w):
 # running aggregation reads. Its params carry the plan, so it is rewritten exactly when it changes.
 PLAN_FILE = f"{RES}/plan/tables.json"
 PLAN_JSON = json.dumps(LAYOUT.tables_plan(), sort_keys=True, default=str)
+
+# The checkout's own inputs of the tables and claims (the published values, the claims), given to
+# their rules by content, not as input files: an input's absolute path is recorded with each
+# output, so a clone of a finished run in another directory (or a checkout newer than its
+# results) would rerun them for nothing. An edit to either file changes its digest, which reruns
+# exactly the rules that read it; the path itself is a derived param (a function of `input`),
+# which Snakemake does not compare.
+REFERENCE = f"{workflow.basedir}/params/paper_tables.csv"
+CLAIMS_FILE = f"{workflow.basedir}/params/claims.yaml"
+REFERENCE_SHA256 = file_digest(REFERENCE)
+CLAIMS_SHA256 = file_digest(CLAIMS_FILE)
 
 TARGETS = LAYOUT.targets()
 TABLES, FIGURES, CLAIMS = TARGETS["tables"], TARGETS["figures"], TARGETS["claims"]
