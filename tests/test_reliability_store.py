@@ -212,3 +212,22 @@ def test_a_finished_run_in_another_checkout_reruns_nothing(tiny_run, tiny_config
     dry = run_snakemake(work, "-n", configfile=tiny_config, snakefile=clone / "Snakefile")
     jobs = set(re.findall(r"^rule (\w+):", dry.stdout, re.M))
     assert {"tables_plan", "aggregate"} <= jobs and "train" not in jobs, dry.stdout[-3000:]
+
+
+def test_a_job_run_by_hand_from_a_checkout_runs_that_checkouts_code(tmp_path):
+    """`snakemake -p` prints `python -m lsqueeze ...`; the workflow runs it with the Snakefile's
+    src/ first on PYTHONPATH, a hand-run shell with whatever package the environment installed:
+    run from a checkout, the command runs that checkout's code, as the workflow did."""
+    from conftest import copy_checkout
+
+    clone = copy_checkout(tmp_path / "clone")
+    init = clone / "src" / "lsqueeze" / "__init__.py"
+    init.write_text(init.read_text().replace('__version__ = "', '__version__ = "9.9.9+'))
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "LSQUEEZE_CHECKOUT_SRC")}
+    env["PYTHONPATH"] = str(REPO / "src")  # the package the environment installed: this one
+    ran = subprocess.run([sys.executable, "-m", "lsqueeze", "--version"], cwd=clone, env=env,
+                         capture_output=True, text=True)
+    assert ran.returncode == 0 and ran.stdout.startswith("lsqueeze 9.9.9+"), ran
+    ran = subprocess.run([sys.executable, "-m", "lsqueeze", "--version"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True)  # not in a checkout: the installed one
+    assert ran.returncode == 0 and not ran.stdout.startswith("lsqueeze 9.9.9"), ran
