@@ -157,13 +157,17 @@ BLACK = {"kind": "black", "source_id": "digits28/other"}
      {"cell": {**C.resolve_cell({}, {"dataset": "digits28", "method": "natural", "steps": 60}),
                "seed": 1}}, ["cell 'digits28/ls0-sq0-gn0-k60-s1'"]),
 ])
-def test_a_record_must_be_the_one_its_path_names(path, base, edit, words):
+def test_a_record_must_be_the_one_its_path_names(tmp_path, path, base, edit, words):
     from lsqueeze.plan.records import RecordMismatch, check_record
+    from lsqueeze.runtime.files import digest_path
 
     cell = C.resolve_cell({}, {"dataset": "digits28", "method": "natural", "steps": 60})
     rec = {"kind": "white", "cell_id": C.cell_id(cell), "cell": cell, "n": 100,
            "attack": {"id": "fgsm-xent-e0.3"}, "per_example": pack([True] * 100), **base}
-    folder = f"results/store/digits28/r2ba8b7d6/{C.cell_id(cell).split('/')[1]}"
+    folder = tmp_path / f"results/store/digits28/r2ba8b7d6/{C.cell_id(cell).split('/')[1]}"
+    for name in {path, path.replace("n50", "n100")}:  # the records' digests (their bytes: fine)
+        digest_path(folder / name).parent.mkdir(parents=True, exist_ok=True)
+        digest_path(folder / name).write_text("0" * 64 + "\n")
     assert check_record(f"{folder}/{path.replace('n50', 'n100')}", dict(rec)) == rec  # control
     with pytest.raises(RecordMismatch) as err:
         check_record(f"{folder}/{path}", {**rec, **edit})
@@ -188,7 +192,7 @@ def test_two_trainings_of_one_cell_do_not_run_at_once(digits, tmp_path):
         assert done.returncode == 2 and len(err) == 1, done.stderr
         assert err[0].startswith(f"lsqueeze train: error: {out}: another training of this cell "
                                  "is running"), err
-        assert sorted(p.name for p in out.iterdir()) == [".train.lock"]  # nothing written
+        assert not out.exists()  # nothing written
     done = lsqueeze(*args)  # once it is over, the cell trains
     assert done.returncode == 0, done.stderr
     assert (out / "model.pt").exists()
@@ -231,3 +235,52 @@ def test_a_job_run_by_hand_from_a_checkout_runs_that_checkouts_code(tmp_path):
     ran = subprocess.run([sys.executable, "-m", "lsqueeze", "--version"], cwd=tmp_path, env=env,
                          capture_output=True, text=True)  # not in a checkout: the installed one
     assert ran.returncode == 0 and not ran.stdout.startswith("lsqueeze 9.9.9"), ran
+
+
+def test_a_file_nothing_vouches_for_is_not_used(tmp_path):
+    """A digest removed with the file it vouched for edited: a store record is refused, a
+    checkpoint not resumed; a file written by another tool (no digest at all) is still read."""
+    from lsqueeze.jobs.train import _resumable
+    from lsqueeze.plan.records import RecordMismatch, check_record
+    from lsqueeze.runtime.files import CorruptFileError, digest_path, load_torch, save_json
+
+    cell = C.resolve_cell({}, {"dataset": "digits28", "method": "natural", "steps": 60})
+    metrics = tmp_path / f"results/store/{cell['dataset']}/r2ba8b7d6/{C.cell_id(cell)[9:]}/metrics.json"
+    record = {"id": C.cell_id(cell), "spec": {"id": C.cell_id(cell), "cell": cell}}
+    save_json(record, metrics)
+    assert check_record(metrics, record) == record
+    digest_path(metrics).unlink()
+    with pytest.raises(RecordMismatch, match=r"metrics\.json: no sha256 recorded beside it .*"
+                                             r"--forcerun .*metrics\.json`"):
+        check_record(metrics, record)
+    state = tmp_path / "state.pt"
+    save_torch({"step": torch.tensor(5)}, state)
+    digest_path(state).unlink()
+    with pytest.raises(CorruptFileError, match=r"state\.pt: no sha256 recorded beside it"):
+        load_torch(state)
+    assert _resumable(state, "any key", "cpu") is None  # trained from step 0 instead
+    other = tmp_path / "other.pt"  # not a checkpoint: read unchecked, as before
+    save_torch({"x": torch.zeros(2)}, other)
+    digest_path(other).unlink()
+    assert torch.equal(load_torch(other)["x"], torch.zeros(2))
+
+
+def test_a_kill_while_a_file_is_replaced_leaves_a_digest_for_it(tmp_path, monkeypatch):
+    """Between the rename and the final digest, the digest beside the file lists both the old
+    and the new content: whichever file a kill leaves there is vouched for."""
+    from lsqueeze.runtime import files
+
+    path = tmp_path / "state.pt"
+    save_torch({"step": torch.tensor(1)}, path)
+    old = sha(path)
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # the process dies right after the rename
+
+    monkeypatch.setattr(files, "record_digest", killed)
+    with pytest.raises(KeyboardInterrupt):
+        save_torch({"step": torch.tensor(2)}, path)
+    assert sha(path) != old
+    assert files.load_torch(path)["step"] == 2  # the new file, vouched for
+    lines = files.digest_path(path).read_text().splitlines()
+    assert [line.split()[0] for line in lines] == [sha(path), old]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from lsqueeze.plan.build import WILDCARDS, cell_id
 from lsqueeze.plan.perexample import unpack
-from lsqueeze.runtime.files import JobError, repair_hint
+from lsqueeze.runtime.files import JobError, digest_path, repair_hint
 
 
 class RecordMismatch(JobError):
@@ -76,6 +76,9 @@ def check_record(path, rec) -> dict:
         return rec
     if not isinstance(rec, dict):
         raise RecordMismatch(f"{path}: not a record of this package (a JSON object)")
+    if not digest_path(path).exists():  # every store record is written with one
+        raise RecordMismatch(f"{path}: no sha256 recorded beside it ({digest_path(path).name}), "
+                             f"so nothing vouches for its content; {repair_hint(path)}")
     try:
         got = _found(rec, want["kind"])
     except (KeyError, TypeError, ValueError) as exc:
