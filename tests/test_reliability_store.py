@@ -284,3 +284,18 @@ def test_a_kill_while_a_file_is_replaced_leaves_a_digest_for_it(tmp_path, monkey
     assert files.load_torch(path)["step"] == 2  # the new file, vouched for
     lines = files.digest_path(path).read_text().splitlines()
     assert [line.split()[0] for line in lines] == [sha(path), old]
+
+
+def test_a_worst_case_over_fewer_attacks_than_its_table_shows_is_said(tiny_run, layout, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run / "results", run / "results", symlinks=True)
+    done = lsqueeze(*aggregate_args(run, layout))
+    assert done.returncode == 0 and "warning" not in done.stderr, done.stderr  # the control
+    aa = str(run / layout.white("digits28/ls0-sq0.5-gn0.5-k60-s0", "aa-standard-e0.3"))
+    args = [a for a in aggregate_args(run, layout) if str(a) != aa]  # a hand-edited input list
+    done = lsqueeze(*args)
+    assert done.returncode == 0, done.stderr
+    (warning,) = [line for line in done.stderr.splitlines() if "warning" in line]
+    assert warning == ("lsqueeze aggregate: warning: table strong, digits28/ls0-sq0.5-gn0.5-k60-s0:"
+                       " the worst case at ε 0.3 leaves out AutoAttack (no record among the "
+                       "inputs, or one evaluated on other test images than the rest)")

@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 
 from lsqueeze.plan.build import WILDCARDS, cell_id
-from lsqueeze.plan.perexample import unpack
+from lsqueeze.plan.perexample import WORST, eps_key, unpack, worst_cases
 from lsqueeze.runtime.files import JobError, digest_path, repair_hint
 
 
@@ -100,3 +100,30 @@ def check_record(path, rec) -> dict:
             raise RecordMismatch(f"{path}: evaluates test images {images.start}..{images.stop - 1},"
                                  f" not the first {len(images)}; {repair_hint(path)}")
     return rec
+
+
+def worst_case_gaps(plan: dict, records: list[dict]) -> list[str]:
+    """Where a table's worst case combines fewer attacks than the table's columns at its ε: a
+    column's record left out of the inputs (a hand-edited list), or evaluated on other test
+    images than the rest (another n). The worst case is then over the others, or absent, and
+    looks complete: the aggregation says so."""
+    combined = {(w["cell_id"], eps_key(w["eps"])): {a.split(":", 1)[1].split("@")[0]
+                                                    for a in w["attacks"]}
+                for w in worst_cases(records)}
+    gaps = []
+    for table in plan["tables"]:
+        columns = table["columns"]
+        for worst in (c for c in columns if c.get("threat") == WORST):
+            eps = eps_key((worst.get("attack_paper") or {}).get("eps"))
+            wanted = [c for c in columns if c.get("threat") in ("white", "black")
+                      and eps_key((c.get("attack_paper") or {}).get("eps")) == eps]
+            for row in table["rows"]:
+                for cid in row.get("cell_ids") or [row["cell_id"]]:
+                    got = combined.get((cid, eps))
+                    left = [c["name"] for c in wanted if got is None or c["attack_id"] not in got]
+                    if left:
+                        gaps.append(f"table {table['id']}, {cid}: the worst case at ε {eps} "
+                                    + ("is missing" if got is None else "leaves out")
+                                    + f" {', '.join(left)} (no record among the inputs, or one "
+                                    "evaluated on other test images than the rest)")
+    return gaps

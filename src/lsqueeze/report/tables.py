@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import html
 import math
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -31,7 +32,7 @@ from lsqueeze.plan.build import (
     table_files,
 )
 from lsqueeze.plan.perexample import WORST, worst_case_id, worst_cases
-from lsqueeze.plan.records import check_record
+from lsqueeze.plan.records import check_record, worst_case_gaps
 from lsqueeze.registries.regularizers import REGULARIZERS
 from lsqueeze.report.agreement import counts, headline, judge
 from lsqueeze.report.tablemeta import (
@@ -418,6 +419,8 @@ def aggregate(plan_path, inputs, reference_path, out_dir) -> pd.DataFrame:
             records.append(check_record(p, read_json(p)))  # the record its path names
             rows += measurement_rows(records[-1])
     rows += worst_case_rows(records)
+    for gap in worst_case_gaps(plan, records):  # a worst case over fewer attacks than it shows
+        print(f"lsqueeze aggregate: warning: {gap}", file=sys.stderr)
     reference = pd.read_csv(reference_path)
     tables = build_tables(plan, pd.DataFrame(rows), reference, analyses, tolerance)
     long = pd.DataFrame(rows + _eq4_rows(plan, analyses))
