@@ -25,12 +25,12 @@ from pathlib import Path
 
 from lsqueeze.runtime.files import (
     JobError,
-    repair_hint,
     digest_path,
     file_digest,
     read_json,
     record_digest,
     recorded_digest,
+    repair_hint,
 )
 
 DEVICE_POLICIES = ("cuda", "auto", "cpu")
