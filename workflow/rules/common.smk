@@ -60,6 +60,9 @@ def _shell_literal(value: str) -> str:
 # changing the device still reruns nothing.
 DEVICE = config.get("device", "cuda")
 _ENV = {
+    # the package is this checkout's (lsqueeze/__main__.py switches only a hand-run command to the
+    # package of the checkout it is run from; a job of this workflow runs this one, wherever)
+    "LSQUEEZE_CHECKOUT_SRC": SRC,
     "LSQUEEZE_DEVICE": DEVICE,
     "LSQUEEZE_TRAIN_OPTIONS": json.dumps(config.get("train", {}), sort_keys=True),
 }
