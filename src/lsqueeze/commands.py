@@ -40,24 +40,17 @@ def _data_flags(s):
 
 @command("data", "download, verify and convert one dataset", _data_flags)
 def data(args):
-    import shutil
-    import tempfile
     from pathlib import Path
 
     from lsqueeze.jobs.data import DataError, prepare
-    from lsqueeze.runtime.integrity import IntegrityError, install_splits
+    from lsqueeze.runtime.integrity import IntegrityError, rebuild_splits
 
-    # Built beside the splits, then moved in only if each matches the digest recorded for it.
-    out = Path(args.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    stage = tempfile.mkdtemp(dir=out, prefix=".rebuild-")
+    raw = args.raw_dir or Path(args.out_dir) / "raw"
     try:
-        staged = prepare(args.dataset, stage, args.raw_dir or out / "raw", args.mirror)
-        paths = install_splits(staged, out)
+        paths = rebuild_splits(lambda stage: prepare(args.dataset, stage, raw, args.mirror),
+                               args.out_dir)
     except (DataError, IntegrityError) as exc:
         return _error("data", exc)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
     print(json.dumps({k: str(v) for k, v in paths.items()}))
 
 

@@ -21,6 +21,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 from lsqueeze.runtime.files import (
@@ -171,6 +173,18 @@ def verify_adv_set(blob: dict, adv_path, source_metrics_path=None, attack_id=Non
 
 # --- dataset splits ------------------------------------------------------------------------------
 
+def rebuild_splits(build, out_dir) -> dict:
+    """Build a dataset's splits (`build(folder)` writes them there and returns {split: file}) in a
+    folder beside `out_dir`, then move them in through install_splits."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stage = tempfile.mkdtemp(dir=out_dir, prefix=".rebuild-")
+    try:
+        return install_splits(build(stage), out_dir)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
 def install_splits(staged: dict, out_dir) -> dict:
     """Move freshly built splits ({split: staged file}) into `out_dir`, unless one differs from the
     split recorded there.
@@ -188,8 +202,8 @@ def install_splits(staged: dict, out_dir) -> dict:
         if old is not None and old != sha:
             raise IntegrityError(
                 f"{path}: the rebuilt split differs from the one recorded in {digest_path(path).name}"
-                f" (sha256 {sha[:16]} vs {old[:16]}), from which the models and evaluations beside "
-                f"it were made; to replace it and rerun all of them, delete {out_dir} and rerun")
+                f" (sha256 {sha[:16]} vs {old[:16]}), from which the models and evaluations of this "
+                f"dataset were made; to replace it and rerun all of them, delete {out_dir} and rerun")
     paths = {}
     for s, sha in new.items():
         paths[s] = out_dir / f"{s}.pt"
