@@ -354,7 +354,7 @@ def attack_arg(**settings):
         paper = attack_kinds.resolve(given)
     except ValueError:  # an unknown kind
         paper = {**attack_kinds.BASE, **given}
-    return {"id": attack_kinds.attack_id(paper), "paper": paper, "pixel": dict(paper)}
+    return {"id": C.attack_id(paper), "paper": paper, "pixel": dict(paper)}
 
 
 @pytest.mark.parametrize("record, words", [
@@ -390,7 +390,8 @@ def test_a_hand_written_attack_is_checked_like_a_preset(tmp_path, capsys, record
 def test_a_cw_confidence_is_in_the_attack_id_where_it_is_not_the_default():
     """It changes the number: two presets that differ only in it must not share a store file.
     At the default the id is what it always was, so existing stores keep their paths."""
-    from lsqueeze.registries.attack_kinds import attack_id, resolve
+    from lsqueeze.plan.build import attack_id
+    from lsqueeze.registries.attack_kinds import resolve
 
     pgd = {"attack": "pgd", "loss": "cw", "eps": 0.3, "step_size": 0.01, "steps": 40,
            "random_start": True}

@@ -12,6 +12,7 @@ import math
 
 import jsonschema
 
+from lsqueeze.plan.build import attack_id
 from lsqueeze.plan.schema import SCHEMA_PATH, _dotted, _load_schema, _non_finite, _schema_problem
 from lsqueeze.registries import attack_kinds
 from lsqueeze.runtime.yamlfile import ConfigError
@@ -50,7 +51,7 @@ def _problems(record: dict, spec: dict | None, schema_path) -> list[tuple[tuple,
     for key in sorted(k for k in paper if paper[k] != resolved.get(k)):
         return [(("paper", key), f"{paper[key]!r}: the {kind.name} attack always has {key} "
                  f"{resolved.get(key)!r}")]
-    made = attack_kinds.attack_id(resolved)
+    made = attack_id(resolved)
     if record["id"] != made:
         return [(("id",), f"{record['id']!r} is not the id of its settings ({made!r})")]
     scale = ((spec or {}).get("recipe") or {}).get("pixel_scale")

@@ -22,6 +22,7 @@ from lsqueeze.plan.build import (
     RECIPES,
     SD_SUFFIX,
     WILDCARDS,
+    attack_id,
     build_plan,
     cell_defaults,
     resolve_cell,
@@ -243,7 +244,7 @@ def _plan_problems(config, schema):
     named = {}
     for name, a in config.get("attacks", {}).items():
         try:
-            named.setdefault(attack_kinds.attack_id(attack_kinds.resolve(a)), name)
+            named.setdefault(attack_id(attack_kinds.resolve(a)), name)
         except ValueError:
             pass
     for dataset, aid in sorted(used):  # an evaluation job refuses it too (plan.arguments)

@@ -70,18 +70,10 @@ class AttackKind:
     budget: Callable[[dict], float] = steps_times_restarts
 
 
-def confidence_part(a: dict) -> str:
-    """The CW loss's confidence, where it is not the default: it changes the number, so it is in
-    the id (two presets with different confidences must not share one store file); absent at the
-    default, so the ids of existing stores stay as they are."""
-    conf = a.get("confidence", BASE["confidence"])
-    return "" if a.get("loss") != "cw" or conf == BASE["confidence"] else f"-c{num(conf)}"
-
-
 def _pgd_id(a: dict) -> str:
     rid = f"pgd-{a['loss']}-n{int(a['steps'])}-e{eps_part(a)}-a{num(a['step_size'])}"
     rid += f"-r{int(a['restarts'])}"
-    return rid + ("-rand" if a["random_start"] else "") + confidence_part(a)
+    return rid + ("-rand" if a["random_start"] else "")
 
 
 def _pgd_image_steps(a: dict) -> float:
@@ -102,7 +94,7 @@ ATTACK_KINDS: dict[str, AttackKind] = {k.name: k for k in (
     AttackKind(
         "fgsm", "lsqueeze.science.attacks:run_fgsm",
         fixed={"steps": 1, "step_size": None, "random_start": False, "restarts": 1},
-        make_id=lambda a: f"fgsm-{a['loss']}-e{eps_part(a)}{confidence_part(a)}",
+        make_id=lambda a: f"fgsm-{a['loss']}-e{eps_part(a)}",
         image_steps=lambda a: 1.0, budget=lambda a: 1.0),
     # Madry's PGD: steps of step_size, optional random start and restarts
     AttackKind(
