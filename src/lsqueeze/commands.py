@@ -40,11 +40,16 @@ def _data_flags(s):
 
 @command("data", "download, verify and convert one dataset", _data_flags)
 def data(args):
-    from lsqueeze.jobs.data import DataError, prepare
+    from pathlib import Path
 
+    from lsqueeze.jobs.data import DataError, prepare
+    from lsqueeze.runtime.integrity import IntegrityError, rebuild_splits
+
+    raw = args.raw_dir or Path(args.out_dir) / "raw"
     try:
-        paths = prepare(args.dataset, args.out_dir, args.raw_dir, args.mirror)
-    except DataError as exc:
+        paths = rebuild_splits(lambda stage: prepare(args.dataset, stage, raw, args.mirror),
+                               args.out_dir)
+    except (DataError, IntegrityError) as exc:
         return _error("data", exc)
     print(json.dumps({k: str(v) for k, v in paths.items()}))
 
@@ -66,9 +71,11 @@ def _train_flags(s):
 @command("train", "train one cell", _train_flags, gpu=True)
 def train(args):
     from lsqueeze.jobs.train import train
+    from lsqueeze.runtime.files import exclusive
 
-    m = train(args.spec, args.data_dir, args.out_dir, progress=not args.no_progress,
-              options=args.options, device_policy=args.device, log_every=args.log_every)
+    with exclusive(args.out_dir):  # one training per cell, whichever checkout runs it
+        m = train(args.spec, args.data_dir, args.out_dir, progress=not args.no_progress,
+                  options=args.options, device_policy=args.device, log_every=args.log_every)
     print(f"{m['id']}: test accuracy {m['test_accuracy']:.4f}, diverged={m['diverged']}")
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from lsqueeze.plan.build import cell_id, config_hash, model_name, num, steps_tag
 from lsqueeze.plan.perexample import worst_of_list
+from lsqueeze.plan.records import check_record
 from lsqueeze.registries.datasets import ADV_TRAINING, IMAGE_SHAPE, TEST_SIZE
 from lsqueeze.runtime.files import (
     JobError,
@@ -85,6 +86,7 @@ def checked_record(model_dir) -> tuple[dict, Path]:
     if described != spec["id"]:
         raise IntegrityError(f"{metrics_path}: its spec is for cell {spec['id']!r} but describes "
                              f"{described!r} (edited by hand?)")
+    check_record(metrics_path, metrics)  # in a store: the cell its folder names
     verify_model(model_path, spec["id"])  # metrics.json's id and the file's sha256
     dataset = spec["cell"].get("dataset")
     if dataset not in IMAGE_SHAPE:
