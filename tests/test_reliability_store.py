@@ -205,7 +205,7 @@ def test_a_finished_run_in_another_checkout_reruns_nothing(tiny_run, tiny_config
 
     clone = copy_checkout(tmp_path / "clone")
     for name in ("paper_tables.csv", "claims.yaml"):
-        (clone / "params" / name).touch()  # checked out after the results were made
+        (clone / "src" / "lsqueeze" / "data" / name).touch()  # checked out after the results
     work = tmp_path / "run"
     shutil.copytree(tiny_run, work, symlinks=True)
     dry = run_snakemake(work, "-n", configfile=tiny_config, snakefile=clone / "Snakefile")
