@@ -86,7 +86,8 @@ def job_files(tmp_path):
 
 
 SPEC = '{"id": "digits28/x", "cell": {"dataset": "digits28", "steps": 1}, "recipe": {}}'
-ATTACK = '{"id": "fgsm", "paper": {}, "pixel": {}}'
+ATTACK = ('{"id": "fgsm-xent-e0.3", "paper": {"attack": "fgsm", "eps": 0.3}, '
+          '"pixel": {"attack": "fgsm", "eps": 0.3}}')
 
 
 @pytest.mark.parametrize("extra, words", [

@@ -159,8 +159,10 @@ def models(digits, tmp_path_factory, one_thread):
     return out
 
 
-FGSM = {"id": "fgsm", "paper": {"attack": "fgsm", "loss": "xent", "eps": 0.3},
+FGSM = {"id": "fgsm-xent-e0.3", "paper": {"attack": "fgsm", "loss": "xent", "eps": 0.3},
         "pixel": {"attack": "fgsm", "loss": "xent", "eps": 0.3}}
+PGD = {"attack": "pgd", "loss": "xent", "eps": 0.3, "steps": 5, "step_size": 0.1,
+       "random_start": True}
 
 
 def reader(command, spec, model, digits, out):
@@ -246,7 +248,7 @@ def test_transfer_checks_the_adversarial_set_against_its_source(models, digits, 
     retrained.write_text(json.dumps({**record, "model_sha256": "0" * 64}))
     one_line_error(transfer(adv, retrained), adv, "another version")
     # a set crafted with FGSM, transferred for a PGD column (two sets swapped on disk)
-    pgd = {**FGSM, "id": "pgd-xent-n5-e0.3-a0.1-r1-rand"}
+    pgd = {"id": "pgd-xent-n5-e0.3-a0.1-r1-rand", "paper": PGD, "pixel": PGD}
     one_line_error(transfer(adv, model_a.with_name("metrics.json"), pgd), adv, FGSM["id"],
                    pgd["id"], "swapped")
     # images altered after crafting
@@ -366,7 +368,7 @@ def test_every_written_file_records_its_digest(tmp_path):
     with pytest.raises(CorruptFileError, match=r"e\.json: its content does not match"):
         read_json(tmp_path / "e.json")
     flip_byte(tmp_path / "t.parquet", at=0.2)
-    with pytest.raises(CorruptFileError, match=r"t\.parquet.*delete it and rerun"):
+    with pytest.raises(CorruptFileError, match=r"t\.parquet.*--forcerun .*t\.parquet`"):
         read_parquet(tmp_path / "t.parquet")
     flip_byte(tmp_path / "s.pt")
     with pytest.raises(CorruptFileError, match=r"s\.pt"):
@@ -396,7 +398,7 @@ def test_changed_labels_in_a_split_are_refused(models, digits, tmp_path):
     with open(data / "test.pt", "wb") as fh:  # edited in place: the recorded digest stays
         torch.save(blob, fh)
     one_line_error(reader("evaluate", spec, model, data, tmp_path / "o.json"), "test.pt",
-                   "does not match the sha256", "delete it")
+                   "does not match the sha256", "--force", "test.pt` (nothing made from it reruns)")
     assert not (tmp_path / "o.json").exists()
 
 

@@ -126,6 +126,9 @@ def test_dry_run_of_a_read_only_results_dir(tmp_path):
     ("id: strong", "id: 2_compare", "tables.2.id", ["'2_compare' writes table_2_compare.parquet",
                                                     "table '2'"]),
     ("id: strong", "id: 2-compare", None, []),  # a control: no file named twice, valid
+    # a file name has at most 255 bytes: refused before the run, not at the aggregation
+    ("id: strong", f"id: {'x' * 250}", "tables.2.id", ["250 bytes long", "shorten it"]),
+    ("id: strong", f"id: {'x' * 200}", None, []),  # a control
     # an FGSM or multi-restart adversary cannot train a model: training runs PGD
     ("natural: {dataset: digits28, method: natural, steps: 60}",
      "natural: {dataset: digits28, method: adv, adv: fgsm_xent, steps: 60}", "cells.natural.adv",
@@ -133,12 +136,28 @@ def test_dry_run_of_a_read_only_results_dir(tmp_path):
     ("natural: {dataset: digits28, method: natural, steps: 60}",
      "natural: {dataset: digits28, method: adv, steps: 60, adv: {attack: pgd, eps: 0.3, "
      "step_size: 0.1, steps: 5, restarts: 3}}", "cells.natural.adv", ["restarts 3", "one attempt"]),
+    ("natural: {dataset: digits28, method: natural, steps: 60}",
+     "natural: {dataset: digits28, method: adv, steps: 60, adv: {attack: pgd, eps: null, "
+     "step_size: 0.1, steps: 5}}", "cells.natural.adv", ["needs a bounded eps"]),
     # results and data_dir: a directory of their own, not the working directory or above it
     ("results: results/tiny", "results: .", "results", ["'.' is the working directory"]),
     ("results: results/tiny", "results: ..", "results", ["or a directory above it"]),
     ("results: results/tiny", "results: results/..", "results", ["is the working directory"]),
     ("data_dir: results/data", "data_dir: .", "data_dir", ["is the working directory"]),
     ("results: results/tiny", f"results: {REPO.parent}", "results", ["or a directory above it"]),
+    # an ε beyond the image's range is no bound: an unbounded attack says so (eps: null)
+    ("fgsm_xent: {attack: fgsm, loss: xent, eps: 0.3}", "fgsm_xent: {attack: fgsm, loss: xent, "
+     "eps: 2.0}", "attacks.fgsm_xent.eps", ["more than the whole [0, 1] range", "eps null"]),
+    # the model store too, and no output among the checkout's own files
+    ("data_dir: results/data", "store: ..\ndata_dir: results/data", "store",
+     ["or a directory above it"]),
+    ("data_dir: results/data", "store: .\ndata_dir: results/data", "store",
+     ["is the working directory"]),
+    ("data_dir: results/data", f"store: {REPO}/src\ndata_dir: results/data", "store",
+     ["inside the checkout's own src/ folder"]),
+    ("results: results/tiny", f"results: {REPO}/params/tiny", "results",
+     ["inside the checkout's own params/ folder"]),
+    ("data_dir: results/data", f"data_dir: {REPO}/results/data", None, []),  # a control
     # column names the table layout uses itself
     ("name: Train,", "name: k,", "tables.1.columns.0.name", ["'k'", "layout uses itself"]),
     ("name: Train,", "name: α,", "tables.1.columns.0.name", ["'α'", "layout uses itself"]),
@@ -247,9 +266,9 @@ def test_numbers_spelled_with_a_plus_give_ids_the_workflow_matches(tmp_path):
     """1.0e+09 is written 1e+09 in ids (config.num): the wildcard patterns must accept it."""
     cfg = yaml.safe_load(TINY_TEXT)
     cfg["cells"]["squeeze"]["beta"] = 1.0e9
-    cfg["attacks"]["fgsm_xent"]["eps"] = 1.0e9
+    cfg["attacks"]["pgd_xent"]["step_size"] = 1.0e9  # (an eps that large is refused: no bound)
     plan = C.build_plan(validate(cfg))
-    assert any("sq1e+09" in c for c in plan.cells) and any("e1e+09" in a for a in plan.attacks)
+    assert any("sq1e+09" in c for c in plan.cells) and any("a1e+09" in a for a in plan.attacks)
     for cid in plan.cells:
         dataset, tag = cid.split("/")
         assert re.fullmatch(C.WILDCARDS["dataset"], dataset) and re.fullmatch(C.WILDCARDS["tag"], tag)
@@ -265,6 +284,17 @@ def test_snakemake_plans_a_cell_whose_id_has_a_plus(tmp_path):
     target = f"{cell_dir(preset, 'digits28/ls0-sq1e+09-gn0.5-k60-s0')}/metrics.json"
     proc = run_snakemake(tmp_path, "-n", target, configfile=preset)
     assert "rule train:" in proc.stdout and target in proc.stdout
+
+
+@pytest.mark.slow
+def test_snakemake_refuses_a_store_outside_the_results(tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    proc = run_snakemake(work, "-n", "--config", "store=..", configfile=REPO / "tests/config/tiny.yaml",
+                         check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "config error at store: '..' is the working directory" in out
+    assert "Traceback" not in out and listing(work) == []
 
 
 @pytest.mark.slow
@@ -311,3 +341,67 @@ def test_bad_json_arguments_are_one_line(capsys, argv, words):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and "Traceback" not in "\n".join(err)
     assert err[-1].startswith(f"lsqueeze {argv[0]}: error: ") and all(w in err[-1] for w in words), err
+
+
+def attack_arg(**settings):
+    """An `--attack` record as the workflow writes it (digits28: pixel units are paper units),
+    made from the given PGD settings, however bad."""
+    from lsqueeze.registries import attack_kinds
+
+    given = {"attack": "pgd", "loss": "xent", "eps": 0.3, "step_size": 0.1, "steps": 5,
+             "random_start": True, **settings}
+    try:
+        paper = attack_kinds.resolve(given)
+    except ValueError:  # an unknown kind
+        paper = {**attack_kinds.BASE, **given}
+    return {"id": C.attack_id(paper), "paper": paper, "pixel": dict(paper)}
+
+
+@pytest.mark.parametrize("record, words", [
+    (attack_arg(eps=float("nan")), ["paper.eps", "not a finite number"]),
+    (attack_arg(eps=-0.3), ["paper.eps"]),
+    (attack_arg(eps=1e9), ["pixel.eps", "more than the whole [0, 1] pixel range"]),
+    (attack_arg(steps=-5), ["paper.steps", "less than the minimum of 1"]),
+    (attack_arg(steps=0), ["paper.steps"]),
+    (attack_arg(restarts=0), ["paper.restarts", "less than the minimum of 1"]),
+    (attack_arg(step_size=float("nan")), ["paper.step_size", "not a finite number"]),
+    (attack_arg(loss="hinge"), ["paper.loss", "'hinge' is not allowed"]),
+    (attack_arg(attack="bim"), ["paper.attack", "'bim' is not allowed"]),
+    ({**attack_arg(), "id": attack_arg(steps=40)["id"]}, ["id:", "is not the id of its settings"]),
+    ({**attack_arg(), "pixel": attack_arg(eps=0.5)["paper"]}, ["pixel.eps", "0.5"]),
+    ({**attack_arg(), "paper": {"attack": "pgd", "eps": 0.3}}, ["paper.step_size", "needs"]),
+])
+@pytest.mark.parametrize("command", ["evaluate", "craft"])
+def test_a_hand_written_attack_is_checked_like_a_preset(tmp_path, capsys, record, words, command):
+    from lsqueeze.plan.arguments import validate_attack
+
+    validate_attack(attack_arg(), tiny_spec())  # the control: what the workflow passes
+    out = tmp_path / "o.json"
+    code = lsqueeze_main([command, "--spec", json.dumps(tiny_spec()), "--model", "m.pt",
+                          "--data-dir", str(tmp_path), "--attack", json.dumps(record),
+                          "--out", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith(f"lsqueeze {command}: error: --attack: ")
+    assert all(w in err[0] for w in words), err
+    assert not out.exists()
+
+
+def test_a_cw_confidence_is_in_the_attack_id_where_it_is_not_the_default():
+    """It changes the number: two presets that differ only in it must not share a store file.
+    At the default the id is what it always was, so existing stores keep their paths."""
+    from lsqueeze.plan.build import attack_id
+    from lsqueeze.registries.attack_kinds import resolve
+
+    pgd = {"attack": "pgd", "loss": "cw", "eps": 0.3, "step_size": 0.01, "steps": 40,
+           "random_start": True}
+    ids = [attack_id(resolve({**pgd, **conf})) for conf in ({}, {"confidence": 50.0},
+                                                             {"confidence": 0})]
+    assert ids == ["pgd-cw-n40-e0.3-a0.01-r1-rand"] * 2 + ["pgd-cw-n40-e0.3-a0.01-r1-rand-c0"]
+    fgsm = {"attack": "fgsm", "loss": "cw", "eps": 0.3}
+    assert attack_id(resolve(fgsm)) == "fgsm-cw-e0.3"
+    assert attack_id(resolve({**fgsm, "confidence": 10})) == "fgsm-cw-e0.3-c10"
+    # the cross-entropy loss has no confidence: the same attack, the same id
+    assert attack_id(resolve({**fgsm, "loss": "xent", "confidence": 10})) == "fgsm-xent-e0.3"
+    for aid in ids + ["fgsm-cw-e0.3-c-5"]:
+        assert re.fullmatch(C.WILDCARDS["attack"], aid)

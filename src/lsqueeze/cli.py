@@ -121,6 +121,14 @@ def _bad_args(args) -> str | None:
             validate_spec(args.spec)
         except ConfigError as exc:
             return str(exc)
+    if getattr(args, "attack", None) is not None:
+        from lsqueeze.plan.arguments import validate_attack
+        from lsqueeze.plan.schema import ConfigError
+
+        try:
+            validate_attack(args.attack, getattr(args, "spec", None))
+        except ConfigError as exc:
+            return str(exc)
     if args.command == "figure" and not isinstance(args.spec, dict):
         return "--spec: expected a JSON object"
     if args.command == "figure" and args.kind == "summary" and not args.measurements:

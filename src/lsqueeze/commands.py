@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 
 from lsqueeze.commandline import command, json_value, model_flags, real, whole, with_flags
 from lsqueeze.registries.figure_kinds import FIGURE_KINDS
@@ -41,14 +40,18 @@ def _data_flags(s):
 
 @command("data", "download, verify and convert one dataset", _data_flags)
 def data(args):
-    from lsqueeze.jobs.data import DataError, prepare
+    from pathlib import Path
 
+    from lsqueeze.jobs.data import DataError, prepare
+    from lsqueeze.runtime.integrity import IntegrityError, rebuild_splits
+
+    raw = args.raw_dir or Path(args.out_dir) / "raw"
     try:
-        paths = prepare(args.dataset, args.out_dir, args.raw_dir, args.mirror)
-    except DataError as exc:
+        paths = rebuild_splits(lambda stage: prepare(args.dataset, stage, raw, args.mirror),
+                               args.out_dir)
+    except (DataError, IntegrityError) as exc:
         text = str(exc)
         if text.startswith("download of "):  # no network, or the mirror is down: the way round
-            raw = Path(args.raw_dir) if args.raw_dir else Path(args.out_dir) / "raw"
             text += (f"; offline, copy the dataset's files into {raw}/ (a file already there "
                      "is checked and used, not downloaded) or set `mirrors: {"
                      f"{args.dataset}: <base URL>}}` in the preset to an HTTP(S) mirror you "
@@ -74,9 +77,11 @@ def _train_flags(s):
 @command("train", "train one cell", _train_flags, gpu=True)
 def train(args):
     from lsqueeze.jobs.train import train
+    from lsqueeze.runtime.files import exclusive
 
-    m = train(args.spec, args.data_dir, args.out_dir, progress=not args.no_progress,
-              options=args.options, device_policy=args.device, log_every=args.log_every)
+    with exclusive(args.out_dir):  # one training per cell, whichever checkout runs it
+        m = train(args.spec, args.data_dir, args.out_dir, progress=not args.no_progress,
+                  options=args.options, device_policy=args.device, log_every=args.log_every)
     print(f"{m['id']}: test accuracy {m['test_accuracy']:.4f}, diverged={m['diverged']}")
 
 

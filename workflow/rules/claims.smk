@@ -5,7 +5,6 @@
 rule claims:
     input:
         plan=PLAN_FILE,
-        claims=f"{workflow.basedir}/src/lsqueeze/data/claims.yaml",
         long=f"{RES}/tables/measurements.parquet",
         masking=f"{RES}/tables/masking.parquet",
         compare=[f"{RES}/tables/table_{t}_compare.parquet" for t in TABLE_IDS],
@@ -28,8 +27,10 @@ rule claims:
         tables=lambda w, input: str(Path(input.long).parent),
         preset=config.get("preset", ""),
         note=config.get("claims", {}).get("note", ""),
+        claims_sha256=CLAIMS_SHA256,  # the claims file, by content (common.smk)
+        claims=lambda w, input: CLAIMS_FILE,
     # --preset=, --note=: Snakemake's :q leaves '' unquoted, i.e. gone, after a space
     shell:
-        "python -m lsqueeze claims --plan {input.plan:q} --claims {input.claims:q}"
+        "python -m lsqueeze claims --plan {input.plan:q} --claims {params.claims:q}"
         " --tables {params.tables:q} --out-dir {params.tables:q} --preset={params.preset:q}"
         " --note={params.note:q} > {log:q} 2>&1"

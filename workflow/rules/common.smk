@@ -15,6 +15,7 @@ if sys.path[0] != SRC:
     sys.path.insert(0, SRC)
 
 from lsqueeze.plan.build import WILDCARDS, build_plan
+from lsqueeze.runtime.files import file_digest
 from lsqueeze.runtime.fingerprint import fingerprint
 from lsqueeze.plan.layout import Layout
 from lsqueeze.plan.schema import ConfigError, validate_sources
@@ -59,6 +60,9 @@ def _shell_literal(value: str) -> str:
 # changing the device still reruns nothing.
 DEVICE = config.get("device", "cuda")
 _ENV = {
+    # the package is this checkout's (lsqueeze/__main__.py switches only a hand-run command to the
+    # package of the checkout it is run from; a job of this workflow runs this one, wherever)
+    "LSQUEEZE_CHECKOUT_SRC": SRC,
     "LSQUEEZE_DEVICE": DEVICE,
     "LSQUEEZE_TRAIN_OPTIONS": json.dumps(config.get("train", {}), sort_keys=True),
 }
@@ -116,7 +120,13 @@ MODEL = f"{CELL}/model.pt"
 SOURCE_MODEL = f"{SOURCE_CELL}/model.pt"
 SOURCE_METRICS = f"{SOURCE_CELL}/metrics.json"
 ADV_SET = f"{SOURCE_CELL}/adv-{{subset}}/{{attack}}.pt"
-TEST_SET = f"{DATA}/{{dataset}}/test.pt"
+# A split is read as `ancient`: its modification time reruns nothing. A split edited on disk would
+# otherwise make Snakemake rerun every job made from it, deleting each model before the job
+# refuses the split; the first job that reads it refuses it in one line instead, with the command
+# that rebuilds it (lsqueeze.runtime.files.repair_hint). The data job gives the recorded split
+# back or refuses (lsqueeze.runtime.integrity.install_splits), so rebuilding one reruns nothing
+# either. (A missing split is rebuilt, and reruns what was made from it.)
+TEST_SET = ancient(f"{DATA}/{{dataset}}/test.pt")
 
 
 def cid(w, tag=None):
@@ -152,6 +162,17 @@ def attack_json(w):
 PLAN_FILE = f"{RES}/plan/tables.json"
 PLAN_JSON = json.dumps(LAYOUT.tables_plan(), sort_keys=True, default=str)
 
+# The checkout's own inputs of the tables and claims (the published values, the claims), given to
+# their rules by content, not as input files: an input's absolute path is recorded with each
+# output, so a clone of a finished run in another directory (or a checkout newer than its
+# results) would rerun them for nothing. An edit to either file changes its digest, which reruns
+# exactly the rules that read it; the path itself is a derived param (a function of `input`),
+# which Snakemake does not compare.
+REFERENCE = f"{workflow.basedir}/src/lsqueeze/data/paper_tables.csv"
+CLAIMS_FILE = f"{workflow.basedir}/src/lsqueeze/data/claims.yaml"
+REFERENCE_SHA256 = file_digest(REFERENCE)
+CLAIMS_SHA256 = file_digest(CLAIMS_FILE)
+
 TARGETS = LAYOUT.targets()
 TABLES, FIGURES, CLAIMS = TARGETS["tables"], TARGETS["figures"], TARGETS["claims"]
 
@@ -173,7 +194,7 @@ def mirror_arg(w):
 
 def train_data(w):
     ds = PLAN.cells[cid(w)]["dataset"]
-    return {"train": f"{DATA}/{ds}/train.pt", "test": f"{DATA}/{ds}/test.pt"}
+    return {"train": ancient(f"{DATA}/{ds}/train.pt"), "test": ancient(f"{DATA}/{ds}/test.pt")}
 
 
 def parent_dir(w, output):

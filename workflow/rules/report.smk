@@ -4,8 +4,6 @@
 
 
 rule tables_plan:
-    input:
-        reference=f"{workflow.basedir}/src/lsqueeze/data/paper_tables.csv",
     output:
         PLAN_FILE,
     log:
@@ -15,15 +13,16 @@ rule tables_plan:
         ENV
     params:
         plan=PLAN_JSON,  # the params trigger: rewritten exactly when the plan changes
+        reference_sha256=REFERENCE_SHA256,  # the published values, by content (common.smk)
+        reference=lambda w, input: REFERENCE,
     shell:
-        "python -m lsqueeze plan --plan {params.plan:q} --reference {input.reference:q}"
+        "python -m lsqueeze plan --plan {params.plan:q} --reference {params.reference:q}"
         " --out {output:q} > {log:q} 2>&1"
 
 
 rule aggregate:
     input:
         plan=PLAN_FILE,
-        reference=f"{workflow.basedir}/src/lsqueeze/data/paper_tables.csv",
         fragments=LAYOUT.fragments() + list(LAYOUT.analyses()),
     output:
         # The report shows HTML as a page but Parquet only as base64 text: the Parquet files are
@@ -62,6 +61,8 @@ rule aggregate:
     params:
         code=CODE["tables"],
         out=lambda w, output: str(Path(output.long).parent),
+        reference_sha256=REFERENCE_SHA256,
+        reference=lambda w, input: REFERENCE,
     shell:
-        "python -m lsqueeze aggregate --plan {input.plan:q} --reference {input.reference:q}"
+        "python -m lsqueeze aggregate --plan {input.plan:q} --reference {params.reference:q}"
         " --inputs {input.fragments:q} --out-dir {params.out:q} > {log:q} 2>&1"

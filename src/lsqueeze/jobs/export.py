@@ -38,6 +38,7 @@ from pathlib import Path
 from lsqueeze.jobs.card import NOT_MEASURED, THREAT_MODEL, card_markdown, model_card
 from lsqueeze.plan.build import cell_id, config_hash
 from lsqueeze.plan.perexample import worst_of_list
+from lsqueeze.plan.records import check_record
 from lsqueeze.registries.datasets import IMAGE_SHAPE, TEST_SIZE  # noqa: F401 (tests read them here)
 from lsqueeze.runtime.files import JobError, atomic_path, file_digest, read_json
 from lsqueeze.runtime.integrity import IntegrityError, verify_model
@@ -87,6 +88,7 @@ def checked_record(model_dir) -> tuple[dict, Path]:
     if described != spec["id"]:
         raise IntegrityError(f"{metrics_path}: its spec is for cell {spec['id']!r} but describes "
                              f"{described!r} (edited by hand?)")
+    check_record(metrics_path, metrics)  # in a store: the cell its folder names
     verify_model(model_path, spec["id"])  # metrics.json's id and the file's sha256
     dataset = spec["cell"].get("dataset")
     if dataset not in IMAGE_SHAPE:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from lsqueeze.plan.perexample import WORST, worst_case_id
 from lsqueeze.registries import attack_kinds
-from lsqueeze.registries.attack_kinds import AUTOATTACK_MEMBER_METRICS, attack_id, num
+from lsqueeze.registries.attack_kinds import AUTOATTACK_MEMBER_METRICS, num
 from lsqueeze.registries.datasets import ADV_TRAINING, RECIPES
 from lsqueeze.registries.regularizers import REGULARIZERS, id_part, words
 from lsqueeze.runtime.yamlfile import read_yaml
@@ -35,6 +35,20 @@ def cell_defaults() -> dict:
 # file and reports a missing input that names nothing. `+`: num() writes 1e9 as 1e+09.
 WILDCARDS = {"dataset": "[a-z0-9]+", "tag": r"[A-Za-z0-9.+\-]+", "attack": r"[a-z0-9.+\-]+",
              "recipe": "r[0-9a-f]{8}", "subset": "all|n[1-9][0-9]*"}
+
+
+def attack_id(a: dict) -> str:
+    """A resolved attack's id in the store: its kind's (lsqueeze.registries.attack_kinds), and
+    the CW loss's confidence where it is not the default (`-c10`): it changes the number, which
+    no kind's own id format spells, so two presets that differ only in it must not share a store
+    file. At the default the id is what it always was, so existing stores keep their paths.
+    (Kinds without a format of their own spell every setting that is not the default already.)"""
+    kind = attack_kinds.ATTACK_KINDS.get(a.get("attack"))
+    conf = a.get("confidence", attack_kinds.BASE["confidence"])
+    own = kind is not None and kind.make_id is not None
+    extra = f"-c{num(conf)}" if own and a.get("loss") == "cw" and conf != attack_kinds.BASE[
+        "confidence"] else ""
+    return attack_kinds.attack_id(a) + extra
 
 
 def subset_key(n_test) -> str:

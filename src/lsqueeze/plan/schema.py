@@ -22,6 +22,7 @@ from lsqueeze.plan.build import (
     RECIPES,
     SD_SUFFIX,
     WILDCARDS,
+    attack_id,
     build_plan,
     cell_defaults,
     resolve_cell,
@@ -34,6 +35,10 @@ from lsqueeze.runtime.yamlfile import ConfigError, read_yaml
 
 SCHEMA_PATH = package_data("schema.json")
 MAX_ERRORS = 10
+# A file name has at most 255 bytes on common filesystems; the atomic writer's temporary file
+# (lsqueeze.runtime.files.atomic_path) adds `.` + `.XXXXXXXX.tmp` to the name.
+TEMP_NAME = 14
+MAX_FILE_NAME = 255 - TEMP_NAME
 
 
 def _locate(node, keys) -> tuple[int, int | None]:
@@ -130,12 +135,18 @@ def _at_or_above(path: Path, place: Path) -> bool:
     return path == place or path in place.parents
 
 
+# The checkout's own folders (code, presets, tests, tracked results): no output goes in them.
+CHECKOUT_FOLDERS = (".ci", ".dvc", ".git", ".snakemake", ".venv", "bench", "metrics", "params",
+                    "reproduced", "src", "tests", "workflow")
+
+
 def _path_problems(config, checkout: Path | None = None):
-    """`results` and `data_dir` must be directories of their own: not empty, not the root, and
+    """`results`, `data_dir` and `store` must be directories of their own: not empty, not the root,
     neither the working directory (where relative paths start), the checkout, nor a directory
-    above either, over which the jobs would scatter their outputs."""
+    above either, over which the jobs would scatter their outputs, and not inside one of the
+    checkout's own folders (`src`, `params`, ...), whose files they would mix with."""
     cwd = Path.cwd().resolve()
-    for key in ("results", "data_dir"):
+    for key in ("results", "data_dir", "store"):
         value = config.get(key)
         if not isinstance(value, str):
             continue
@@ -153,6 +164,13 @@ def _path_problems(config, checkout: Path | None = None):
                                "scattered among its files; give a directory of its own, e.g. "
                                "results/<preset>")
                 break
+        else:
+            if checkout is not None and checkout in at.parents:
+                folder = at.relative_to(checkout).parts[0]
+                if folder in CHECKOUT_FOLDERS:
+                    yield (key,), (f"{value!r} is inside the checkout's own {folder}/ folder: the "
+                                   "outputs would mix with its files; give a directory of its "
+                                   "own, e.g. results/<preset>")
 
 
 def _table_problems(config):
@@ -162,6 +180,11 @@ def _table_problems(config):
         if tid in first:
             yield ("tables", i, "id"), (f"duplicate table id {tid!r} (also tables.{first[tid]}.id): "
                                         "each table is written to its own file")
+        elif max(len(name.encode()) for name in table_files(tid)) > MAX_FILE_NAME:
+            yield ("tables", i, "id"), (
+                f"table id {_short(tid)} is {len(tid.encode())} bytes long: its files "
+                f"({table_files(tid)[1]}) would pass the {MAX_FILE_NAME + TEMP_NAME}-byte limit of "
+                "a file name only when the tables are written; shorten it")
         else:
             # table_2_compare.parquet is both table 2's comparison and table 2_compare's layout;
             # names that differ only in case are one file on macOS and Windows
@@ -189,6 +212,19 @@ def _plan_problems(config, schema):
     """Checks on the resolved plan: every id must match the workflow's wildcard patterns (else
     Snakemake reports a missing input that names nothing) and every merged recipe must name a
     known architecture."""
+    # First, as the plan cannot be built around an adversary it cannot run (an unbounded eps has
+    # no number for the cell's id): the problem is then named with its key.
+    adversaries = False
+    for keys, ref in _cell_refs(config):
+        try:
+            problem = adversary_problem(resolve_cell(config, ref))
+        except (ValueError, KeyError, TypeError) as exc:  # a cell no table uses
+            problem = f"{exc}"
+        if problem:
+            adversaries = True
+            yield (*keys, "adv") if "adv" in ref else keys, problem
+    if adversaries:
+        return
     try:
         plan = build_plan(config)
     except (ValueError, KeyError, TypeError) as exc:
@@ -201,14 +237,20 @@ def _plan_problems(config, schema):
     for aid in plan.attacks:
         if not re.fullmatch(WILDCARDS["attack"], aid):
             yield ("attacks",), f"attack id {aid!r} has characters a file name pattern cannot match"
-    for keys, ref in _cell_refs(config):
+    used = {(c.split("/")[0], a) for c, a in plan.white} | {(t.split("/")[0], a)
+                                                             for t, _, a in plan.black}
+    named = {}
+    for name, a in config.get("attacks", {}).items():
         try:
-            problem = adversary_problem(resolve_cell(config, ref))
-        except (ValueError, KeyError, TypeError) as exc:  # a cell no table uses
-            yield keys, f"{exc}"
-            continue
-        if problem:
-            yield (*keys, "adv") if "adv" in ref else keys, problem
+            named.setdefault(attack_id(attack_kinds.resolve(a)), name)
+        except ValueError:
+            pass
+    for dataset, aid in sorted(used):  # an evaluation job refuses it too (plan.arguments)
+        eps = plan.attack_spec(aid, dataset).get("eps")
+        if eps is not None and eps > 1:
+            keys = ("attacks", named[aid], "eps") if aid in named else ("attacks",)
+            yield keys, (f"{eps:g} in the pixel units of {dataset} ({aid}) is more than the whole "
+                         "[0, 1] range; an unbounded attack is eps null")
     known = schema["$defs"]["recipe"]["properties"]["arch"]["properties"]["name"]["enum"]
     for dataset in sorted({c["dataset"] for c in plan.cells.values()}):
         name = plan.recipe(dataset).get("arch", {}).get("name")

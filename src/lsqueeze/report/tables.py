@@ -40,6 +40,7 @@ from lsqueeze.plan.perexample import (
     worst_cases,
 )
 from lsqueeze.registries.attack_kinds import member_metric
+from lsqueeze.plan.records import check_record, worst_case_gaps
 from lsqueeze.registries.regularizers import REGULARIZERS
 from lsqueeze.report.agreement import counts, headline, judge
 from lsqueeze.report.tablemeta import (
@@ -449,9 +450,11 @@ def aggregate(plan_path, inputs, reference_path, out_dir) -> pd.DataFrame:
         if p.suffix == ".parquet":
             analyses[plan["analysis_files"][str(p)]] = read_parquet(p)
         else:
-            records.append(read_json(p))
+            records.append(check_record(p, read_json(p)))  # the record its path names
             rows += measurement_rows(records[-1]) + member_rows(records[-1])
     rows += worst_case_rows(records)
+    for gap in worst_case_gaps(plan, records):  # a worst case over fewer attacks than it shows
+        print(f"lsqueeze aggregate: warning: {gap}", file=sys.stderr)
     reference = pd.read_csv(reference_path)
     tables = build_tables(plan, pd.DataFrame(rows), reference, analyses, tolerance)
     long = pd.DataFrame(rows + _eq4_rows(plan, analyses))

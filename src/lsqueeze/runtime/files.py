@@ -6,7 +6,8 @@ format), and the readers here (`load_torch`, `read_json`, `read_parquet`) check 
 a flipped bit in a checkpoint, a split, a black-box set, a metrics.json or a Parquet table is
 refused with a one-line error naming the file to delete, instead of becoming a wrong number. (torch
 checks no checksum of its own when it loads, and JSON or Parquet carry none.) A file without a
-digest beside it (written by an older version or another tool) is read unchecked.
+digest beside it (written by an older version or another tool) is read unchecked, except a
+checkpoint (VOUCHED), and a record in the model store (lsqueeze.plan.records).
 
 torch is imported where a tensor is read or written, not here: the aggregation (tables, figures,
 claims) writes through this module and must not pay torch's import time.
@@ -80,9 +81,10 @@ def atomic_path(path: str | os.PathLike, digest: bool = True):
     """Yield a temp path in the target's directory; rename onto the target only on success.
 
     With `digest` (the default), the finished file's sha256 goes beside it: hashed from the temp
-    file before the rename, the old digest removed first, so a kill at any moment leaves either
-    a matching digest or none (read unchecked), never a stale one that would refuse a good file.
-    Files that git tracks (params/, metrics/) are written without one.
+    file before the rename and recorded beside the old one's while the file is replaced, then
+    alone, so a kill at any moment leaves a digest that vouches for whichever file is there: never
+    none (a missing digest is a file nothing vouches for) and never a stale one that would refuse
+    a good file. Files that git tracks (params/, metrics/) are written without one.
 
     mkstemp creates the temp file 0600 whatever the umask; the finished file gets the mode a plain
     open() would have given it (0644 under umask 022), so teammates on a shared cluster can read it.
@@ -97,7 +99,11 @@ def atomic_path(path: str | os.PathLike, digest: bool = True):
         os.chmod(tmp, 0o666 & ~_umask())
         sha = file_digest(tmp) if digest else None
         if digest:
-            digest_path(path).unlink(missing_ok=True)
+            try:
+                old = _digests(path)[:1]
+            except CorruptFileError:
+                old = []
+            _write_digests(path, [sha, *(d for d in old if d != sha)])
         os.replace(tmp, path)
     except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
@@ -139,29 +145,98 @@ def digest_path(path) -> Path:
 
 def record_digest(path, sha: str | None = None) -> None:
     """Write the sha256 of a finished file (or the given one) beside it, in sha256sum's format."""
+    _write_digests(path, [sha or file_digest(path)])
+
+
+def _write_digests(path, digests: list[str]) -> None:
     path = Path(path)
-    line = f"{sha or file_digest(path)}  {path.name}\n"
     with atomic_path(digest_path(path)) as tmp:
-        tmp.write_text(line)
+        tmp.write_text("".join(f"{d}  {path.name}\n" for d in digests))
+
+
+def _digests(path) -> list[str]:
+    """The sha256 digests recorded beside a file (two while it is being replaced); [] for none."""
+    side = digest_path(path)
+    try:
+        digests = [line.split()[0] for line in side.read_text().splitlines() if line.strip()]
+    except FileNotFoundError:
+        return []
+    except (OSError, IndexError, UnicodeDecodeError):
+        digests = []
+    if not digests:
+        raise CorruptFileError(f"{side}: unreadable digest; {repair_hint(path)}")
+    return digests
+
+
+# Dataset splits, by file name: rebuilt as they were (the data job refuses a rebuild that differs
+# from the recorded digest), so forcing the data job alone repairs one, and the models and
+# evaluations made from it need not rerun (the workflow reads a split as `ancient`).
+SPLIT_FILES = frozenset({"train.pt", "test.pt"})
+
+
+def repair_hint(path) -> str:
+    """The command that repairs a damaged output. Deleting the file alone is not enough: Snakemake
+    sees that what was made from it still exists and says "Nothing to be done"."""
+    path = Path(path)
+    if path.name in SPLIT_FILES:
+        return (f"rebuild it with `snakemake --cores 1 --configfile <preset> --force {path}` "
+                "(nothing made from it reruns)")
+    return ("rerun the job that writes it and everything made from it: `snakemake --cores all "
+            f"--configfile <preset> --forcerun {path}`")
+
+
+def recorded_digest(path) -> str | None:
+    """The sha256 recorded beside a file when it was written; None where none is recorded."""
+    digests = _digests(path)
+    return digests[0] if digests else None
+
+
+# Files only this package writes, always with a digest: one without is not used (a training
+# checkpoint is then not resumed). Others without a digest (written by an older version, or
+# committed without one) are read unchecked; lsqueeze.plan.records refuses a store record without.
+VOUCHED = frozenset({"state.pt"})
 
 
 def verify_file(path) -> None:
     """Refuse a file whose content no longer matches the digest recorded when it was written."""
-    side = digest_path(path)
-    try:
-        recorded = side.read_text().split()[0]
-    except FileNotFoundError:
-        return
-    except (OSError, IndexError, UnicodeDecodeError):
-        raise CorruptFileError(f"{side}: unreadable digest; delete {path} and {side.name} and "
-                               "rerun the job that writes them") from None
+    recorded = _digests(path)
     if not Path(path).exists():
         return  # the reader's own open() says that it is missing
-    if file_digest(path) != recorded:
+    if not recorded:
+        if Path(path).name in VOUCHED:
+            raise CorruptFileError(f"{path}: no sha256 recorded beside it "
+                                   f"({digest_path(path).name}), so nothing vouches for its content")
+        return
+    if file_digest(path) not in recorded:
         raise CorruptFileError(f"{path}: its content does not match the sha256 recorded when it "
-                               f"was written ({side.name}): corrupted, edited or replaced since; "
-                               "delete it "
-                               "and rerun the job that writes it")
+                               f"was written ({digest_path(path).name}): corrupted, edited or "
+                               f"replaced since; {repair_hint(path)}")
+
+
+@contextmanager
+def exclusive(out_dir, what: str = "training"):
+    """Hold an exclusive lock on a job's output directory, or refuse in one line: two checkouts
+    sharing one model store, each with its own Snakemake lock, would otherwise train the same
+    cell at once, writing over each other's checkpoint. The lock is an fcntl lock on
+    `.<name>.train.lock` beside the directory (a job that stops early leaves its directory as it
+    was); the file stays, as removing it would let a third job lock a new file beside a held one,
+    and the lock goes with the process, however it ends."""
+    import fcntl
+
+    out_dir = Path(os.path.abspath(out_dir))
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    lock = out_dir.parent / f".{out_dir.name}.train.lock"
+    with open(lock, "a") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise JobError(f"{out_dir}: another {what} of this cell is running (it holds {lock}), "
+                           "perhaps from another checkout sharing the store; let it finish, "
+                           "then rerun, which finds its model") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def file_digest(path, algorithm: str = "sha256") -> str:

@@ -7,6 +7,9 @@
   corrupted file, or a model copied in from another cell, is refused instead of evaluated.
 - A black-box set records its source model's id and sha256 and a digest of its own tensors; a
   transfer checks them against the source model's metrics.json.
+- A rebuilt dataset split goes into place only if it is the split recorded there (its sha256):
+  the workflow reads splits as `ancient`, so a split that changed under finished models would go
+  unnoticed by Snakemake.
 - A GPU preset refuses to run on a CPU (`device: cuda`, the default) unless the preset says the
   CPU is fine (`device: auto` or `cpu`).
 
@@ -18,9 +21,19 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
-from lsqueeze.runtime.files import JobError, file_digest, read_json
+from lsqueeze.runtime.files import (
+    JobError,
+    digest_path,
+    file_digest,
+    read_json,
+    record_digest,
+    recorded_digest,
+    repair_hint,
+)
 
 DEVICE_POLICIES = ("cuda", "auto", "cpu")
 DEFAULT_DEVICE_POLICY = "cuda"  # a preset that says nothing is a GPU preset
@@ -76,14 +89,23 @@ def model_record(model_path, cell_id) -> dict:
     return {"id": cell_id, "model_sha256": file_digest(model_path)}
 
 
+def _retrain(model_path) -> str:
+    """The command that retrains a cell and reruns what was made from its model."""
+    if Path(model_path).name != "model.pt":  # a black-box set whose source has no record
+        return repair_hint(model_path)
+    return (f"`snakemake --cores all --configfile <preset> --forcerun {model_path}` (deleting "
+            "model.pt alone leaves Snakemake with nothing to do)")
+
+
 def _read_metrics(path: Path, model_path) -> dict:
     try:
         return read_json(path)
     except FileNotFoundError:
         raise IntegrityError(f"{model_path}: no metrics.json beside it, so nothing vouches for "
-                             "it; retrain the cell (delete its directory and rerun)") from None
+                             f"it; retrain the cell: {_retrain(model_path)}") from None
     except (OSError, ValueError) as exc:
-        raise IntegrityError(f"{path}: unreadable ({exc}); retrain the cell") from None
+        raise IntegrityError(f"{path}: unreadable ({exc}); retrain the cell: "
+                             f"{_retrain(model_path)}") from None
 
 
 def verify_model(model_path, cell_id: str) -> dict:
@@ -96,16 +118,16 @@ def verify_model(model_path, cell_id: str) -> dict:
     metrics = _read_metrics(path, model_path)
     if metrics.get("id") != cell_id:
         raise IntegrityError(f"{model_path}: trained for cell {metrics.get('id')!r} according to "
-                             f"{path}, not for {cell_id!r}; retrain the cell")
+                             f"{path}, not for {cell_id!r}; retrain the cell: {_retrain(model_path)}")
     expected = metrics.get("model_sha256")
     if not expected:
         raise IntegrityError(f"{model_path}: {path} records no model hash (written by an older "
-                             "version); retrain the cell")
+                             f"version); retrain the cell: {_retrain(model_path)}")
     actual = file_digest(model_path)
     if actual != expected:
         raise IntegrityError(f"{model_path}: sha256 {actual[:16]} is not the {expected[:16]} its "
-                             f"training recorded in {path} (corrupted or replaced); delete "
-                             "model.pt and rerun to retrain")
+                             f"training recorded in {path} (corrupted or replaced); retrain the "
+                             f"cell: {_retrain(model_path)}")
     return metrics
 
 
@@ -127,28 +149,68 @@ def verify_adv_set(blob: dict, adv_path, source_metrics_path=None, attack_id=Non
     metrics.json, that it was crafted on exactly that model."""
     if attack_id is not None and blob.get("attack_id") != attack_id:
         raise IntegrityError(f"{adv_path}: crafted with attack {blob.get('attack_id')!r}, not "
-                             f"{attack_id!r} (a set moved or swapped); delete it and rerun to "
-                             "recraft")
+                             f"{attack_id!r} (a set moved or swapped); {repair_hint(adv_path)}")
     digest = blob.get("data_sha256")
     if digest is None:
         raise IntegrityError(f"{adv_path}: records no data digest (crafted by an older version); "
-                             "delete it and rerun to recraft")
+                             f"{repair_hint(adv_path)}")
     if tensor_digest(blob["x_adv"], blob["y"]) != digest:
         raise IntegrityError(f"{adv_path}: its images do not match the digest recorded when it was "
-                             "crafted (corrupted); delete it and rerun to recraft")
+                             f"crafted (corrupted); {repair_hint(adv_path)}")
     if source_metrics_path is None:
         return
     source = _read_metrics(Path(source_metrics_path), adv_path)
     if blob.get("source_id") != source.get("id"):
         raise IntegrityError(f"{adv_path}: crafted on {blob.get('source_id')!r}, but the source "
-                             f"model's {source_metrics_path} is {source.get('id')!r}; delete it "
-                             "and rerun to recraft")
+                             f"model's {source_metrics_path} is {source.get('id')!r}; "
+                             f"{repair_hint(adv_path)}")
     if blob.get("source_sha256") != source.get("model_sha256"):
         raise IntegrityError(f"{adv_path}: crafted on another version of {source.get('id')!r} "
                              f"than the model {source_metrics_path} describes (source sha256 "
                              f"{str(blob.get('source_sha256'))[:16]} vs "
-                             f"{str(source.get('model_sha256'))[:16]}); delete it and rerun to "
-                             "recraft")
+                             f"{str(source.get('model_sha256'))[:16]}); {repair_hint(adv_path)}")
+
+
+# --- dataset splits ------------------------------------------------------------------------------
+
+def rebuild_splits(build, out_dir) -> dict:
+    """Build a dataset's splits (`build(folder)` writes them there and returns {split: file}) in a
+    folder beside `out_dir`, then move them in through install_splits."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stage = tempfile.mkdtemp(dir=out_dir, prefix=".rebuild-")
+    try:
+        return install_splits(build(stage), out_dir)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def install_splits(staged: dict, out_dir) -> dict:
+    """Move freshly built splits ({split: staged file}) into `out_dir`, unless one differs from the
+    split recorded there.
+
+    The workflow reads a split as `ancient`: a split edited on disk must not make Snakemake
+    rerun, and so delete, every model made from it. The other side of that is that a rebuild
+    must give the recorded split back: one that differs (another converter, another source) is
+    refused before anything is moved, instead of going silently under models trained on the old
+    one. A recorded digest that still holds is left as it is."""
+    out_dir = Path(out_dir)
+    new = {s: file_digest(f) for s, f in staged.items()}
+    for s, sha in new.items():
+        path = out_dir / f"{s}.pt"
+        old = recorded_digest(path)
+        if old is not None and old != sha:
+            raise IntegrityError(
+                f"{path}: the rebuilt split differs from the one recorded in {digest_path(path).name}"
+                f" (sha256 {sha[:16]} vs {old[:16]}), from which the models and evaluations of this "
+                f"dataset were made; to replace it and rerun all of them, delete {out_dir} and rerun")
+    paths = {}
+    for s, sha in new.items():
+        paths[s] = out_dir / f"{s}.pt"
+        os.replace(staged[s], paths[s])
+        if recorded_digest(paths[s]) != sha:
+            record_digest(paths[s], sha)
+    return paths
 
 
 # --- the device a preset asks for ----------------------------------------------------------------
