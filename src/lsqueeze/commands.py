@@ -36,15 +36,23 @@ def _data_flags(s):
     s.add_argument("--out-dir", required=True)
     s.add_argument("--raw-dir")
     s.add_argument("--mirror", help="base URL replacing the official mirror")
+    s.add_argument("--rehearsal-checksums", metavar="JSON",
+                   help="a rehearsal's own MD5 sums of its generated files (lsqueeze rehearse), "
+                        "checked instead of the official ones")
 
 
 @command("data", "download, verify and convert one dataset", _data_flags)
 def data(args):
+    import contextlib
+
     from lsqueeze.jobs.data import DataError, prepare
+    from lsqueeze.jobs.rehearse import own_checksums
 
     try:
-        paths = prepare(args.dataset, args.out_dir, args.raw_dir, args.mirror)
-    except DataError as exc:
+        with (own_checksums(args.dataset, args.rehearsal_checksums) if args.rehearsal_checksums
+              else contextlib.nullcontext()):
+            paths = prepare(args.dataset, args.out_dir, args.raw_dir, args.mirror)
+    except (DataError, ValueError, OSError) as exc:
         return _error("data", exc)
     print(json.dumps({k: str(v) for k, v in paths.items()}))
 
@@ -81,8 +89,9 @@ def _attack_flags(s):
          with_flags(model_flags(n=True), _attack_flags), gpu=True)
 def evaluate(args):
     from lsqueeze.jobs.evaluate import white_box
+    from lsqueeze.runtime.rehearsal import cap_attack
 
-    white_box(args.spec, args.model, args.data_dir, args.attack, args.out, n=args.n,
+    white_box(args.spec, args.model, args.data_dir, cap_attack(args.attack), args.out, n=args.n,
               batch_size=args.batch_size, device=_device(args))
 
 
@@ -90,8 +99,9 @@ def evaluate(args):
          with_flags(model_flags(n=True), _attack_flags), gpu=True)
 def craft(args):
     from lsqueeze.jobs.evaluate import craft
+    from lsqueeze.runtime.rehearsal import cap_attack
 
-    craft(args.spec, args.model, args.data_dir, args.attack, args.out, n=args.n,
+    craft(args.spec, args.model, args.data_dir, cap_attack(args.attack), args.out, n=args.n,
           batch_size=args.batch_size, device=_device(args))
 
 
@@ -302,6 +312,26 @@ def pull(args):
         return remote.pull(name=args.remote, restore=not args.no_restore)
     except (remote.RemoteError, RestoreError) as exc:
         return _error("pull", exc)
+
+
+def _rehearse_flags(s):
+    s.add_argument("preset", help="the preset to rehearse (params/<preset>.yaml)")
+    s.add_argument("--dir", help="the rehearsal's own directory (default: "
+                                 "results/rehearsal/<preset>): preset, data, store, results")
+    s.add_argument("--cores", type=whole(1), default=1, help="Snakemake's --cores (default 1)")
+
+
+@command("rehearse", "run a preset's whole DAG at toy scale on this machine, before a GPU run",
+         _rehearse_flags)
+def rehearse(args):
+    from lsqueeze.plan.schema import ConfigError, validate_file
+    from lsqueeze.rehearse import run
+
+    try:
+        validate_file(args.preset)
+    except (ConfigError, OSError) as exc:
+        return _error("rehearse", exc)
+    return run(args.preset, args.dir, cores=args.cores)
 
 
 # --- presets: validate, cost, migrate, export, make the paper's
