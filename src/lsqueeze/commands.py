@@ -46,7 +46,7 @@ def data(args):
     import contextlib
 
     from lsqueeze.jobs.data import DataError, prepare
-    from lsqueeze.jobs.rehearse import own_checksums
+    from lsqueeze.rehearse import own_checksums
 
     try:
         with (own_checksums(args.dataset, args.rehearsal_checksums) if args.rehearsal_checksums

@@ -167,20 +167,27 @@ def own_checksums(dataset: str, path):
             setattr(cls, k, v)
 
 
+class _Handler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):  # the summary says what was served; no line per request
+        pass
+
+
+class _Server(http.server.ThreadingHTTPServer):
+    def handle_error(self, request, client_address):  # a client that hangs up early is no error
+        pass
+
+
 @contextlib.contextmanager
 def serve(directory: Path, port: int):
     """Serve `directory` on 127.0.0.1, on `port` or the next free one (a stable URL keeps the
     data jobs' parameters, so a second rehearsal reruns only what failed)."""
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(directory))
-    handler.log_message = lambda *a, **k: None
-    for p in range(port, port + 50):
+    handler = functools.partial(_Handler, directory=str(directory))
+    for p in [*range(port, port + 50), 0]:
         try:
-            srv = http.server.ThreadingHTTPServer(("127.0.0.1", p), handler)
+            srv = _Server(("127.0.0.1", p), handler)
             break
         except OSError:
             continue
-    else:
-        srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     try:
         yield f"http://127.0.0.1:{srv.server_address[1]}/"
