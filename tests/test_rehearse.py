@@ -192,3 +192,31 @@ def test_broken_cifar_path_fails_in_one_line_naming_the_job(tmp_path):
     # everything else (MNIST, CIFAR-10 training) still ran
     row = next(ln.split() for ln in proc.stdout.splitlines() if ln.startswith("train "))
     assert row[1] == row[2] == "5"
+
+
+@pytest.mark.parametrize("preset", TABLE_PRESETS, ids=lambda p: p.stem)
+def test_subset_runs_every_job_kind_once(preset):
+    """What CI rehearses of a preset: every dataset, architecture, kind of training (method, α,
+    β, σ), attack configuration (white-box and black-box), black-box source, table, column and
+    figure kind; fewer models."""
+    from lsqueeze.plan.rehearsal import subset
+
+    config = load_config(preset)
+    real, small = build_plan(config), build_plan(subset(config))
+
+    def kinds(plan):
+        recipes = {c["dataset"]: json.dumps(plan.recipe(c["dataset"])["arch"], sort_keys=True)
+                   for c in plan.cells.values()}
+        return {"datasets": sorted(recipes), "archs": sorted(set(recipes.values())),
+                "training": sorted({(c["dataset"], c["method"], c["alpha"] > 0, c["beta"] > 0,
+                                     c["sigma"] > 0) for c in plan.cells.values()}),
+                "white": sorted({a for _, a in plan.white}),
+                "black": sorted({(s, a) for _, s, a in plan.black}),
+                "tables": [t["id"] for t in plan.tables],
+                "columns": [[c["name"] for c in t["columns"]] for t in plan.tables],
+                "figure_kinds": sorted({f["kind"] for f in plan.figures})}
+
+    assert kinds(small) == kinds(real)
+    assert len(small.cells) <= len(real.cells)
+    if len(real.cells) > 20:
+        assert len(small.cells) < len(real.cells) / 2

@@ -319,6 +319,9 @@ def _rehearse_flags(s):
     s.add_argument("--dir", help="the rehearsal's own directory (default: "
                                  "results/rehearsal/<preset>): preset, data, store, results")
     s.add_argument("--cores", type=whole(1), default=1, help="Snakemake's --cores (default 1)")
+    s.add_argument("--subset", action="store_true",
+                   help="only what runs every job kind once: per table the first row of each "
+                        "training method, every column; one figure per kind (what CI runs)")
 
 
 @command("rehearse", "run a preset's whole DAG at toy scale on this machine, before a GPU run",
@@ -331,7 +334,7 @@ def rehearse(args):
         validate_file(args.preset)
     except (ConfigError, OSError) as exc:
         return _error("rehearse", exc)
-    return run(args.preset, args.dir, cores=args.cores)
+    return run(args.preset, args.dir, cores=args.cores, only_subset=args.subset)
 
 
 # --- presets: validate, cost, migrate, export, make the paper's

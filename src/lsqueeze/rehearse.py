@@ -36,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lsqueeze.plan.rehearsal import datasets_of, rehearsal_preset
+from lsqueeze.plan.rehearsal import datasets_of, rehearsal_preset, subset
 from lsqueeze.runtime import rehearsal as run_options
 from lsqueeze.runtime.yamlfile import read_yaml
 
@@ -285,10 +285,8 @@ def format_summary(rows: list[dict]) -> str:
 
 # --- the command
 
-def prepare(preset_path, workdir) -> Path:
-    """Write the rehearsal preset and its data into `workdir`; return the preset's path. The
-    mirror URL is filled in when the run starts (run)."""
-    config = read_yaml(preset_path)[0]
+def prepare(config: dict, workdir) -> Path:
+    """Generate the preset's downloaded datasets and their checksums in `workdir`."""
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     sums = generate(datasets_of(config), workdir / "mirror")
@@ -296,12 +294,17 @@ def prepare(preset_path, workdir) -> Path:
     return workdir
 
 
-def run(preset_path, workdir=None, cores: int = 1, extra=(), out=sys.stdout) -> int:
-    """Rehearse one preset; the exit status (0: every job passed)."""
+def run(preset_path, workdir=None, cores: int = 1, extra=(), out=sys.stdout,
+        only_subset: bool = False) -> int:
+    """Rehearse one preset (`only_subset`: lsqueeze.plan.rehearsal.subset of it); the exit
+    status (0: every job passed)."""
     preset_path = Path(preset_path)
-    workdir = Path(workdir or Path("results") / "rehearsal" / preset_path.stem).resolve()
+    name = preset_path.stem + ("-subset" if only_subset else "")
+    workdir = Path(workdir or Path("results") / "rehearsal" / name).resolve()
     config = read_yaml(preset_path)[0]
-    prepare(preset_path, workdir)
+    if only_subset:
+        config = subset(config)
+    prepare(config, workdir)
     downloads = [d for d in datasets_of(config) if (workdir / "mirror" / d).is_dir()]
     port = 20000 + int(hashlib.sha256(str(workdir).encode()).hexdigest(), 16) % 20000
     t0 = time.time()

@@ -88,3 +88,45 @@ def rehearsal_preset(config: dict, source: str, mirrors: dict | None = None,
 def datasets_of(config: dict) -> list[str]:
     """The datasets a preset's cells use (those a rehearsal generates files for)."""
     return sorted({c["dataset"] for c in _cells(config) if "dataset" in c})
+
+
+def _kind(config: dict, ref) -> tuple:
+    """A row's kind of training: its dataset, method, and which of α, β, σ it sets."""
+    cell = (config.get("cells") or {}).get(ref, {}) if isinstance(ref, str) else ref
+    method = cell.get("method", "regularized")
+    on = tuple(bool(float(cell.get(k) or 0)) and method != "natural"
+               for k in ("alpha", "beta", "sigma"))
+    return (cell.get("dataset"), method, *on)
+
+
+def subset(config: dict) -> dict:
+    """The part of a preset that still runs every job kind once: in each table, the first row of
+    each kind of training (dataset; natural, regularized or adversarial; with or without label
+    smoothing, logit squeezing, noise) and every row that names its own
+    attack, with every column (every attack configuration, white-box and black-box, so every
+    black-box source); the first row with seeds keeps two of them (the mean ± sd and the claims'
+    spread); the first figure of each figure kind. The claims run on what is left."""
+    out = copy.deepcopy(config)
+    seeded = False
+    for table in out.get("tables") or []:
+        rows, kinds = [], set()
+        for row in table.get("rows") or []:
+            kind = _kind(config, row["cell"])
+            if kind in kinds and not row.get("attacks"):
+                continue
+            kinds.add(kind)
+            if row.get("seeds"):
+                if seeded:
+                    row.pop("seeds")
+                else:
+                    row["seeds"], seeded = list(row["seeds"])[:2], True
+            rows.append(row)
+        table["rows"] = rows
+    kinds, figures = set(), {}
+    for name, fig in (out.get("figures") or {}).items():
+        if fig.get("kind", "linear") not in kinds:
+            kinds.add(fig.get("kind", "linear"))
+            figures[name] = fig
+    if "figures" in out:
+        out["figures"] = figures
+    return out
