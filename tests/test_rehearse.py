@@ -220,3 +220,50 @@ def test_subset_runs_every_job_kind_once(preset):
     assert len(small.cells) <= len(real.cells)
     if len(real.cells) > 20:
         assert len(small.cells) < len(real.cells) / 2
+
+
+SNAKEMAKE_LOG = """Job stats:
+job      count
+-----  -------
+data         1
+train        2
+total        3
+
+[Mon Dec  7 18:30:57 2026]
+localrule data:
+    output: results/data/mnist/train.pt, results/data/mnist/test.pt
+    jobid: 4
+[Mon Dec  7 18:31:02 2026]
+Finished jobid: 4 (Rule: data)
+[Mon Dec  7 18:31:02 2026]
+rule train:
+    output: results/store/mnist/r1/a/model.pt, results/store/mnist/r1/a/metrics.json
+    log: results/store/logs/train/a.log
+    jobid: 7
+[Mon Dec  7 18:31:40 2026]
+Finished jobid: 7 (Rule: train)
+[Mon Dec  7 18:31:40 2026]
+rule train:
+    output: results/store/mnist/r1/b/model.pt, results/store/mnist/r1/b/metrics.json
+    jobid: 8
+[Mon Dec  7 18:31:45 2026]
+Error in rule train:
+    message: None
+    jobid: 8
+    output: results/store/mnist/r1/b/model.pt, results/store/mnist/r1/b/metrics.json
+    log: results/store/logs/train/b.log (check log file(s) for error details)
+"""
+
+
+def test_summary_per_rule_and_one_line_per_failure(tmp_path):
+    from lsqueeze.rehearse import failure_line, parse_log, summary
+
+    parsed = parse_log(SNAKEMAKE_LOG)
+    rows = {r["rule"]: r for r in summary(parsed)}
+    assert rows["data"] == {"rule": "data", "jobs": 1, "passed": 1, "failed": 0, "seconds": 5.0}
+    assert rows["train"] == {"rule": "train", "jobs": 2, "passed": 1, "failed": 1, "seconds": 38.0}
+    (tmp_path / "results/store/logs/train").mkdir(parents=True)
+    (tmp_path / "results/store/logs/train/b.log").write_text("Traceback ...\nValueError: bad\n\n")
+    (line,) = [failure_line(f, tmp_path) for f in parsed["failed"]]
+    assert line == (f"FAILED train results/store/mnist/r1/b/model.pt: ValueError: bad "
+                    f"(log: {tmp_path}/results/store/logs/train/b.log)")

@@ -332,6 +332,11 @@ def run(preset_path, workdir=None, cores: int = 1, extra=(), out=sys.stdout,
     print(format_summary(rows), file=out)
     for f in parsed["failed"]:
         print(failure_line(f, workdir), file=out)
+    if status and not parsed["failed"]:  # Snakemake stopped before any job (a workflow error)
+        said = [ln.strip() for ln in log_path.read_text().splitlines()
+                if ln.strip() and not ln.startswith(("Traceback", "  File", "    "))]
+        print(f"FAILED before any job: {said[-1][:300] if said else 'no output'} "
+              f"(Snakemake's output: {log_path})", file=out)
     print(f"rehearsal of {preset_path}: {time.time() - t0:.0f} s wall, "
           f"{'FAILED' if status else 'passed'} (Snakemake's output: {log_path})", file=out)
     cost = subprocess.run([sys.executable, "-m", "lsqueeze", "cost", str(preset_path)],
