@@ -265,3 +265,19 @@ def test_summary_per_rule_and_one_line_per_failure(tmp_path):
     (line,) = [failure_line(f, tmp_path) for f in parsed["failed"]]
     assert line == (f"FAILED train results/store/mnist/r1/b/model.pt: ValueError: bad "
                     f"(log: {tmp_path}/results/store/logs/train/b.log)")
+
+
+def test_banner_only_in_a_rehearsal(monkeypatch):
+    import pandas as pd
+
+    frame = pd.DataFrame({"a": [1, 2]})
+    monkeypatch.delenv(run_options.ENV, raising=False)
+    assert run_options.stamp_markdown("# T\n") == "# T\n"
+    assert run_options.stamp_html("<html><body>x</body></html>") == "<html><body>x</body></html>"
+    assert run_options.stamp_frame(frame) is frame
+    monkeypatch.setenv(run_options.ENV, json.dumps({"banner": run_options.BANNER}))
+    assert run_options.stamp_markdown("# T\n").startswith("# REHEARSAL: THE NUMBERS ARE MEANINGLESS")
+    page = run_options.stamp_html('<html><body class="x">x</body></html>')
+    assert page.startswith('<html><body class="x"><p') and "MEANINGLESS" in page
+    stamped = run_options.stamp_frame(frame)
+    assert list(stamped.columns) == ["rehearsal", "a"] and list(frame.columns) == ["a"]
