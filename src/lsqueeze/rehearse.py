@@ -139,8 +139,12 @@ def own_checksums(dataset: str, path):
         raise ValueError("--rehearsal-checksums: only a rehearsal (lsqueeze rehearse) may replace "
                          "the official checksums")
     sums = json.loads(Path(path).read_text()).get(dataset)
-    if not sums:
-        raise ValueError(f"{path}: no checksums for {dataset}")
+    files = [*data.MNIST_RAW_MD5] if dataset == "mnist" else [
+        CIFAR[dataset]["archive"], *CIFAR[dataset]["train"], *CIFAR[dataset]["test"],
+        CIFAR[dataset]["meta"][0]] if dataset in CIFAR else []
+    absent = [f for f in files if f not in (sums or {})]
+    if not sums or absent:
+        raise ValueError(f"{path}: no checksums for {dataset} {', '.join(absent)}".rstrip())
     print(f"{run_options.BANNER}: {dataset} is checked against the rehearsal's own MD5 sums "
           f"({path}), not the official ones", file=sys.stderr)
     if dataset == "mnist":
