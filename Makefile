@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test venv lock pull clean-demo
+.PHONY: demo test venv lock pull clean-demo rehearse rehearse-ci
 
 venv: $(STAMP)
 
@@ -55,6 +55,16 @@ pull: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/pytest -q
+
+# Before a GPU run: the paper's whole DAG at toy scale on this machine, in results/rehearsal/
+# (README, "Before a GPU run: rehearse"). REHEARSE=params/<preset>.yaml rehearses another preset;
+# rehearse-ci: what CI runs, every job kind of every table once (`--subset`).
+REHEARSE ?= params/paper.yaml
+rehearse: $(STAMP)
+	$(PY) -m lsqueeze rehearse $(REHEARSE) --cores $$(nproc)
+
+rehearse-ci: $(STAMP)
+	$(PY) -m lsqueeze rehearse $(REHEARSE) --subset --cores $$(nproc)
 
 clean-demo:
 	rm -rf results/demo results/store/digits28

@@ -20,7 +20,8 @@ import lsqueeze
 from lsqueeze.runtime.fingerprint import lsqueeze_imports, module_path
 
 PACKAGE = Path(lsqueeze.__file__).resolve().parent
-ENTRY = {"__init__", "__main__", "cli", "commandline", "commands"}  # the package's top level: the CLI
+ENTRY = {"__init__", "__main__", "cli", "commandline", "commands",
+         "rehearse"}  # the package's top level: the CLI (and the rehearsal it runs)
 MAY_IMPORT = {
     "runtime": {"runtime"},
     "registries": {"runtime", "registries"},

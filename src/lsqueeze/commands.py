@@ -36,20 +36,27 @@ def _data_flags(s):
     s.add_argument("--out-dir", required=True)
     s.add_argument("--raw-dir")
     s.add_argument("--mirror", help="base URL replacing the official mirror")
+    s.add_argument("--rehearsal-checksums", metavar="JSON",
+                   help="a rehearsal's own MD5 sums of its generated files (lsqueeze rehearse), "
+                        "checked instead of the official ones")
 
 
 @command("data", "download, verify and convert one dataset", _data_flags)
 def data(args):
+    import contextlib
     from pathlib import Path
 
     from lsqueeze.jobs.data import DataError, prepare
+    from lsqueeze.rehearse import own_checksums
     from lsqueeze.runtime.integrity import IntegrityError, rebuild_splits
 
     raw = args.raw_dir or Path(args.out_dir) / "raw"
     try:
-        paths = rebuild_splits(lambda stage: prepare(args.dataset, stage, raw, args.mirror),
-                               args.out_dir)
-    except (DataError, IntegrityError) as exc:
+        with (own_checksums(args.dataset, args.rehearsal_checksums) if args.rehearsal_checksums
+              else contextlib.nullcontext()):
+            paths = rebuild_splits(lambda stage: prepare(args.dataset, stage, raw, args.mirror),
+                                   args.out_dir)
+    except (DataError, IntegrityError, ValueError, OSError) as exc:
         text = str(exc)
         if text.startswith("download of "):  # no network, or the mirror is down: the way round
             text += (f"; offline, copy the dataset's files into {raw}/ (a file already there "
@@ -94,8 +101,9 @@ def _attack_flags(s):
          with_flags(model_flags(n=True), _attack_flags), gpu=True)
 def evaluate(args):
     from lsqueeze.jobs.evaluate import white_box
+    from lsqueeze.runtime.rehearsal import cap_attack
 
-    white_box(args.spec, args.model, args.data_dir, args.attack, args.out, n=args.n,
+    white_box(args.spec, args.model, args.data_dir, cap_attack(args.attack), args.out, n=args.n,
               batch_size=args.batch_size, device=_device(args))
 
 
@@ -103,8 +111,9 @@ def evaluate(args):
          with_flags(model_flags(n=True), _attack_flags), gpu=True)
 def craft(args):
     from lsqueeze.jobs.evaluate import craft
+    from lsqueeze.runtime.rehearsal import cap_attack
 
-    craft(args.spec, args.model, args.data_dir, args.attack, args.out, n=args.n,
+    craft(args.spec, args.model, args.data_dir, cap_attack(args.attack), args.out, n=args.n,
           batch_size=args.batch_size, device=_device(args))
 
 
@@ -316,6 +325,29 @@ def pull(args):
         return remote.pull(name=args.remote, restore=not args.no_restore)
     except (remote.RemoteError, RestoreError) as exc:
         return _error("pull", exc)
+
+
+def _rehearse_flags(s):
+    s.add_argument("preset", help="the preset to rehearse (params/<preset>.yaml)")
+    s.add_argument("--dir", help="the rehearsal's own directory (default: "
+                                 "results/rehearsal/<preset>): preset, data, store, results")
+    s.add_argument("--cores", type=whole(1), default=1, help="Snakemake's --cores (default 1)")
+    s.add_argument("--subset", action="store_true",
+                   help="only what runs every job kind once: per table the first row of each "
+                        "training method, every column; one figure per kind (what CI runs)")
+
+
+@command("rehearse", "run a preset's whole DAG at toy scale on this machine, before a GPU run",
+         _rehearse_flags)
+def rehearse(args):
+    from lsqueeze.plan.schema import ConfigError, validate_file
+    from lsqueeze.rehearse import run
+
+    try:
+        validate_file(args.preset)
+    except (ConfigError, OSError) as exc:
+        return _error("rehearse", exc)
+    return run(args.preset, args.dir, cores=args.cores, only_subset=args.subset)
 
 
 # --- presets: validate, cost, migrate, export, make the paper's

@@ -66,6 +66,11 @@ _ENV = {
     "LSQUEEZE_DEVICE": DEVICE,
     "LSQUEEZE_TRAIN_OPTIONS": json.dumps(config.get("train", {}), sort_keys=True),
 }
+# A rehearsal (`lsqueeze rehearse`, lsqueeze.runtime.rehearsal): its attack caps and banner, a run
+# option like the two above; a real preset has no `rehearsal:` and its jobs never see the variable.
+REHEARSAL = config.get("rehearsal")
+if REHEARSAL:
+    _ENV["LSQUEEZE_REHEARSAL"] = json.dumps(REHEARSAL, sort_keys=True)
 # The same for the run options: the JSON, escaped for a double-quoted ${VAR:-default}.
 TRAIN_OPTIONS = re.sub(r'([\\"$`}])', r"\\\1", _ENV["LSQUEEZE_TRAIN_OPTIONS"])
 _PREFIX = f"export PYTHONPATH={_shell_literal(SRC)}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "
@@ -188,8 +193,12 @@ def raw_dir(w, output):
 
 
 def mirror_arg(w):
+    """The preset's mirror of the dataset; a rehearsal adds its own checksums of the files it
+    generated (it passes them in the open: they replace the official ones in its runs only)."""
     mirror = config.get("mirrors", {}).get(w.dataset)
-    return f"--mirror {shlex.quote(mirror)}" if mirror else ""
+    arg = f"--mirror {shlex.quote(mirror)}" if mirror else ""
+    sums = (REHEARSAL or {}).get("checksums")
+    return f"{arg} --rehearsal-checksums {shlex.quote(sums)}" if sums else arg
 
 
 def train_data(w):

@@ -108,8 +108,8 @@ def worst_case_gaps(plan: dict, records: list[dict]) -> list[str]:
     images than the rest (another n). The worst case is then over the others, or absent, and
     looks complete: the aggregation says so."""
     combined = {(w["cell_id"], eps_key(w["eps"])): {a.split(":", 1)[1].split("@")[0]
-                                                    for a in w["attacks"]}
-                for w in worst_cases(records)}
+                                                    for a in w["attacks"] if ":" in a}
+                for w in worst_cases(records) if w["accuracy"] is not None}  # "clean": no attack
     gaps = []
     for table in plan["tables"]:
         columns = table["columns"]

@@ -25,6 +25,7 @@ from lsqueeze.report.claims import (
 )
 from lsqueeze.report.tablemeta import CLAIMS_COLUMNS, PCT, checked_model, read_table, save_table, typed
 from lsqueeze.runtime.files import atomic_path, read_json, read_parquet
+from lsqueeze.runtime.rehearsal import stamp_html, stamp_markdown
 from lsqueeze.runtime.values import missing
 
 
@@ -195,7 +196,7 @@ def run(plan_path, claims_path, tables_dir, out_dir, note: str = "", preset: str
     text = render(claims, results, masking, preset or plan.get("preset") or "", note, plan,
                   ctx.train_basis)
     save_table(claims_parquet(results), out_dir / "claims.parquet", CLAIMS_COLUMNS)
-    for name, page in (("claims.md", text), ("claims.html", to_html(text))):
+    for name, page in (("claims.md", stamp_markdown(text)), ("claims.html", stamp_html(to_html(text)))):
         with atomic_path(out_dir / name) as tmp:
             tmp.write_text(page)
     return summary(results)

@@ -19,6 +19,7 @@ import numpy as np  # noqa: E402
 from lsqueeze.registries.base import load_function  # noqa: E402
 from lsqueeze.registries.figure_kinds import figure_kind  # noqa: E402
 from lsqueeze.runtime.files import atomic_path, read_parquet  # noqa: E402
+from lsqueeze.runtime.rehearsal import stamp_figure  # noqa: E402
 
 STYLE = {"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "legend.fontsize": 8,
          "axes.grid": True, "grid.alpha": 0.3, "figure.titlesize": 12}
@@ -39,6 +40,7 @@ def vector_path(out) -> Path:
 
 def save(fig, out) -> None:
     """`out` as PNG and the same figure as PDF beside it (vector_path)."""
+    stamp_figure(fig)  # a rehearsal's banner (nothing in a real run)
     with atomic_path(out) as tmp:
         fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
     # No creation date in the PDF: the same figure gives the same bytes (DVC hashes them).

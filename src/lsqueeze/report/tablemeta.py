@@ -165,7 +165,9 @@ def save_table(frame: pd.DataFrame, path, columns: dict | None = None, index: bo
     import pyarrow.parquet as pq
 
     from lsqueeze.runtime.files import atomic_path
+    from lsqueeze.runtime.rehearsal import banner, stamp_frame
 
+    frame = stamp_frame(frame)  # a rehearsal's banner, as a column (identity in a real run)
     meta = {k: v for k, v in (columns or {}).items() if k in frame.columns}
     table = pa.Table.from_pandas(frame, preserve_index=index)
     # a text column without any value yet (no black-box source, no masked check) is still text
@@ -177,6 +179,8 @@ def save_table(frame: pd.DataFrame, path, columns: dict | None = None, index: bo
     attrs = {**({"columns": meta} if meta else {}), **(attrs or {})}
     if attrs:
         schema_meta[b"PANDAS_ATTRS"] = json.dumps(attrs, ensure_ascii=False).encode()
+    if banner():
+        schema_meta[b"rehearsal"] = banner().encode()
     table = table.cast(pa.schema(fields, metadata=schema_meta))
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)

@@ -59,6 +59,7 @@ from lsqueeze.report.tablemeta import (
     typed_measurements,
 )
 from lsqueeze.runtime.files import atomic_path, read_json, read_parquet
+from lsqueeze.runtime.rehearsal import stamp_html, stamp_markdown
 
 CELL_COLS = ["cell_id", "dataset", "method", "alpha", "beta", "sigma", "steps", "seed", "clip_noise"]
 ATTACK_COLS = ["threat", "attack_id", "attack", "loss", "attack_steps", "eps", "step_size",
@@ -477,13 +478,15 @@ def aggregate(plan_path, inputs, reference_path, out_dir) -> pd.DataFrame:
         save_table(compare, out_dir / compare_file, COMPARE_COLUMNS)
     for table in plan["tables"]:  # one page per table, for the Snakemake report
         with atomic_path(out_dir / table_files(table["id"])[2]) as tmp:
-            tmp.write_text(render_html({"tables": [table]}, {table["id"]: tables[table["id"]]},
-                                       tolerance, prov))
+            tmp.write_text(stamp_html(render_html({"tables": [table]},
+                                                  {table["id"]: tables[table["id"]]},
+                                                  tolerance, prov)))
     with atomic_path(out_dir / "measurements.html") as tmp:
-        tmp.write_text(measurements_html(typed_measurements(long), prov))
-    for name, text in (("tables.md", render_markdown(plan, tables, tolerance, prov)
-                        + masking_section(masking)),
-                       ("tables.html", render_html(plan, tables, tolerance, prov, masking))):
+        tmp.write_text(stamp_html(measurements_html(typed_measurements(long), prov)))
+    for name, text in (("tables.md", stamp_markdown(render_markdown(plan, tables, tolerance, prov)
+                                                    + masking_section(masking))),
+                       ("tables.html", stamp_html(render_html(plan, tables, tolerance, prov,
+                                                              masking)))):
         with atomic_path(out_dir / name) as tmp:
             tmp.write_text(text)
     return long

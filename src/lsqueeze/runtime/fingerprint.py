@@ -29,10 +29,10 @@ PACKAGE = Path(__file__).resolve().parents[1]
 # whether a job may run (checkpoint keys, file checks), never what it computes; schema and
 # yamlfile read and check presets, whose values reach the jobs as params (a rerun trigger of
 # their own); the rest write files, pin GPUs or parse the command line.
-PLUMBING = frozenset({"__init__", "__main__", "cli", "commandline", "commands", "report.dvc_metrics",
-                      "runtime.fingerprint", "runtime.pinning", "runtime.integrity",
-                      "runtime.files", "jobs.paper_presets", "plan.restore", "plan.schema",
-                      "runtime.yamlfile"})
+PLUMBING = frozenset({"__init__", "__main__", "cli", "commandline", "commands", "rehearse",
+                      "report.dvc_metrics", "runtime.fingerprint", "runtime.pinning",
+                      "runtime.integrity", "runtime.files", "runtime.rehearsal",
+                      "jobs.paper_presets", "plan.restore", "plan.schema", "runtime.yamlfile"})
 # The modules that call what a registry names as text, "lsqueeze.<module>:<function>" (attacks:
 # an attack kind's runner; data: a dataset's converter; step: a regularizer's term or
 # transform): a job that uses one depends on every function named, so an edit to a new kind's
