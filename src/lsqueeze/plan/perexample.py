@@ -5,8 +5,9 @@ indices it attacked and one bit per image (1 = still classified correctly), pack
 125 bytes per 1,000 images. From these the aggregation computes the worst case per model and ε as
 RobustBench and AutoAttack report robust accuracy: an image counts as robust only if it survives
 *every* attack run on that model at that ε (white-box and black-box alike) and is classified
-correctly clean. The minimum of the attacks' accuracies is only an upper bound of it. An attack added to a finished run adds its own
-vector; the worst case is recomputed from the stored ones without rerunning the others.
+correctly clean. The minimum of the attacks' accuracies is only an upper bound of it. An attack
+added to a finished run adds its own vector; the worst case is recomputed from the stored ones
+without rerunning the others.
 """
 
 from __future__ import annotations
@@ -115,7 +116,7 @@ def worst_cases(records: list[dict]) -> list[dict]:
             key = (rec["cell_id"], eps_key(rec["attack"]["paper"].get("eps")))
             groups.setdefault(key, []).append(rec)
     out = []
-    for (cid, eps), recs in sorted(groups.items()):
+    for (cid, _eps), recs in sorted(groups.items()):
         name = {id(r): f"{r['kind']}:{r['attack']['id']}"
                 + (f"@{r['source_id']}" if r.get("source_id") else "") for r in recs}
         notes, vectors, cleans = [], [], []

@@ -10,8 +10,8 @@ No torch here: planning, validation, cost and the aggregation read this module, 
 without torch. `run` names the runner as "lsqueeze.<module>:<function>"; the function takes
 (model, x, y, spec, seed, index, batched_restarts) and returns (x_adv, per-example robust mask)
 or, to say more per example, (x_adv, robust, breakdown) (AutoAttack: which member broke each
-image, kept in the evaluation record), and lsqueeze.runtime.fingerprint follows such names, so an edit to a runner re-evaluates its
-results.
+image, kept in the evaluation record), and lsqueeze.runtime.fingerprint follows such names, so
+an edit to a runner re-evaluates its results.
 """
 
 from __future__ import annotations

@@ -39,10 +39,11 @@ from lsqueeze.plan.perexample import (
     worst_case_id,
     worst_cases,
 )
-from lsqueeze.registries.attack_kinds import member_metric
 from lsqueeze.plan.records import check_record, worst_case_gaps
+from lsqueeze.registries.attack_kinds import member_metric
 from lsqueeze.registries.regularizers import REGULARIZERS
 from lsqueeze.report.agreement import counts, headline, judge
+from lsqueeze.report.names import display_names, with_names
 from lsqueeze.report.tablemeta import (
     COMPARE_COLUMNS,
     MASKING_COLUMNS,
@@ -430,17 +431,6 @@ def _eq4_rows(plan: dict, analyses: dict) -> list[dict]:
     return rows
 
 
-def _model_names(plan: dict) -> dict:
-    """{cell id: what the tables call its model}: the first row label that names it, else the
-    method in the paper's words (a cell only a figure uses has no row)."""
-    names = {cid: model_name(cell) for cid, cell in plan["cells"].items()}
-    labelled = [(c, r["label"]) for t in plan["tables"] for r in t["rows"] if r.get("label")
-                for c in r.get("cell_ids") or [r["cell_id"]]]
-    for cid, label in reversed(labelled):  # the first row wins
-        names[cid] = label
-    return names
-
-
 def aggregate(plan_path, inputs, reference_path, out_dir) -> pd.DataFrame:
     plan = read_json(plan_path)
     tolerance = float(plan.get("tolerance_pct", 5.0))
@@ -461,6 +451,7 @@ def aggregate(plan_path, inputs, reference_path, out_dir) -> pd.DataFrame:
     long = pd.DataFrame(rows + _eq4_rows(plan, analyses))
     long = long.drop_duplicates(subset=["cell_id", "threat", "attack_id", "attack", "eps",
                                         "source_id", "metric"], ignore_index=True)
+    long = with_names(long, plan)  # the model's display name and preset cell name by its id
     prov = provenance(plan, long)
     # pandas.read_parquet(...).attrs["environment_lock"]: what the tables were built with
     save_table(typed_measurements(long), out_dir / "measurements.parquet", MEASUREMENT_COLUMNS,
@@ -468,7 +459,7 @@ def aggregate(plan_path, inputs, reference_path, out_dir) -> pd.DataFrame:
     from lsqueeze.report.masking import masking_flags  # gradient-masking checks, one row per check
 
     masking = masking_flags(long, pixel_scale=plan.get("pixel_scale"))
-    masking.insert(1, "model", masking["cell_id"].map(_model_names(plan)).astype("string"))
+    masking.insert(1, "model", masking["cell_id"].map(display_names(plan)).astype("string"))
     save_table(masking, out_dir / "masking.parquet", MASKING_COLUMNS)
     for table in plan["tables"]:
         layout, compare = tables[table["id"]]

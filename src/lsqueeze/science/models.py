@@ -193,7 +193,7 @@ class WideResNet(nn.Module):
         return self.fc(self.features(x))
 
 
-ARCHS = ("madry_cnn", "madry_wrn", "wrn")  # what build_model builds; src/lsqueeze/data/schema.json lists the same
+ARCHS = ("madry_cnn", "madry_wrn", "wrn")  # what build_model builds; data/schema.json lists the same
 
 
 def build_model(recipe: dict, image_shape) -> nn.Module:
