@@ -19,7 +19,7 @@ import lsqueeze
 from conftest import MNIST_COPY, REPO, tiny_spec
 from lsqueeze.cli import main
 from lsqueeze.jobs import cost, data
-from lsqueeze.jobs import export as E
+from lsqueeze import export as E
 from lsqueeze.jobs.train import train
 from lsqueeze.runtime.files import file_digest, lock_digest, save_parquet
 from lsqueeze.runtime.integrity import IntegrityError

@@ -90,4 +90,6 @@ def test_installed_package_runs_outside_the_checkout(installed, tmp_path):
     out = tmp_path / "export"
     _run([sys.executable, "-m", "lsqueeze", "export", MODEL, "--out", out,
           "--measurements", MEASUREMENTS], tmp_path, env)
-    assert {p.suffix for p in out.iterdir()} >= {".pt", ".sha256", ".md", ".json"}, list(out.iterdir())
+    files = [p for p in out.rglob("*") if p.is_file()]  # RobustBench's <dataset>/Linf/<name>.*
+    assert {p.suffix for p in files} >= {".pt", ".pt2", ".sha256", ".md", ".json"}, files
+    assert all(p.parent == out / "mnist" / "Linf" for p in files), files

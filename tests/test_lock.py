@@ -104,7 +104,7 @@ def test_a_module_the_core_install_lacks_fails_the_check(tmp_path):
 
 def test_loading_and_attacking_a_model_imports_no_workflow_tool():
     code = ("import sys, lsqueeze, lsqueeze.cli, lsqueeze.commands, lsqueeze.jobs.evaluate, "
-            "lsqueeze.jobs.export, lsqueeze.science.attacks, lsqueeze.report.tables\n"
+            "lsqueeze.export, lsqueeze.science.attacks, lsqueeze.report.tables\n"
             "lsqueeze.load_model\n"
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'snakemake', 'dvc', 'dvc_objects'}))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

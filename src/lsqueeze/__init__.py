@@ -11,8 +11,8 @@ def load_model(model_dir, device="cpu"):
         model = lsqueeze.load_model("results/store/mnist/<recipe key>/<cell id>")
         logits = model(x)
 
-    See lsqueeze.jobs.export.load_model (imported here only when called: `import lsqueeze` stays
+    See lsqueeze.export.load_model (imported here only when called: `import lsqueeze` stays
     free of torch)."""
-    from lsqueeze.jobs.export import load_model as load
+    from lsqueeze.export import load_model as load
 
     return load(model_dir, device)

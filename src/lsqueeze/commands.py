@@ -434,7 +434,7 @@ def _export_flags(s):
                    "RobustBench-style checkpoint (<name>.pt) and a model card (.md, .json)",
          _export_flags)
 def export(args):
-    from lsqueeze.jobs.export import export as run
+    from lsqueeze.export import export as run
 
     paths = run(args.model_dir, args.out, args.measurements)
     for path in paths.values():

@@ -12,7 +12,7 @@ RobustBench's model zoo does, under `DIR/<dataset>/Linf/`:
 - `<name>.pt`: a plain state_dict of fp32 tensors, loadable with `torch.load(weights_only=True)`
   into `lsqueeze.science.models.build_model(card["recipe"], card["input"]["shape"])`;
 - `<name>.sha256`: the digests of both;
-- `<name>.json` + `<name>.md`: the model card (lsqueeze.jobs.card), RobustBench's model-info fields
+- `<name>.json` + `<name>.md`: the model card (lsqueeze.card), RobustBench's model-info fields
   and the project's own. A number the measurements do not hold is "not measured", never 0.
 
 Why torch.export and not TorchScript: torch.jit.trace and torch.jit.script are deprecated in the
@@ -35,7 +35,7 @@ import re
 import sys
 from pathlib import Path
 
-from lsqueeze.jobs.card import NOT_MEASURED, THREAT_MODEL, card_markdown, model_card
+from lsqueeze.card import NOT_MEASURED, THREAT_MODEL, card_markdown, model_card
 from lsqueeze.plan.build import cell_id, config_hash
 from lsqueeze.plan.perexample import worst_of_list
 from lsqueeze.plan.records import check_record
