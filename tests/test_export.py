@@ -17,9 +17,9 @@ import torch
 
 import lsqueeze
 from conftest import MNIST_COPY, REPO, tiny_spec
+from lsqueeze import export as E
 from lsqueeze.cli import main
 from lsqueeze.jobs import cost, data
-from lsqueeze import export as E
 from lsqueeze.jobs.train import train
 from lsqueeze.runtime.files import file_digest, lock_digest, save_parquet
 from lsqueeze.runtime.integrity import IntegrityError
