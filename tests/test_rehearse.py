@@ -174,10 +174,11 @@ def test_broken_cifar_path_fails_in_one_line_naming_the_job(tmp_path):
     checkout = copy_checkout(tmp_path / "checkout")
     attacks = checkout / "src" / "lsqueeze" / "science" / "attacks.py"
     text = attacks.read_text()
-    head = "def attack(model, x, y, spec: dict, seed: int = 0, index=None, batched_restarts: bool = False):\n"
-    assert head in text
-    attacks.write_text(text.replace(head, head + "    if x.shape[1] == 3:\n"
-                                    "        raise RuntimeError('injected: 3-channel input')\n"))
+    # the dispatcher's body starts after its docstring: inject before its first statement
+    body = "    run = load_function(kind_of(spec).run)\n"
+    assert text.count(body) == 1 and "\ndef attack(model, x, y, spec" in text
+    attacks.write_text(text.replace(body, "    if x.shape[1] == 3:\n"
+                                    "        raise RuntimeError('injected: 3-channel input')\n" + body))
     proc = _rehearse(tmp_path, "--cores", "2", "--dir", str(tmp_path / "reh"),
                      pythonpath=checkout / "src")
     assert proc.returncode == 1

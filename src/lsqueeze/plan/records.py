@@ -116,6 +116,7 @@ def worst_case_gaps(plan: dict, records: list[dict]) -> list[str]:
         for worst in (c for c in columns if c.get("threat") == WORST):
             eps = eps_key((worst.get("attack_paper") or {}).get("eps"))
             wanted = [c for c in columns if c.get("threat") in ("white", "black")
+                      and c.get("metric", "accuracy") == "accuracy"  # not AutoAttack's members
                       and eps_key((c.get("attack_paper") or {}).get("eps")) == eps]
             for row in table["rows"]:
                 for cid in row.get("cell_ids") or [row["cell_id"]]:
