@@ -11,17 +11,19 @@ rule evaluate_white:
     threads: 1
     resources:
         gpu=1,
+        # a resource, not a param: params are a rerun trigger, and the batch changes no number
+        # (AutoAttack runs in its own fixed batch)
+        eval_batch=EVAL.get("batch_size", 500),
     params:
         code=CODE["evaluate"],
         spec=cell_spec,
         attack=attack_json,
         n=subset_flag,
-        bs=EVAL.get("batch_size", 500),
         data=data_dir,
     shell:
         'OMP_NUM_THREADS={threads} python -m lsqueeze evaluate --device "${{LSQUEEZE_DEVICE:-{DEVICE}}}"'
         " --spec {params.spec:q} --model {input.model:q} --data-dir {params.data:q}"
-        " --attack {params.attack:q} {params.n} --batch-size {params.bs} --out {output:q}"
+        " --attack {params.attack:q} {params.n} --batch-size {resources.eval_batch} --out {output:q}"
         " > {log:q} 2>&1"
 
 

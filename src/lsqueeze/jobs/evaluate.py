@@ -12,6 +12,7 @@ import time
 import torch
 
 from lsqueeze.plan.perexample import pack, pack_members
+from lsqueeze.registries.attack_kinds import kind_of
 from lsqueeze.runtime.devices import pick_device
 from lsqueeze.runtime.files import code_version, device_name, file_digest, load_torch, save_json, save_torch
 from lsqueeze.runtime.integrity import tensor_digest, verify_adv_set
@@ -35,7 +36,10 @@ def run_attack(model, x, y, spec: dict, batch_size: int, seed: int = 0, label: s
     stays that of one batch while the restarts share a forward pass. Random starts are fixed by
     (seed, restart, the example's position in x), so neither the batch size nor R changes them:
     the restart columns are nested (robust to R+1 restarts implies robust to the first R).
+    A kind whose result depends on the grouping (AutoAttack) runs in its own fixed batch, so
+    batch_size never changes a number.
     """
+    batch_size = kind_of(spec).batch or batch_size
     n_restarts = attacks.restarts_of(spec)
     batched = n_restarts > 1
     if batched:

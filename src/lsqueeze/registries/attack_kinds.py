@@ -69,6 +69,10 @@ class AttackKind:
     # The attack budget the masking checks compare (a bigger one must not find fewer
     # adversarial examples), from a measurement row's steps and restarts; inf: the strongest.
     budget: Callable[[dict], float] = steps_times_restarts
+    # Images per call where the result depends on how the images are grouped (the reference
+    # AutoAttack draws its random state per call): fixed here, so that `eval.batch_size`, which
+    # only trades memory for speed, changes no number. None: any batch gives the same result.
+    batch: int | None = None
 
 
 def _pgd_id(a: dict) -> str:
@@ -95,6 +99,9 @@ AUTOATTACK_VERSIONS = ("standard",)
 # The standard version's members, in the order they run; a table column reads the accuracy after
 # one of them as metric accuracy_after_<member> (e.g. accuracy_after_apgd_t).
 AUTOATTACK_MEMBERS = ("apgd-ce", "apgd-t", "fab-t", "square")
+# Images per call of the reference (one seed per call, fixed by the first image's position): every
+# kept AutoAttack record was made with 500, the evaluation batch it used to follow.
+AUTOATTACK_BATCH = 500
 
 
 def member_metric(member: str) -> str:
@@ -122,7 +129,8 @@ ATTACK_KINDS: dict[str, AttackKind] = {k.name: k for k in (
         settings={"version": ("standard", {"enum": list(AUTOATTACK_VERSIONS)})},
         make_id=lambda a: f"aa-{a.get('version', 'standard')}-e{eps_part(a)}",
         image_steps=lambda a: float(AUTOATTACK_STEPS),
-        budget=lambda a: math.inf),  # hundreds of iterations, and a gradient-free member
+        budget=lambda a: math.inf,  # hundreds of iterations, and a gradient-free member
+        batch=AUTOATTACK_BATCH),
 )}
 
 
