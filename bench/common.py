@@ -2,36 +2,19 @@
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import http.server
 import os
 import platform
 import re
-import threading
 from pathlib import Path
 
 import torch
+
+from lsqueeze.runtime.mirror import serve_directory  # noqa: F401  (the tests' mirror too)
 
 REPO = Path(__file__).resolve().parents[1]
 # A directory with MNIST's four .gz files (the benchmarks and the real-MNIST tests run offline):
 # LSQUEEZE_MNIST_MIRROR, else bench/mnist/ (git ignores it). Without them those tests skip.
 MIRROR = Path(os.environ.get("LSQUEEZE_MNIST_MIRROR", REPO / "bench" / "mnist"))
-
-
-@contextlib.contextmanager
-def serve_directory(directory):
-    """Serve a directory on 127.0.0.1 (a local dataset mirror) while the block runs; yields its
-    base URL. The tests' `http_server` fixture uses it too."""
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(directory))
-    handler.log_message = lambda *a, **k: None
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{srv.server_address[1]}/"
-    finally:
-        srv.shutdown()
-        srv.server_close()
 
 
 def mnist(out_dir: Path) -> Path:

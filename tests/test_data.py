@@ -154,3 +154,17 @@ def test_a_failed_download_names_the_offline_fix(tmp_path, capsys):
         (raw / f"{name}.gz").write_bytes((MNIST_COPY / f"{name}.gz").read_bytes())
     assert main([*args, "--mirror", f"http://127.0.0.1:{port}/"]) == 0
     assert (tmp_path / "data" / "mnist" / "test.pt").exists()
+
+
+def test_mirror_keeps_a_stable_port_or_the_next_free_one(tmp_path):
+    """A rehearsal serves its mirror on a fixed port (the data jobs' parameters keep the URL): a
+    busy port moves it to the next free one, and the files are served as they are on disk."""
+    import urllib.request
+
+    from lsqueeze.runtime.mirror import serve_directory
+
+    (tmp_path / "a.gz").write_bytes(b"\x1f\x8b payload")
+    with serve_directory(tmp_path, 18_731) as first, serve_directory(tmp_path, 18_731) as second:
+        ports = [int(url.rstrip("/").rsplit(":", 1)[1]) for url in (first, second)]
+        assert first != second and all(18_731 <= p < 18_781 for p in ports)
+        assert urllib.request.urlopen(second + "a.gz").read() == b"\x1f\x8b payload"

@@ -17,10 +17,8 @@ This module sits beside the CLI (it runs Snakemake and other commands); no job i
 from __future__ import annotations
 
 import contextlib
-import functools
 import gzip
 import hashlib
-import http.server
 import io
 import json
 import pickle
@@ -28,7 +26,6 @@ import re
 import subprocess
 import sys
 import tarfile
-import threading
 import time
 from collections import defaultdict
 from datetime import datetime
@@ -38,6 +35,7 @@ import numpy as np
 
 from lsqueeze.plan.rehearsal import datasets_of, rehearsal_preset, subset
 from lsqueeze.runtime import rehearsal as run_options
+from lsqueeze.runtime.mirror import serve_directory
 from lsqueeze.runtime.yamlfile import read_yaml
 
 REPO = Path(__file__).resolve().parents[2]
@@ -171,35 +169,6 @@ def own_checksums(dataset: str, path):
             setattr(cls, k, v)
 
 
-class _Handler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):  # the summary says what was served; no line per request
-        pass
-
-
-class _Server(http.server.ThreadingHTTPServer):
-    def handle_error(self, request, client_address):  # a client that hangs up early is no error
-        pass
-
-
-@contextlib.contextmanager
-def serve(directory: Path, port: int):
-    """Serve `directory` on 127.0.0.1, on `port` or the next free one (a stable URL keeps the
-    data jobs' parameters, so a second rehearsal reruns only what failed)."""
-    handler = functools.partial(_Handler, directory=str(directory))
-    for p in [*range(port, port + 50), 0]:
-        try:
-            srv = _Server(("127.0.0.1", p), handler)
-            break
-        except OSError:
-            continue
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{srv.server_address[1]}/"
-    finally:
-        srv.shutdown()
-        srv.server_close()
-
-
 # --- Snakemake's log -> per-rule summary and failures
 
 _STAMP = re.compile(r"^\[(\w{3} \w{3} +\d+ [\d:]{8} \d{4})\]$")
@@ -312,7 +281,7 @@ def run(preset_path, workdir=None, cores: int = 1, extra=(), out=sys.stdout,
     downloads = [d for d in datasets_of(config) if (workdir / "mirror" / d).is_dir()]
     port = 20000 + int(hashlib.sha256(str(workdir).encode()).hexdigest(), 16) % 20000
     t0 = time.time()
-    with serve(workdir / "mirror", port) as url:
+    with serve_directory(workdir / "mirror", port) as url:
         preset = rehearsal_preset(config, str(preset_path), {d: url + d + "/" for d in downloads},
                                   str(workdir / "checksums.json") if downloads else None)
         preset_file = workdir / "preset.yaml"
