@@ -101,9 +101,14 @@ def test_cifar_checksum_mismatch(tmp_path, http_server, monkeypatch):
     mirror.mkdir()
     _fake_cifar(mirror, monkeypatch)
     monkeypatch.setattr(tvd.CIFAR10, "tgz_md5", "0" * 32)
-    with pytest.raises(splits.DataError, match="checksum|corrupted"):
+    got = hashlib.md5((mirror / tvd.CIFAR10.filename).read_bytes()).hexdigest()
+    # the sums themselves, not torchvision's "File not found or corrupted"
+    with pytest.raises(splits.DataError, match=f"checksum mismatch \\(expected md5 0{{32}}, "
+                                               f"got {got}\\)") as err:
         data.prepare("cifar10", tmp_path / "c10", mirror=http_server(mirror))
+    assert "\n" not in str(err.value) and "File not found" not in str(err.value)
     assert not (tmp_path / "c10" / "train.pt").exists()
+    assert not (tmp_path / "c10" / "raw" / tvd.CIFAR10.filename).exists()  # removed, refetched
 
 
 @pytest.mark.parametrize("variant,shape", [("digits28", (1, 28, 28)), ("digits32", (3, 32, 32))])
