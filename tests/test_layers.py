@@ -22,7 +22,8 @@ from lsqueeze.runtime.fingerprint import lsqueeze_imports, module_path
 PACKAGE = Path(lsqueeze.__file__).resolve().parent
 # the package's top level: the CLI, the rehearsal it runs, and the export, which puts a trained
 # model (science), its measurements and masking checks (report) and its card together
-ENTRY = {"__init__", "__main__", "cli", "commandline", "commands", "rehearse", "export", "card"}
+ENTRY = {"__init__", "__main__", "cli", "commandline", "commands", "tools", "rehearse", "export",
+         "card"}
 MAY_IMPORT = {
     "runtime": {"runtime"},
     "registries": {"runtime", "registries"},

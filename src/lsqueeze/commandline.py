@@ -1,12 +1,13 @@
 """The command line's parts: value types (each refuses a bad value in one line, before any
 work), flags several commands share, and the registry every command is declared in once
-(lsqueeze.commands declares them, lsqueeze.cli builds the parser from it)."""
+(lsqueeze.commands and lsqueeze.tools declare them, lsqueeze.cli builds the parser from it)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import math
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -93,3 +94,14 @@ def command(name: str, help: str, flags: Callable | None = None, gpu: bool = Fal
         COMMANDS[name] = Command(name, help, handler, flags, gpu)
         return handler
     return register
+
+
+def plan_file(s):
+    """The --plan flag of the commands that read a tables plan."""
+    s.add_argument("--plan", required=True, help="the tables plan (<results>/plan/tables.json)")
+
+
+def refuse(command: str, exc) -> int:
+    """A refusal the command can explain: one line on stderr, exit status 2."""
+    print(f"lsqueeze {command}: error: {exc}", file=sys.stderr)
+    return 2

@@ -29,7 +29,7 @@ PACKAGE = Path(__file__).resolve().parents[1]
 # whether a job may run (checkpoint keys, file checks), never what it computes; schema and
 # yamlfile read and check presets, whose values reach the jobs as params (a rerun trigger of
 # their own); the rest write files, pin GPUs or parse the command line.
-PLUMBING = frozenset({"__init__", "__main__", "cli", "commandline", "commands", "rehearse",
+PLUMBING = frozenset({"__init__", "__main__", "cli", "commandline", "commands", "tools", "rehearse",
                       "report.dvc_metrics", "runtime.fingerprint", "runtime.pinning",
                       "runtime.integrity", "runtime.files", "runtime.rehearsal",
                       "jobs.paper_presets", "plan.restore", "plan.schema", "runtime.yamlfile"})
