@@ -9,7 +9,8 @@ import pytest
 
 from lsqueeze.report.agreement import counts, headline, judge
 from lsqueeze.report.dvc_metrics import summarize
-from lsqueeze.report.tables import build_tables, render_markdown
+from lsqueeze.report.render import render_markdown
+from lsqueeze.report.tables import build_tables
 
 PGD = {"attack": "pgd", "loss": "xent", "steps": 40, "eps": 0.3, "step_size": 0.01,
        "random_start": True, "restarts": 1}

@@ -9,7 +9,7 @@ from torch import nn
 
 from lsqueeze.jobs.analysis import linear_model
 from lsqueeze.report.figures import cumulative_curve
-from lsqueeze.report.tables import predicted_accuracy
+from lsqueeze.report.measurements import predicted_accuracy
 from lsqueeze.science.activations import activation_magnitudes, inactive
 from lsqueeze.science.landscape import grid, loss_landscape
 

@@ -82,8 +82,8 @@ def test_each_edit_reruns_the_stages_that_use_it(pkg):
     assert changed("registries/regularizers.py", 'column="β", in_id=True)',
                    'column="β", in_id=True, default=0)') == {"train", "tables", "summary"}
     # an attack kind's entry: its id, cost or budget are read by the tables, its runner by evaluate
-    assert changed("registries/attack_kinds.py", "budget=lambda a: math.inf)",
-                   "budget=lambda a: 1e9)") == {"evaluate", "tables", "summary"}
+    assert changed("registries/attack_kinds.py", "budget=lambda a: math.inf,",
+                   "budget=lambda a: 1e9,") == {"evaluate", "tables", "summary"}
     assert changed("report/summary.py", "def ", "def _unused():\n    return 1\n\n\ndef ") \
         == {"summary"}
     # `python -m lsqueeze.science.models` code: no job runs it

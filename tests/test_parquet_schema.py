@@ -109,8 +109,9 @@ def test_unbounded_eps_is_inf_and_no_attack_is_missing(tmp_path):
     import numpy as np
 
     from lsqueeze.plan.perexample import pack
+    from lsqueeze.report.measurements import measurement_rows, worst_case_rows
     from lsqueeze.report.tablemeta import save_table, typed_measurements
-    from lsqueeze.report.tables import MEASUREMENT_COLUMNS, measurement_rows, worst_case_rows
+    from lsqueeze.report.tables import MEASUREMENT_COLUMNS
 
     cell = {"dataset": "digits28", "method": "regularized", "alpha": 0.0, "beta": 0.5,
             "sigma": 0.5, "steps": 60, "seed": 0, "clip_noise": False}

@@ -281,7 +281,7 @@ TEST_COLUMN = {"name": "Test", "metric": "test_accuracy", "paper": {"metric": "t
 def test_one_cell_in_two_rows_shows_each_rows_published_value():
     """Paper rows 1 and 8 of one cell: each row shows its own published number and Δ, not the
     last row's in both."""
-    from lsqueeze.report.tables import render_html, render_markdown
+    from lsqueeze.report.render import render_html, render_markdown
 
     plan, tables = _one_table([{"cell": "sq", "label": "first", "paper_row": 1},
                                {"cell": "sq", "label": "eighth", "paper_row": 8}], [TEST_COLUMN])
@@ -302,7 +302,7 @@ def test_one_cell_in_two_rows_shows_each_rows_published_value():
 
 
 def test_a_bar_in_a_label_or_column_name_keeps_the_markdown_cells_in_place():
-    from lsqueeze.report.tables import render_markdown
+    from lsqueeze.report.render import render_markdown
 
     plan, tables = _one_table([{"cell": "sq", "label": "β | σ = 0.5", "paper_row": 1}],
                               [{**TEST_COLUMN, "name": "Test|clean"}])

@@ -101,7 +101,7 @@ def figure_linear(frames, labels, title, out, pixel_scales, eps=None) -> None:
     ax[1, 0].set_title("denominator of Eq. 4")
     legend = list(labels)
     if eps is not None:
-        # the share with ε_L > ε, as tables.predicted_accuracy (not imported: figures must not
+        # the share with ε_L > ε, as measurements.predicted_accuracy (not imported: figures must not
         # rerun when the table code changes)
         legend = [f"{lab}: Eq. 4 predicted accuracy at ε = {eps:g}: "
                   f"{100 * np.mean(f['eps_L'] > eps / s):.1f}%"

@@ -77,7 +77,7 @@ def masking_flags(long: pd.DataFrame, *, large_eps: float = 0.5, zero_tol: float
                   converge_tol: float = 0.05, pixel_scale: dict | None = None) -> pd.DataFrame:
     """One row per check and cell; `flagged` marks a sign of gradient masking.
 
-    long: the long-form measurements (columns as tables.measurement_rows writes them; accuracy
+    long: the long-form measurements (columns as measurements.measurement_rows writes them; accuracy
     values in [0,1], ε in the paper's units). large_eps: the ε in pixel units from which an
     attack counts as unbounded (0.5: any image can be moved to mid-grey). zero_tol: accuracy
     still counted as ~0. black_tol: how far black-box accuracy may sit below white-box before it

@@ -15,7 +15,6 @@ Outputs (all under the preset's results/tables/):
 
 from __future__ import annotations
 
-import html
 import math
 import sys
 from pathlib import Path
@@ -25,123 +24,36 @@ import pandas as pd
 from lsqueeze.plan.build import (
     PAPER_PARAMS,
     SD_SUFFIX,
-    cell_id,
-    config_hash,
     model_name,
-    steps_tag,
     table_files,
 )
-from lsqueeze.plan.perexample import (
-    WORST,
-    accuracy_after,
-    eps_key,
-    unpack_members,
-    worst_case_id,
-    worst_cases,
-)
 from lsqueeze.plan.records import check_record, worst_case_gaps
-from lsqueeze.registries.attack_kinds import member_metric
 from lsqueeze.registries.regularizers import REGULARIZERS
-from lsqueeze.report.agreement import counts, headline, judge
+from lsqueeze.report.agreement import judge
+from lsqueeze.report.measurements import (
+    attack_cols,
+    cell_cols,
+    measurement_rows,
+    member_rows,
+    predicted_accuracy,
+    worst_case_rows,
+)
 from lsqueeze.report.names import display_names, with_names
+from lsqueeze.report.render import render_html, render_markdown
 from lsqueeze.report.tablemeta import (
     COMPARE_COLUMNS,
     MASKING_COLUMNS,
-    caption,
     layout_names,
     masking_section,
     measurements_html,
     missing,
     provenance,
-    provenance_lines,
     save_table,
-    split_images,
     typed,
     typed_measurements,
 )
 from lsqueeze.runtime.files import atomic_path, read_json, read_parquet
 from lsqueeze.runtime.rehearsal import stamp_html, stamp_markdown
-
-CELL_COLS = ["cell_id", "dataset", "method", "alpha", "beta", "sigma", "steps", "seed", "clip_noise"]
-ATTACK_COLS = ["threat", "attack_id", "attack", "loss", "attack_steps", "eps", "step_size",
-               "restarts", "random_start", "source_id"]
-
-
-def predicted_accuracy(frame: pd.DataFrame, eps: float) -> float:
-    """Eq. 4: share of images whose ε_L exceeds ε (misclassified images have ε_L < 0)."""
-    return float((frame["eps_L"] > eps).mean())
-
-
-def _cell_cols(cell: dict) -> dict:
-    out = {k: cell.get(k) for k in CELL_COLS if k != "cell_id"}
-    out["cell_id"] = cell_id(cell)
-    return out
-
-
-def _attack_cols(threat: str, attack: dict | None, source_id=None) -> dict:
-    """An attack's columns; an attack without a bound (eps null in a preset) has ε = +inf, so
-    that a missing ε (NaN) only ever means "no attack" (the clean rows)."""
-    a = (attack or {}).get("paper", {})
-    eps = a.get("eps")
-    if attack is not None and threat != "none" and eps is None:
-        eps = math.inf
-    return {"threat": threat, "attack_id": (attack or {}).get("id"), "attack": a.get("attack"),
-            "loss": a.get("loss"), "attack_steps": a.get("steps"), "eps": eps,
-            "step_size": a.get("step_size"), "restarts": a.get("restarts"),
-            "random_start": a.get("random_start"), "source_id": source_id}
-
-
-def measurement_rows(rec: dict) -> list[dict]:
-    """Long-form rows from one fragment: metrics.json (training) or an evaluation JSON."""
-    if "spec" in rec:  # training metrics
-        cell = rec["spec"]["cell"]
-        prov = {"code_version": rec["code_version"], "config_hash": config_hash(rec["spec"]),
-                "device": rec["device"], "wall_time_s": rec["wall_time_s"],
-                "diverged": rec["diverged"], "steps_done": rec["steps_done"]}
-        # n: the images of the split the metric was computed on (the whole train or test split)
-        return [{**_cell_cols(cell), **_attack_cols("none", None), "metric": m, "value": rec.get(m),
-                 "n": split_images(m, cell["dataset"], rec), **prov}
-                for m in ("train_accuracy", "test_accuracy", "mean_logit_norm")]
-    cell = rec["cell"]
-    prov = {"code_version": rec["code_version"], "config_hash": config_hash(rec["attack"]),
-            "device": rec["device"], "wall_time_s": rec["wall_time_s"], "diverged": None,
-            "steps_done": None}
-    return [{**_cell_cols(cell), **_attack_cols(rec["kind"], rec["attack"], rec.get("source_id")),
-             "metric": "accuracy", "value": rec["accuracy"], "n": rec["n"], **prov}]
-
-
-def worst_case_rows(records: list[dict]) -> list[dict]:
-    """Long-form rows of the worst case per (model, ε): robust only if the image is right clean
-    and every attack failed (lsqueeze.plan.perexample); `worst_of` lists what was combined. A
-    model measured only by black-box attacks gets its worst transfer accuracy (attack
-    "worst_transfer", id worst-transfer-e<ε>), which no table or card reports as robust accuracy.
-    What a worst case does not cover is printed as one line each (the aggregate job's log)."""
-    rows = []
-    for w in worst_cases(records):
-        for note in w["warnings"]:
-            print(f"lsqueeze aggregate: warning: {w['cell_id']}, ε = {eps_key(w['eps'])}: {note}",
-                  file=sys.stderr)
-        if w["accuracy"] is None:
-            continue
-        attack = {"id": worst_case_id(w["eps"], w["kind"]),
-                  "paper": {"attack": w["kind"], "eps": w["eps"]}}
-        rows.append({**_cell_cols(w["cell"]), **_attack_cols(WORST, attack), "metric": "accuracy",
-                     "value": w["accuracy"], "n": w["n"], "worst_of": list(w["attacks"]),
-                     "code_version": None, "config_hash": None, "device": None,
-                     "wall_time_s": None, "diverged": None, "steps_done": None})
-    return rows
-
-
-def member_rows(rec: dict) -> list[dict]:
-    """AutoAttack's accuracy after each member (metric accuracy_after_<member>, e.g.
-    accuracy_after_apgd_t), from the per-image breakdown its record keeps: where the accuracy
-    fell, gradient-based members or only the gradient-free Square."""
-    if "members" not in rec:
-        return []
-    members, codes = unpack_members(rec["members"], rec["n"])
-    base = measurement_rows(rec)[0]
-    return [{**base, "metric": member_metric(member), "value": value}
-            for member, value in accuracy_after(members, codes).items() if member != "clean"]
 
 
 def _same(have, want) -> bool:
@@ -295,123 +207,6 @@ def layout_parquet(table: dict, layout: pd.DataFrame) -> tuple[pd.DataFrame, dic
     return frame, meta
 
 
-def summary(tables: dict) -> dict:
-    """Agreement counts over the given tables: printed comparisons and distinct measurements
-    (lsqueeze.report.agreement.counts)."""
-    return counts(pd.concat([c for _, c in tables.values()], ignore_index=True))
-
-
-def _fmt(v) -> str:
-    return "—" if missing(v) else f"{v:.2f}"
-
-
-def _param(v) -> str:
-    return "" if missing(v) else f"{v:g}"
-
-
-def _grid(table: dict, layout: pd.DataFrame, compare: pd.DataFrame, tolerance: float):
-    """Rows of (text, out_of_tolerance) per paper-layout cell, for Markdown and HTML alike.
-
-    The comparison frame follows the table's rows × columns in order (build_tables): an entry is
-    found by its row's position, since one cell may be printed in several rows (paper rows with
-    their own published values)."""
-    columns = table["columns"]
-    entries = list(compare.itertuples())
-    if len(entries) != len(layout) * len(columns):
-        raise ValueError(f"table {table['id']}: {len(entries)} comparisons for {len(layout)} rows "
-                         f"× {len(columns)} columns")
-    rows = []
-    for i, ((cid, model), rec) in enumerate(layout.iterrows()):
-        seeds = int(rec["seeds"]) if "seeds" in rec and rec["seeds"] > 1 else 0
-        name = (model or cid) + (f" ({seeds} seeds)" if seeds else "")
-        cells = [(name, False)] + [(_param(rec[k]), False) for k in PAPER_PARAMS[:3]]
-        cells.append((steps_tag(rec["k"]), False))
-        for j, col in enumerate(columns):
-            c = entries[i * len(columns) + j]
-            if (c.cell_id, c.column) != (cid, col["name"]):
-                raise ValueError(f"table {table['id']}: comparison {c.cell_id} {c.column!r} is "
-                                 f"out of place (row {cid}, column {col['name']!r})")
-            text = _fmt(c.measured_pct)
-            if c.n_seeds > 1:  # mean ± sd over the row's seeds
-                text += f" ± {_fmt(c.sd_pct)}"
-            if not missing(c.published_pct):
-                text += f" ({_fmt(c.published_pct)}, Δ {_fmt(c.delta_pct)})"
-            cells.append((text, not missing(c.delta_pct) and abs(c.delta_pct) > tolerance))
-        rows.append(cells)
-    return ["model", *PAPER_PARAMS] + [c["name"] for c in table["columns"]], rows
-
-
-def _md_cell(text: str) -> str:
-    """A Markdown table cell: a `|` in a label or column name would end the cell, a line break the
-    row."""
-    return " ".join(str(text).splitlines()).replace("|", r"\|")
-
-
-def _table_line(ts: dict, tolerance: float) -> str:
-    if not ts["compared"]:
-        return "No published number to compare with: measured values only."
-    line = f"{ts['within']} of {ts['compared'] - ts['uninformative']} within ±{tolerance:g}"
-    if ts["uninformative"]:
-        line += f"; {ts['uninformative']} uninformative (broken model)"
-    if ts.get("replicate_spread") is not None:
-        line += f"; the paper's replicate rows differ by up to {ts['replicate_spread']:.2f}"
-    return line + "."
-
-
-def _headline(s: dict, tolerance: float) -> str:
-    return headline(s, tolerance)
-
-
-def render_markdown(plan: dict, tables: dict, tolerance: float, prov: dict | None = None) -> str:
-    s = summary(tables)
-    lines = ["# Measured vs published", ""]
-    if prov:
-        lines += ["  \n".join(provenance_lines(prov)), ""]
-    lines += [f"Each number: measured % (published %, Δ = measured − published). "
-              f"**{_headline(s, tolerance)}**", ""]
-    for table in plan["tables"]:
-        layout, compare = tables[table["id"]]
-        ts = summary({table["id"]: (layout, compare)})
-        head, rows = _grid(table, layout, compare, tolerance)
-        lines += [f"## {table.get('title', 'Table ' + table['id'])}", ""]
-        if caption(table):
-            lines += [f"*{caption(table)}*", ""]
-        lines += [_table_line(ts, tolerance), "",
-                  "| " + " | ".join(map(_md_cell, head)) + " |", "|" + "---|" * len(head)]
-        for cells in rows:
-            lines.append("| " + " | ".join(f"**{_md_cell(t)}**" if bad else _md_cell(t)
-                                           for t, bad in cells) + " |")
-        lines.append("")
-    lines.append(f"Bold: |Δ| > {tolerance:g} points.")
-    return "\n".join(lines) + "\n"
-
-
-def render_html(plan: dict, tables: dict, tolerance: float, prov: dict | None = None,
-                masking: pd.DataFrame | None = None) -> str:
-    s = summary(tables)
-    out = ["<!DOCTYPE html><html><head><meta charset='utf-8'><title>Measured vs published</title>",
-           "<style>table{border-collapse:collapse;margin-bottom:1.5em}td,th{border:1px solid #ccc;"
-           "padding:2px 6px;text-align:right}td:first-child{text-align:left}.off{background:#fdd}"
-           "caption{text-align:left;font-style:italic;padding:2px 0}"
-           "</style></head><body>", "<h1>Measured vs published</h1>",
-           *([f"<p>{'<br>'.join(provenance_lines(prov, html=True))}</p>"] if prov else []),
-           f"<p>Each number: measured % (published %, Δ). <b>{html.escape(_headline(s, tolerance))}</b>"
-           f" Shaded: |Δ| &gt; {tolerance:g} points.</p>"]
-    for table in plan["tables"]:
-        layout, compare = tables[table["id"]]
-        head, rows = _grid(table, layout, compare, tolerance)
-        out.append(f"<h2>{html.escape(table.get('title', 'Table ' + table['id']))}</h2><table>")
-        if caption(table):
-            out.append(f"<caption>{html.escape(caption(table))}</caption>")
-        out.append("<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>")
-        for cells in rows:
-            out.append("<tr>" + "".join(f"<td class='off'>{html.escape(t)}</td>" if bad
-                                        else f"<td>{html.escape(t)}</td>" for t, bad in cells) + "</tr>")
-        out.append("</table>")
-    if masking is not None:
-        out.append(masking_section(masking, html=True))
-    out.append("</body></html>")
-    return "\n".join(out) + "\n"
 
 
 def _eq4_rows(plan: dict, analyses: dict) -> list[dict]:
@@ -425,7 +220,7 @@ def _eq4_rows(plan: dict, analyses: dict) -> list[dict]:
                     continue
                 cell = plan["cells"][cid]
                 eps = float(col["attack_paper"]["eps"]) / plan["pixel_scale"][cell["dataset"]]
-                rows.append({**_cell_cols(cell), **_attack_cols("white", None), "attack": "eq4",
+                rows.append({**cell_cols(cell), **attack_cols("white", None), "attack": "eq4",
                              "eps": col["attack_paper"]["eps"], "metric": "predicted_accuracy",
                              "n": len(analyses[cid]), "value": predicted_accuracy(analyses[cid], eps)})
     return rows
