@@ -11,6 +11,7 @@ import yaml
 
 from conftest import REPO
 from lsqueeze.report import claims as C
+from lsqueeze.report import evidence as E
 from lsqueeze.report.claims_report import to_html
 
 CLAIMS_FILE = REPO / "src/lsqueeze/data/claims.yaml"
@@ -63,11 +64,11 @@ def table2(rows, n=1000):
 
 # --- the verdict rule -------------------------------------------------------------------------
 
-M = C.training_images()[0]  # the default training variance: 2 points at 50%
+M = E.training_images()[0]  # the default training variance: 2 points at 50%
 
 
 def one_seed(value, n=1000):
-    return C.spread({"value": value, "n": n}, M)
+    return E.spread({"value": value, "n": n}, M)
 
 
 def test_verdict_rule_and_noise_floor():
@@ -76,14 +77,14 @@ def test_verdict_rule_and_noise_floor():
     assert C.verdict(1.5, 1.0) == C.UNCLEAR and C.verdict(-2.0, 1.0) == C.UNCLEAR  # within two
     assert C.verdict(0.5, 1.0) == C.UNCLEAR
     assert C.verdict(None, 0.0) == C.UNMEASURED
-    assert C.binomial_se(50, 1000) == pytest.approx(100 * math.sqrt(0.25 / 1000))
-    assert C.binomial_se(0, 1000) == pytest.approx(100 * math.sqrt(0.001 * 0.999 / 1000))
+    assert E.binomial_se(50, 1000) == pytest.approx(100 * math.sqrt(0.25 / 1000))
+    assert E.binomial_se(0, 1000) == pytest.approx(100 * math.sqrt(0.001 * 0.999 / 1000))
     # the seed sd counts where it is larger than the floor, the floor where the sd is smaller
-    assert C.spread({"value": 50, "n": 1000, "sd": 4.0}) == 4.0
-    assert C.spread({"value": 50, "n": 1000, "sd": 0.1}) == pytest.approx(C.binomial_se(50, 1000))
+    assert E.spread({"value": 50, "n": 1000, "sd": 4.0}) == 4.0
+    assert E.spread({"value": 50, "n": 1000, "sd": 0.1}) == pytest.approx(E.binomial_se(50, 1000))
     # one seed: the binomial error and the training variance (2 points at 50%, by default)
     assert M == pytest.approx(625)
-    assert one_seed(50) == pytest.approx(math.hypot(C.binomial_se(50, 1000), 2.0))
+    assert one_seed(50) == pytest.approx(math.hypot(E.binomial_se(50, 1000), 2.0))
     assert one_seed(0.0) < 0.3   # near 0% the seed spread vanishes too (one test image's floor)
 
 
@@ -222,8 +223,8 @@ def test_constant_within_flat_and_order_checks():
             (None, "lsq", {PGD40["name"]: 52.0, PGD100["name"]: worst}, None)])})
         res = C.evaluate_check(flat, sweep)[0]
         assert res["verdict"] == want
-        assert res["spread"] == pytest.approx(math.hypot(C.binomial_se(52, 1000),
-                                                         C.binomial_se(worst, 1000)))
+        assert res["spread"] == pytest.approx(math.hypot(E.binomial_se(52, 1000),
+                                                         E.binomial_se(worst, 1000)))
     # Eq. 4 vs FGSM: same order of two models, or a reversed one, or one column ranking them
     # equal where the other separates them, or both gaps within the noise
     eq4 = {"name": "Eq. 4", "metric": "predicted_accuracy", "attack_paper": {"attack": "fgsm"}}
