@@ -1,4 +1,5 @@
 import hashlib
+import shutil
 
 import pytest
 import torch
@@ -50,3 +51,29 @@ def test_outputs_follow_the_umask(tmp_path):
             "private.json": 0o600}
     # each file's digest beside it, with the same mode
     assert modes == {**want, **{f"{k}.sha256": v for k, v in want.items()}}
+
+
+def test_a_full_disk_is_one_line_naming_the_file(tmp_path, monkeypatch):
+    """torch reports ENOSPC as "enforce fail at inline_container.cc"; the job says what it is."""
+    import errno as _errno
+
+    from lsqueeze.runtime import files as io
+
+    monkeypatch.setattr(io.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10, 10, 0))
+
+    def no_space(obj, fh):
+        raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 64")
+
+    monkeypatch.setattr(torch, "save", no_space)
+    with pytest.raises(io.DiskFullError, match=r"m\.pt: no space left on the device \(0 MiB free"):
+        save_torch({"x": torch.zeros(3)}, tmp_path / "m.pt")
+    assert not list(tmp_path.iterdir())  # no temp file, no half file, no digest left behind
+
+    def json_full(*a, **k):
+        raise OSError(_errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(io.Path, "write_text", json_full)
+    with pytest.raises(io.DiskFullError, match=r"e\.json: no space left"):
+        io.save_json({"a": 1}, tmp_path / "e.json")
+    # and through the CLI, a DiskFullError is a JobError: one line, exit 2
+    assert issubclass(io.DiskFullError, io.JobError)

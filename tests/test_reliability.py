@@ -18,7 +18,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import REPO, SMALL_ARCH, cell_dir, run_snakemake, tiny_spec
+from conftest import REPO, SMALL_ARCH, tiny_spec
 from lsqueeze.jobs.train import _resumable, train
 from lsqueeze.plan import build as C
 from lsqueeze.plan.schema import ConfigError, validate
@@ -303,38 +303,6 @@ def test_preset_device_is_schema_checked():
 
 @needs_no_gpu
 @pytest.mark.slow
-def test_snakemake_gpu_preset_fails_fast_and_device_override_reruns_nothing(tmp_path, tiny_config):
-    """A GPU preset on this CPU machine: the training job fails at once with the reason in its
-    log. `--config device=auto` (a run option) runs it on the CPU; the black-box job is given the
-    source model's metrics.json; switching `device` afterwards reruns nothing."""
-    from lsqueeze.plan.build import build_plan
-
-    cfg = yaml.safe_load(tiny_config.read_text())
-    cfg["device"] = "cuda"
-    preset = tmp_path / "gpu.yaml"
-    preset.write_text(yaml.safe_dump(cfg))
-    plan = build_plan(cfg)
-    target, source, attack = sorted(plan.black)[0]
-    model_dir = tmp_path / cell_dir(cfg, source)
-    # targets before --configfile, which takes every following word
-    proc = run_snakemake(tmp_path, f"{cell_dir(cfg, source)}/metrics.json",
-                         "--configfile", preset, check=False)
-    assert proc.returncode != 0 and not (model_dir / "model.pt").exists()
-    # results/store/<dataset>/<recipe>/<tag> -> results/store/logs/train/<dataset>/<recipe>/<tag>.log
-    store, rest = cell_dir(cfg, source).split("/", 2)[1:]
-    log = (tmp_path / "results" / store / "logs/train" / f"{rest}.log").read_text()
-    assert "no CUDA GPU is visible" in log and "`device: cuda`" in log and "Traceback" not in log
-
-    black = f"{cell_dir(cfg, target)}/eval-n100/black/{source.split('/')[1]}/{attack}.json"
-    run_snakemake(tmp_path, black, "--configfile", preset, "--config", "device=auto")
-    rec = json.loads((tmp_path / black).read_text())
-    assert rec["source_id"] == source and rec["kind"] == "black"
-    for device in ("cpu", "auto"):
-        dry = run_snakemake(tmp_path, black, "-n", "--configfile", preset, "--config",
-                            f"device={device}")
-        assert "Nothing to be done" in dry.stdout + dry.stderr
-
-
 # --- files changed after they were written -------------------------------------------------------
 
 def flip_byte(path, at=0.5):
@@ -411,52 +379,3 @@ def test_a_flipped_byte_in_the_aggregated_tables_is_refused(tiny_run, tmp_path):
     assert cli(*args).returncode == 0
     flip_byte(tables / "measurements.parquet", at=0.3)
     one_line_error(cli(*args), "measurements.parquet", "does not match the sha256")
-
-
-def test_a_full_disk_is_one_line_naming_the_file(tmp_path, monkeypatch):
-    """torch reports ENOSPC as "enforce fail at inline_container.cc"; the job says what it is."""
-    import errno as _errno
-
-    from lsqueeze.runtime import files as io
-
-    monkeypatch.setattr(io.shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10, 10, 0))
-
-    def no_space(obj, fh):
-        raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 64")
-
-    monkeypatch.setattr(torch, "save", no_space)
-    with pytest.raises(io.DiskFullError, match=r"m\.pt: no space left on the device \(0 MiB free"):
-        save_torch({"x": torch.zeros(3)}, tmp_path / "m.pt")
-    assert not list(tmp_path.iterdir())  # no temp file, no half file, no digest left behind
-
-    def json_full(*a, **k):
-        raise OSError(_errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(io.Path, "write_text", json_full)
-    with pytest.raises(io.DiskFullError, match=r"e\.json: no space left"):
-        io.save_json({"a": 1}, tmp_path / "e.json")
-    # and through the CLI, a DiskFullError is a JobError: one line, exit 2
-    assert issubclass(io.DiskFullError, io.JobError)
-
-
-def test_the_command_snakemake_prints_reruns_the_job_by_hand(tiny_run, tiny_config, tmp_path):
-    """`snakemake -p` shows a job's command without the variables the workflow exports: the
-    command carries the preset's device and run options as defaults, so it runs as printed."""
-    target = f"{cell_dir(tiny_config, 'digits28/ls0-sq0-gn0-k60-s0')}/model.pt"
-    dry = run_snakemake(tiny_run, "-n", "-p", "--forcerun", target, configfile=tiny_config)
-    (cmd,) = [line.split("Shell command: ", 1)[1] for line in dry.stdout.splitlines()
-              if line.startswith("Shell command: ") and "lsqueeze train" in line]
-    assert '--device "${LSQUEEZE_DEVICE:-auto}"' in cmd
-    assert '"${LSQUEEZE_TRAIN_OPTIONS:-{\\"checkpoint_every\\": 50\\}}"' in cmd
-    shutil.copytree(tiny_run / "results/data/digits28", tmp_path / "results/data/digits28")
-    store, rest = target.removesuffix("/model.pt").split("/", 2)[1:]  # results/store/<ds>/<r>/<tag>
-    log = tmp_path / "results" / store / "logs/train" / f"{rest}.log"
-    log.parent.mkdir(parents=True)
-    env = {k: v for k, v in ENV.items() if not k.startswith("LSQUEEZE_")}
-    env["PATH"] = f"{os.path.dirname(sys.executable)}:{env['PATH']}"
-    env["PYTHONPATH"] = str(REPO / "src")
-    done = subprocess.run(["bash", "-c", cmd], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=300)
-    log = log.read_text()
-    assert done.returncode == 0, log
-    assert (tmp_path / target).exists() and "Traceback" not in log
