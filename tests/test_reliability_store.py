@@ -37,6 +37,11 @@ def flip_byte(path, at=0.5):
     path.write_bytes(bytes(data))
 
 
+def split_errors(proc) -> list[str]:
+    return [line for line in (proc.stdout + proc.stderr).splitlines()
+            if line.startswith("lsqueeze: error:")]
+
+
 @pytest.fixture(scope="module")
 def layout(tiny_config):
     return Layout(build_plan(yaml.safe_load(tiny_config.read_text())))
@@ -59,10 +64,15 @@ def test_an_edited_split_deletes_no_model_and_is_rebuilt(trained, tiny_config, l
     test_set = work / layout.split_dir("digits28") / "test.pt"
     original = sha(test_set)
     flip_byte(test_set)
+    preset = f"--configfile={tiny_config}"  # one file: the targets follow it
+    # A run with no job left to read the split still says so at once, with the repair.
+    said = split_errors(run_snakemake(work, preset, "-n", *targets))
+    assert len(said) == 1 and said[0].startswith(
+        "lsqueeze: error: results/data/digits28/test.pt: its content does not match the sha256")
+    assert said[0].endswith("--force results/data/digits28/test.pt` (nothing made from it reruns)")
     # The default profile keeps going: every job Snakemake would rerun loses its outputs first.
     # One evaluation (never run yet) reads the split and must refuse it in one line.
     evaluation = layout.white("digits28/ls0-sq0-gn0-k60-s0", "fgsm-xent-e0.3")
-    preset = f"--configfile={tiny_config}"  # one file: the targets follow it
     run = run_snakemake(work, preset, "--keep-going", *targets, evaluation, check=False)
     assert run.returncode != 0 and not (work / evaluation).exists()
     assert {m: sha(m) for m in models if m.exists()} == before  # every model still on disk
@@ -77,7 +87,7 @@ def test_an_edited_split_deletes_no_model_and_is_rebuilt(trained, tiny_config, l
     assert "1 of 1 steps" in rebuilt.stderr + rebuilt.stdout
     assert sha(test_set) == original
     dry = run_snakemake(work, preset, "-n", *targets)
-    assert "Nothing to be done" in dry.stdout + dry.stderr
+    assert "Nothing to be done" in dry.stdout + dry.stderr and not split_errors(dry)
     assert {m: sha(m) for m in models} == before
 
 

@@ -15,7 +15,7 @@ if sys.path[0] != SRC:
     sys.path.insert(0, SRC)
 
 from lsqueeze.plan.build import WILDCARDS, build_plan
-from lsqueeze.runtime.files import file_digest
+from lsqueeze.runtime.files import SPLIT_FILES, damage, file_digest
 from lsqueeze.runtime.fingerprint import fingerprint
 from lsqueeze.plan.layout import Layout
 from lsqueeze.plan.schema import ConfigError, validate_sources
@@ -39,6 +39,14 @@ PLAN = build_plan(config)
 # analyses, logs). The rules below hold the same paths as wildcard patterns.
 LAYOUT = Layout(PLAN)
 RES, STORE, DATA = LAYOUT.results, LAYOUT.store, LAYOUT.data
+# A split edited on disk reruns nothing (splits are read as `ancient`, below) and the first job
+# that reads it refuses it; every run also says so at once, with the command that rebuilds it,
+# even when no job is left to read it ("Nothing to be done").
+for _split in sorted(SPLIT_FILES):
+    for _dataset in sorted({cell["dataset"] for cell in PLAN.cells.values()}):
+        _problem = damage(Path(DATA) / _dataset / _split, if_newer=True)
+        if _problem:
+            print(f"lsqueeze: error: {_problem}", file=sys.stderr)
 EVAL = config.get("eval", {})
 ANALYSIS = config.get("analysis", {})
 

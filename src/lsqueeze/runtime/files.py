@@ -197,20 +197,33 @@ def recorded_digest(path) -> str | None:
 VOUCHED = frozenset({"state.pt"})
 
 
+def damage(path, if_newer: bool = False) -> str | None:
+    """What is wrong with a file whose content no longer matches the digest recorded when it was
+    written (None: nothing, or no file). if_newer: hash only a file modified after its digest was
+    recorded (a quick look, as the workflow takes at every start; the readers hash every time)."""
+    path = Path(path)
+    recorded = _digests(path)
+    if not path.exists():
+        return None  # the reader's own open() says that it is missing
+    if not recorded:
+        if path.name in VOUCHED:
+            return (f"{path}: no sha256 recorded beside it ({digest_path(path).name}), so nothing "
+                    "vouches for its content")
+        return None
+    if if_newer and path.stat().st_mtime_ns <= digest_path(path).stat().st_mtime_ns:
+        return None
+    if file_digest(path) not in recorded:
+        return (f"{path}: its content does not match the sha256 recorded when it was written "
+                f"({digest_path(path).name}): corrupted, edited or replaced since; "
+                f"{repair_hint(path)}")
+    return None
+
+
 def verify_file(path) -> None:
     """Refuse a file whose content no longer matches the digest recorded when it was written."""
-    recorded = _digests(path)
-    if not Path(path).exists():
-        return  # the reader's own open() says that it is missing
-    if not recorded:
-        if Path(path).name in VOUCHED:
-            raise CorruptFileError(f"{path}: no sha256 recorded beside it "
-                                   f"({digest_path(path).name}), so nothing vouches for its content")
-        return
-    if file_digest(path) not in recorded:
-        raise CorruptFileError(f"{path}: its content does not match the sha256 recorded when it "
-                               f"was written ({digest_path(path).name}): corrupted, edited or "
-                               f"replaced since; {repair_hint(path)}")
+    problem = damage(path)
+    if problem:
+        raise CorruptFileError(problem)
 
 
 @contextmanager
