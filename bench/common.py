@@ -30,8 +30,21 @@ def mnist(out_dir: Path) -> Path:
     return out_dir
 
 
+def cpu_model() -> str:
+    """The CPU's name as the kernel reports it (/proc/cpuinfo), else the platform's."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith(("model name", "hardware")):
+                return re.sub(r"\s+", " ", line.split(":", 1)[1]).strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def machine() -> str:
-    return f"{platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
+    n = torch.get_num_threads()
+    return (f"{cpu_model()} ({platform.machine()}), {n} torch thread{'s' * (n != 1)},"
+            f" torch {torch.__version__}")
 
 
 def write_section(name: str, body: str) -> None:

@@ -105,6 +105,18 @@ def test_train_bench_compares_four_loops(mnist_dir, one_thread):
     assert all(rate > 0 and 0 <= acc <= 1 for rate, acc in best.values())
 
 
+def test_precision_bench_times_both_precisions(mnist_dir, one_thread, tmp_path, monkeypatch):
+    import bench_precision
+    import common
+
+    monkeypatch.setattr(common, "REPO", tmp_path)  # its section goes to a scratch BENCHMARKS.md
+    best = bench_precision.main(["--steps", "3", "--rounds", "1", "--data", str(mnist_dir)])
+    assert set(best) == {"fp32", "bf16"}
+    assert all(rate > 0 and 0 <= acc <= 1 for rate, acc in best.values())
+    text = (tmp_path / "BENCHMARKS.md").read_text()
+    assert "<!-- bench_precision_" in text and "`precision: auto` trains in" in text
+
+
 def test_a_failed_measurement_is_recorded_and_the_run_goes_on(tmp_path):
     import gpu
 

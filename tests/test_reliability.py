@@ -121,9 +121,15 @@ def test_checkpoint_of_other_code_or_older_format_is_not_resumed(tmp_path, capsy
     save_torch({"key": checkpoint_key(spec, "code-a"), "step": 3, "device_type": "cuda"}, state)
     assert _resumable(state, checkpoint_key(spec, "code-a"), "cpu") is None
     assert _resumable(state, checkpoint_key(spec, "code-a"), "cuda")["step"] == 3
+    # trained so far in bf16, this run in fp32: the finished model would be neither
+    save_torch({"key": checkpoint_key(spec, "code-a"), "step": 3, "device_type": "cpu",
+                "precision": "bf16"}, state)
+    assert _resumable(state, checkpoint_key(spec, "code-a"), "cpu", "fp32") is None
+    assert _resumable(state, checkpoint_key(spec, "code-a"), "cpu", "bf16")["step"] == 3
     err = capsys.readouterr().err
-    assert err.count(f"not resuming from {state}") == 4 and "older version" in err
+    assert err.count(f"not resuming from {state}") == 5 and "older version" in err
     assert "saved on cuda and this run trains on cpu" in err
+    assert "trained in bf16 and this run trains in fp32 (set train.precision: bf16" in err
 
 
 def test_changed_training_code_discards_the_checkpoint(digits, tmp_path, monkeypatch, one_thread):
@@ -137,7 +143,7 @@ def test_changed_training_code_discards_the_checkpoint(digits, tmp_path, monkeyp
     with pytest.raises(SystemExit):
         train(spec, digits, tmp_path, progress=False)
     saved = load_torch(tmp_path / "state.pt")
-    assert saved["step"] == 1 and saved["device_type"] == "cpu"
+    assert saved["step"] == 1 and saved["device_type"] == "cpu" and saved["precision"] in ("bf16", "fp32")
     monkeypatch.undo()
     m = train(spec, digits, tmp_path, progress=False)
     assert m["resumed_from"] == 0 and m["steps_done"] == 40

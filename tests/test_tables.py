@@ -254,8 +254,15 @@ def test_provenance_names_every_device_and_version():
     prov = provenance({"preset": "demo"}, long, now=datetime(2024, 1, 2, 3, 4, tzinfo=UTC))
     lock = "sha256:" + hashlib.sha256((REPO / "requirements.lock").read_bytes()).hexdigest()
     assert prov == {"preset": "demo", "code": "v1, v2", "date": "2024-01-02 03:04 UTC",
-                    "devices": "cpu; gpu A", "n": "50, 100", "lock": lock}
+                    "devices": "cpu; gpu A", "n": "50, 100", "lock": lock, "precision": []}
     assert f"environment: requirements.lock {lock[:19]}" in provenance_lines(prov)[1]
+    # the models' training precision; two when `auto` resolved differently on two machines
+    long["precision"] = [None, None, "bf16"]
+    assert "Device(s): cpu; gpu A · trained in bf16 · " in provenance_lines(
+        provenance({}, long))[1]
+    long = pd.concat([long, long.assign(precision=[None, None, "fp32"])])
+    line = provenance_lines(provenance({}, long))[1]
+    assert "trained in bf16 and fp32: the models of these tables differ in training precision" in line
 
 
 def _one_table(rows, columns):

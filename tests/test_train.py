@@ -12,7 +12,8 @@ import torch.nn.functional as F
 from lsqueeze.jobs.data import prepare
 from lsqueeze.jobs.train import adv_spec, resolve_precision, train, train_autocast
 from lsqueeze.plan import build as C
-from lsqueeze.runtime.files import load_torch
+from lsqueeze.runtime.files import load_torch, lock_digest
+from lsqueeze.science.splits import load_split
 from lsqueeze.science.models import MadryCNN, WideResNet
 from lsqueeze.science.step import (
     crop_flip,
@@ -185,8 +186,40 @@ def test_offline_cnn_beats_chance(digits, tmp_path):
     assert set(weights) >= {"conv1.weight", "fc2.bias"}
     saved = json.loads((tmp_path / "metrics.json").read_text())
     for key in ("train_accuracy", "test_accuracy", "final_loss", "mean_logit_norm", "steps_done",
-                "wall_time_s", "images_per_s", "device", "diverged", "spec", "code_version"):
+                "wall_time_s", "images_per_s", "device", "diverged", "spec", "code_version",
+                "environment_lock", "torch", "precision"):
         assert key in saved
+    # the clean accuracies' own image counts, read from the data the job trained on
+    assert (saved["n_train"], saved["n_test"]) == (len(load_split(digits / "train.pt")[1]),
+                                                   len(load_split(digits / "test.pt")[1]))
+    assert saved["environment_lock"] == lock_digest()
+
+
+@pytest.mark.parametrize("machine, avx512_bf16, amx, native", [
+    ("x86_64", False, False, False),  # AVX-512 without bf16 instructions: oneDNN emulates bf16
+    ("x86_64", True, False, True), ("x86_64", False, True, True), ("aarch64", False, False, True)])
+def test_auto_precision_is_bf16_only_with_bf16_instructions(monkeypatch, machine, avx512_bf16,
+                                                            amx, native):
+    import lsqueeze.jobs.train as T
+
+    monkeypatch.setattr(T.torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True,
+                        raising=False)
+    monkeypatch.setattr(T.platform, "machine", lambda: machine)
+    monkeypatch.setattr(T.torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(T.torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    assert T.native_bf16(torch.device("cpu")) is native
+    assert resolve_precision(torch.device("cpu"), "auto") == ("bf16" if native else "fp32")
+    assert resolve_precision(torch.device("cpu"), "bf16") == "bf16"  # asked for: as asked
+    monkeypatch.setattr(T.torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False,
+                        raising=False)
+    assert resolve_precision(torch.device("cpu"), "auto") == "fp32"
+
+
+@pytest.mark.parametrize("major, precision", [(7, "fp32"), (8, "bf16"), (9, "bf16")])
+def test_auto_precision_on_a_gpu_follows_its_compute_capability(monkeypatch, major, precision):
+    """A V100 (7.0) has no bf16 tensor cores; an A100 (8.0) and an H100 (9.0) do."""
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (major, 0))
+    assert resolve_precision(torch.device("cuda"), "auto") == precision
 
 
 def test_precision_is_a_run_option_with_fp32_weights(digits, tmp_path):
@@ -202,7 +235,6 @@ def test_precision_is_a_run_option_with_fp32_weights(digits, tmp_path):
                    for w in weights.values())
     assert runs["fp32"]["spec"] == runs["bf16"]["spec"]  # same cell: editing precision retrains nothing
     assert resolve_precision(torch.device("cpu"), "auto") in ("fp32", "bf16")
-    assert resolve_precision(torch.device("cuda"), "auto") == "bf16"
     with pytest.raises(ValueError, match="train.precision.*fp16"):
         resolve_precision(torch.device("cpu"), "fp16")
 

@@ -133,7 +133,8 @@ def model_card(metrics: dict, files: dict, n_params: int, measured: dict | None,
         "precision": metrics.get("precision"),
         "diverged": bool(metrics.get("diverged", False)),
         "recipe": recipe,
-        "clean_accuracy": {"value": metrics["test_accuracy"], "n": TEST_SIZE.get(dataset),
+        "clean_accuracy": {"value": metrics["test_accuracy"],
+                           "n": metrics.get("n_test", TEST_SIZE.get(dataset)),
                            "source": "metrics.json (the whole test split, after training)"},
         "robust_accuracy": measured["rows"] if measured else NOT_MEASURED,
         "worst_case": head["worst_case"] if head else NOT_MEASURED,
@@ -149,6 +150,8 @@ def model_card(metrics: dict, files: dict, n_params: int, measured: dict | None,
                     "torch": torch.__version__},
         "model_sha256": metrics.get("model_sha256"),
         "training_commit": metrics.get("code_version"),
+        # the lock the model was trained with (None: trained before training records recorded it)
+        "training_environment_lock": metrics.get("environment_lock"),
         "torch": metrics.get("torch"),
         # the environment lock (requirements.lock) of the checkout that exported it
         "environment_lock": lock_digest(),
@@ -217,8 +220,10 @@ def card_markdown(card: dict) -> str:
         ("Program", f"`{card['program']['file']}`, sha256 `{card['program']['sha256']}`"),
         ("Checkpoint", f"`{card['checkpoint']['file']}`, sha256 `{card['checkpoint']['sha256']}`"),
         ("Trained model", f"sha256 `{card['model_sha256']}` (model.pt)"),
-        ("Trained by", f"{card['training_commit']} (torch {card['torch']})"),
-        ("Environment", (f"requirements.lock `{card['environment_lock']}`"
+        ("Trained by", f"{card['training_commit']} (torch {card['torch']}"
+                       + (f", requirements.lock `{card['training_environment_lock']}`)"
+                          if card.get("training_environment_lock") else ")")),
+        ("Environment", (f"requirements.lock `{card['environment_lock']}` (the exporting checkout)"
                          if card.get("environment_lock")
                          else "not exported from a checkout (no requirements.lock)")),
         ("Exported by", f"lsqueeze {card['code_version']}"),

@@ -8,6 +8,7 @@ seeded generator whose state is checkpointed, so a killed run resumes to the sam
 from __future__ import annotations
 
 import math
+import platform
 import signal
 import sys
 import time
@@ -17,7 +18,8 @@ import torch
 from tqdm import tqdm
 
 from lsqueeze.runtime.devices import eval_mode, pick_device
-from lsqueeze.runtime.files import code_version, device_name, load_torch, save_json, save_torch
+from lsqueeze.runtime.files import (code_version, device_name, load_torch, lock_digest, save_json,
+                                   save_torch)
 from lsqueeze.runtime.fingerprint import fingerprint
 from lsqueeze.runtime.integrity import checkpoint_key, model_record, stale_reason
 from lsqueeze.runtime.progress import DEFAULT_EVERY_S, Ticker
@@ -31,12 +33,20 @@ TRAIN_DEFAULTS = {"checkpoint_every": 1000, "compile": False, "cuda_graphs": Fal
 
 
 def native_bf16(device: torch.device) -> bool:
-    """bf16 matmuls/convolutions run in hardware: any CUDA GPU we target, or a CPU whose oneDNN has
-    bf16 kernels (AVX512-BF16/AMX). Elsewhere bf16 is emulated and slower than fp32."""
+    """bf16 matmuls/convolutions run in hardware: a CUDA GPU from Ampere on (compute capability 8),
+    or a CPU with bf16 instructions (x86: AVX512-BF16 or AMX). Elsewhere bf16 is emulated and
+    slower than fp32: oneDNN reports bf16 "supported" on any AVX-512 CPU, where a Madry CNN step
+    ran 2.4x slower in bf16 than in fp32 (BENCHMARKS.md, "Precision on the CPU")."""
     if device.type == "cuda":
-        return True
+        return torch.cuda.get_device_capability(device)[0] >= 8
+    if device.type != "cpu":
+        return False
     probe = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
-    return device.type == "cpu" and probe is not None and bool(probe())
+    if probe is None or not probe():
+        return False
+    if platform.machine().lower() in ("x86_64", "amd64", "i386", "i686"):
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    return True  # aarch64: oneDNN reports bf16 only where the CPU has the BF16 extension
 
 
 def resolve_precision(device: torch.device, precision: str = "auto") -> str:
@@ -130,9 +140,9 @@ class _Stop:
         self.requested = True
 
 
-def _resumable(state_path: Path, key: str, device):
-    """The checkpoint to resume from, or None: none there, unreadable, or saved for another spec
-    or code. A stale one is left in place (the next checkpoint replaces it) and the log says why
+def _resumable(state_path: Path, key: str, device, precision: str | None = None):
+    """The checkpoint to resume from, or None: none there, unreadable, or saved for another spec,
+    code, kind of device or precision. A stale one is left in place (the next checkpoint replaces it) and the log says why
     it was not used: resuming it would bring back the old optimizer state and weights."""
     if not state_path.exists():
         return None
@@ -141,7 +151,7 @@ def _resumable(state_path: Path, key: str, device):
     except RuntimeError as exc:
         reason = f"it cannot be read ({exc})"
     else:
-        reason = stale_reason(st, key, torch.device(device).type)
+        reason = stale_reason(st, key, torch.device(device).type, precision)
         if reason is None:
             return st
     print(f"lsqueeze: not resuming from {state_path}: {reason}; training from step 0",
@@ -175,9 +185,13 @@ def train(spec: dict, data_dir, out_dir, progress: bool = True, options: dict | 
     batches = Batches(len(y_tr), bs, gen)
     step, wall_before, loss_value, diverged = 0, 0.0, float("nan"), False
 
+    # What computed this model, taken now: the checkout may move on while a long run trains.
+    provenance = {"code_version": code_version(), "environment_lock": lock_digest(),
+                  "torch": torch.__version__}
+    precision = resolve_precision(device, opts["precision"])
     state_path = out_dir / "state.pt"
     key = checkpoint_key(spec, fingerprint("jobs.train"))
-    st = _resumable(state_path, key, device)
+    st = _resumable(state_path, key, device, precision)
     if st is not None:
         model.load_state_dict(st["model"])
         opt.load_state_dict(st["optimizer"])
@@ -191,12 +205,11 @@ def train(spec: dict, data_dir, out_dir, progress: bool = True, options: dict | 
         save_torch({"key": key, "model": model.state_dict(), "optimizer": opt.state_dict(),
                     "scheduler": sched.state_dict(), "generator": gen.get_state(),
                     "batches": batches.state(), "step": step, "loss": loss_value,
-                    "device_type": device.type,
+                    "device_type": device.type, "precision": precision,
                     "wall": wall_before + time.perf_counter() - t0}, state_path)
 
     fwd = torch.compile(model) if opts["compile"] else model
     adv = adv_spec(cell, scale)
-    precision = resolve_precision(device, opts["precision"])
     autocast = train_autocast(device, precision)
     stop = _Stop()
     # Reading the loss on the host stalls a GPU pipeline; check for NaN/inf every sync_every steps
@@ -258,10 +271,10 @@ def train(spec: dict, data_dir, out_dir, progress: bool = True, options: dict | 
         "train_accuracy": train_acc, "test_accuracy": test_acc,
         "final_loss": loss_value if math.isfinite(loss_value) else str(loss_value),
         "mean_logit_norm": logit_norm, "steps_done": step, "steps": steps,
-        "resumed_from": resumed_from,
+        "resumed_from": resumed_from, "n_train": len(y_tr), "n_test": len(y_te),
         "wall_time_s": wall, "images_per_s": step * bs / max(wall, 1e-9),
         "device": device_name(device), "precision": precision, "diverged": diverged, "spec": spec,
-        "code_version": code_version(), "torch": torch.__version__,
+        **provenance,
     }
     save_json(metrics, out_dir / "metrics.json")
     state_path.unlink(missing_ok=True)

@@ -62,7 +62,8 @@ def measurement_rows(rec: dict) -> list[dict]:
         cell = rec["spec"]["cell"]
         prov = {"code_version": rec["code_version"], "config_hash": config_hash(rec["spec"]),
                 "device": rec["device"], "wall_time_s": rec["wall_time_s"],
-                "diverged": rec["diverged"], "steps_done": rec["steps_done"]}
+                "diverged": rec["diverged"], "steps_done": rec["steps_done"],
+                "precision": rec.get("precision")}  # the model's training precision
         # n: the images of the split the metric was computed on (the whole train or test split)
         return [{**cell_cols(cell), **attack_cols("none", None), "metric": m, "value": rec.get(m),
                  "n": split_images(m, cell["dataset"], rec), **prov}
@@ -70,7 +71,7 @@ def measurement_rows(rec: dict) -> list[dict]:
     cell = rec["cell"]
     prov = {"code_version": rec["code_version"], "config_hash": config_hash(rec["attack"]),
             "device": rec["device"], "wall_time_s": rec["wall_time_s"], "diverged": None,
-            "steps_done": None}
+            "steps_done": None, "precision": None}
     return [{**cell_cols(cell), **attack_cols(rec["kind"], rec["attack"], rec.get("source_id")),
              "metric": "accuracy", "value": rec["accuracy"], "n": rec["n"], **prov}]
 
@@ -93,7 +94,8 @@ def worst_case_rows(records: list[dict]) -> list[dict]:
         rows.append({**cell_cols(w["cell"]), **attack_cols(WORST, attack), "metric": "accuracy",
                      "value": w["accuracy"], "n": w["n"], "worst_of": list(w["attacks"]),
                      "code_version": None, "config_hash": None, "device": None,
-                     "wall_time_s": None, "diverged": None, "steps_done": None})
+                     "wall_time_s": None, "diverged": None, "steps_done": None,
+                     "precision": None})
     return rows
 
 

@@ -225,8 +225,8 @@ def typed_measurements(long: pd.DataFrame) -> pd.DataFrame:
 
 
 def provenance(plan: dict, long: pd.DataFrame, now: datetime | None = None) -> dict:
-    """Where the numbers come from: preset, code version(s), date, device(s), test images, the
-    environment lock."""
+    """Where the numbers come from: preset, code version(s), date, device(s), the models' training
+    precision(s), test images, the environment lock."""
     from lsqueeze.runtime.files import lock_digest
 
     def distinct(col):
@@ -238,9 +238,20 @@ def provenance(plan: dict, long: pd.DataFrame, now: datetime | None = None) -> d
             "code": ", ".join(distinct("code_version")) or "?",
             "date": (now or datetime.now(UTC)).strftime("%Y-%m-%d %H:%M UTC"),
             "devices": "; ".join(distinct("device")) or "?",
+            # more than one: `precision: auto` resolved differently on the machines that trained
+            "precision": distinct("precision"),
             "n": ", ".join(map(str, ns)) or "—",
             # the environment lock of the checkout that built the tables (None: not a checkout)
             "lock": lock_digest()}
+
+
+def _precision_note(precisions) -> str:
+    if not precisions:
+        return ""
+    if len(precisions) == 1:
+        return f" · trained in {precisions[0]}"
+    return (f" · trained in {' and '.join(precisions)}: the models of these tables differ in"
+            " training precision (set train.precision to make them alike)")
 
 
 def provenance_lines(prov: dict, html: bool = False) -> list[str]:
@@ -248,7 +259,8 @@ def provenance_lines(prov: dict, html: bool = False) -> list[str]:
     b = ("<b>", "</b>") if html else ("**", "**")
     return [f"Preset {b[0]}{esc(prov['preset'])}{b[1]} · code {esc(prov['code'])} · "
             f"tables built {esc(prov['date'])}",
-            f"Device(s): {esc(prov['devices'])} · test images per attack (n): {esc(prov['n'])}"
+            f"Device(s): {esc(prov['devices'])}" + _precision_note(prov.get("precision"))
+            + f" · test images per attack (n): {esc(prov['n'])}"
             + (f" · environment: requirements.lock {esc(prov['lock'][:19])}" if prov.get("lock") else "")]
 
 

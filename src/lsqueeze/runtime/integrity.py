@@ -58,12 +58,17 @@ def checkpoint_key(spec: dict, code: str) -> str:
     return _json_hash({"cell": spec["cell"], "recipe": spec["recipe"], "code": code})
 
 
-def stale_reason(state: dict, key: str, device_type: str | None = None) -> str | None:
+def stale_reason(state: dict, key: str, device_type: str | None = None,
+                 precision: str | None = None) -> str | None:
     """Why a loaded checkpoint must not be resumed (None: it may).
 
     device_type: where this run trains. A checkpoint saved on another kind of device is not
     resumed: its random stream (CUDA's Philox, the CPU's Mersenne Twister) cannot continue
-    there, so the run would neither match an uninterrupted one nor load at all."""
+    there, so the run would neither match an uninterrupted one nor load at all.
+    precision: the precision this run trains in ("bf16"/"fp32", resolved on this machine). A
+    checkpoint trained so far in the other one is not resumed either: the finished model would be
+    neither, while its metrics.json names one (`auto` resolves per machine, so a rerun on another
+    node of a cluster may differ)."""
     saved = state.get("key")
     if saved is None:
         return "it records no spec/code key (saved by an older version)"
@@ -75,6 +80,10 @@ def stale_reason(state: dict, key: str, device_type: str | None = None) -> str |
     if device_type is not None and where is not None and where != device_type:
         return (f"it was saved on {where} and this run trains on {device_type} (the random "
                 "stream of one cannot continue on the other)")
+    trained = state.get("precision")
+    if precision is not None and trained is not None and trained != precision:
+        return (f"it was trained in {trained} and this run trains in {precision} (set "
+                f"train.precision: {trained} to continue it)")
     return None
 
 
