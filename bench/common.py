@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from lsqueeze.runtime.files import cpu_model
 from lsqueeze.runtime.mirror import serve_directory  # noqa: F401  (the tests' mirror too)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -28,17 +29,6 @@ def mnist(out_dir: Path) -> Path:
     with serve_directory(MIRROR) as url:
         prepare("mnist", out_dir, mirror=url)
     return out_dir
-
-
-def cpu_model() -> str:
-    """The CPU's name as the kernel reports it (/proc/cpuinfo), else the platform's."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith(("model name", "hardware")):
-                return re.sub(r"\s+", " ", line.split(":", 1)[1]).strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def machine() -> str:

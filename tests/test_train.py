@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from lsqueeze.jobs.data import prepare
 from lsqueeze.jobs.train import adv_spec, resolve_precision, train, train_autocast
 from lsqueeze.plan import build as C
-from lsqueeze.runtime.files import load_torch, lock_digest
+from lsqueeze.runtime.files import cpu_model, load_torch, lock_digest
 from lsqueeze.science.splits import load_split
 from lsqueeze.science.models import MadryCNN, WideResNet
 from lsqueeze.science.step import (
@@ -193,6 +193,8 @@ def test_offline_cnn_beats_chance(digits, tmp_path):
     assert (saved["n_train"], saved["n_test"]) == (len(load_split(digits / "train.pt")[1]),
                                                    len(load_split(digits / "test.pt")[1]))
     assert saved["environment_lock"] == lock_digest()
+    # which CPU: two x86 CPUs may train the same cell at 2.4x different speeds, in another precision
+    assert saved["device"].startswith(f"cpu ({cpu_model()}, ") and cpu_model()
 
 
 @pytest.mark.parametrize("machine, avx512_bf16, amx, native", [

@@ -343,4 +343,18 @@ def device_name(device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     n = torch.get_num_threads()
-    return f"cpu ({n} thread{'' if n == 1 else 's'})"
+    return f"cpu ({cpu_model()}, {n} thread{'' if n == 1 else 's'})"
+
+
+def cpu_model() -> str:
+    """The CPU's name as the kernel reports it: two CPUs of one architecture may differ in what
+    a result took (bf16 instructions or none), so a record names which one ran it."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith(("model name", "hardware")):
+                return " ".join(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
