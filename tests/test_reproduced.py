@@ -76,6 +76,52 @@ def test_100k_autoattack_is_recorded_member_by_member():
         assert after == sorted(after, reverse=True) and after[-1] == by["accuracy"], cid
 
 
+README_FACTS = {"command", "code", "machine", "wall time", "date"}  # the run's record, not numbers
+
+
+def _readme_table_rows(run):
+    """The data rows of the README's Markdown tables (the run's own record table left out)."""
+    rows = []
+    for line in (run / "README.md").read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if (line.strip().startswith("| ") and cells[0] not in README_FACTS
+                and not cells[0].startswith("model") and re.search(r"\d\.\d", line)):
+            rows.append(line.strip())
+    return rows
+
+
+@pytest.mark.parametrize("run", RUNS, ids=lambda p: p.name)
+def test_readme_numbers_are_the_kept_tables(run):
+    """Every number a kept run's README shows in a table is in its tables.md, with its seed sd
+    where it has one; a README that was not updated after the tables changed fails here."""
+    md = (run / "tables.md").read_text()
+    rows = _readme_table_rows(run)
+    assert rows
+    for row in rows:
+        for number in re.findall(r"\d+\.\d\d(?: ± \d+\.\d\d)?(?: \(\d+\.\d\d, Δ -?\d+\.\d\d\))?",
+                                 row):
+            assert number in md, f"{run.name}/README.md: {number!r} is not in tables.md ({row[:60]})"
+
+
+def test_100k_readme_prose_is_the_kept_measurements():
+    """The 100k README's sentences about its numbers: the largest distance to the paper, and the
+    accuracy after each AutoAttack member (measurements.parquet)."""
+    run = REPO / "reproduced" / "mnist_100k_cpu"
+    text = " ".join((run / "README.md").read_text().split())
+    rows = _readme_table_rows(run)
+    md = (run / "tables.md").read_text()
+    assert all(row in md for row in rows if "Δ" in row)  # the Table 6 rows, verbatim
+    cmp = pd.read_parquet(run / "table_6_compare.parquet")
+    within = re.search(r"within ([\d.]+) points of the published", text)
+    assert within and float(within.group(1)) == round(cmp["delta_pct"].abs().max(), 2)
+    long = pd.read_parquet(run / "measurements.parquet")
+    said = re.findall(r"([\d.]+)% after (APGD-CE|APGD-T|FAB-T|Square)", text)
+    assert said
+    for value, member in said:
+        member_rows = long[long["metric"] == f"accuracy_after_{member.lower().replace('-', '_')}"]
+        assert any(abs(100 * v - float(value)) < 0.05 for v in member_rows["value"]), (member, value)
+
+
 @pytest.mark.parametrize("run", RUNS, ids=lambda p: p.name)
 def test_verdicts_are_todays_rules_on_the_stored_tables(run, tmp_path):
     """claims.* of a kept run are what today's claims file and verdict rules say of its stored
