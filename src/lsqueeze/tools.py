@@ -133,6 +133,44 @@ def cost(args):
     print(report(est, preset))
 
 
+def _status_flags(s):
+    s.add_argument("preset", nargs="?", help="the preset (params/<preset>.yaml), as for validate")
+    s.add_argument("--configfile", help="the same, as Snakemake spells it")
+    s.add_argument("--config", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="the overrides the run was given, as for Snakemake (store=<dir>)")
+
+
+@command("status", "how far a preset's run got: models trained, checkpoints (and whether they "
+                   "resume), evaluations done", _status_flags)
+def status(args):
+    import torch
+    import yaml
+
+    from lsqueeze.jobs.status import render, run_status
+    from lsqueeze.jobs.train import resolve_precision
+    from lsqueeze.plan.build import load_config
+    from lsqueeze.plan.layout import STORE
+
+    preset = args.preset or args.configfile
+    if not preset or (args.preset and args.configfile and args.preset != args.configfile):
+        return refuse("status", "give one preset: `lsqueeze status params/<preset>.yaml`")
+    try:
+        config = load_config(preset)
+        for item in args.config:
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                raise ValueError(f"--config {item!r}: expected KEY=VALUE")
+            config[key] = yaml.safe_load(value)
+        # how this machine would train: a checkpoint of another device kind or precision restarts
+        where = "cuda" if config.get("device") != "cpu" and torch.cuda.is_available() else "cpu"
+        precision = resolve_precision(torch.device(where),
+                                      (config.get("train") or {}).get("precision", "auto"))
+        entries = run_status(config, where, precision)
+    except (OSError, ValueError) as exc:
+        return refuse("status", exc)
+    print(render(entries, config.get("preset", preset), config.get("store", STORE)))
+
+
 @command("validate", "validate a preset against the schema", lambda s: s.add_argument("config"))
 def validate(args):
     from lsqueeze.plan.schema import ConfigError, validate_file
