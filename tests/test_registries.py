@@ -47,10 +47,10 @@ def test_schema_enum_is_the_registry(suffix, registry):
 
 def test_datasets_are_the_recipes():
     """The schema's dataset enum is filled in from the recipes when a preset is validated."""
-    from lsqueeze.plan.schema import ConfigError, _load_schema, validate
+    from lsqueeze.plan.schema import ConfigError, load_schema, validate
 
     assert "enum" not in SCHEMA["$defs"]["dataset"]
-    assert _load_schema()["$defs"]["dataset"]["enum"] == list(config.RECIPES)
+    assert load_schema()["$defs"]["dataset"]["enum"] == list(config.RECIPES)
     bad = {"results": "results/x", "cells": {"c": {"dataset": "svhn", "steps": 1}}}
     with pytest.raises(ConfigError, match="svhn"):
         validate(bad)
@@ -59,13 +59,13 @@ def test_datasets_are_the_recipes():
 def test_attack_kinds_and_their_settings_are_the_registry():
     """The schema's attack enum and each kind's own settings (AutoAttack's version) are filled in
     from lsqueeze.registries.attack_kinds when a preset is validated."""
-    from lsqueeze.plan.schema import ConfigError, _load_schema, validate
+    from lsqueeze.plan.schema import ConfigError, load_schema, validate
 
-    props = _load_schema()["$defs"]["attack"]["properties"]
+    props = load_schema()["$defs"]["attack"]["properties"]
     assert "enum" not in SCHEMA["$defs"]["attack"]["properties"]["attack"]
     assert props["attack"]["enum"] == list(attack_kinds.ATTACK_KINDS) == ["fgsm", "pgd", "autoattack"]
     assert props["version"]["enum"] == list(attack_kinds.AUTOATTACK_VERSIONS)
-    figure = _load_schema()["properties"]["figures"]["additionalProperties"]["properties"]["kind"]
+    figure = load_schema()["properties"]["figures"]["additionalProperties"]["properties"]["kind"]
     assert figure["enum"] == list(figure_kinds.FIGURE_KINDS)
     preset = config.load_config(REPO / "tests" / "config" / "tiny.yaml")
     for bad, word in (({"attack": "square", "eps": 0.3}, "square"),

@@ -13,8 +13,8 @@ from lsqueeze.jobs.data import prepare
 from lsqueeze.jobs.train import adv_spec, resolve_precision, train, train_autocast
 from lsqueeze.plan import build as C
 from lsqueeze.runtime.files import cpu_model, load_torch, lock_digest
-from lsqueeze.science.splits import load_split
 from lsqueeze.science.models import MadryCNN, WideResNet
+from lsqueeze.science.splits import load_split
 from lsqueeze.science.step import (
     crop_flip,
     gaussian_noise,

@@ -114,7 +114,8 @@ def _bad_args(args) -> str | None:
         if missing:
             return f"--{name}: missing key {missing[0]!r} (expected keys: {', '.join(keys)})"
     if args.command == "train":
-        from lsqueeze.plan.schema import ConfigError, validate_options, validate_spec
+        from lsqueeze.plan.arguments import validate_options, validate_spec
+        from lsqueeze.plan.schema import ConfigError
 
         try:
             validate_options(args.options)

@@ -18,8 +18,7 @@ import torch
 from tqdm import tqdm
 
 from lsqueeze.runtime.devices import eval_mode, pick_device
-from lsqueeze.runtime.files import (code_version, device_name, load_torch, lock_digest, save_json,
-                                   save_torch)
+from lsqueeze.runtime.files import code_version, device_name, load_torch, lock_digest, save_json, save_torch
 from lsqueeze.runtime.fingerprint import fingerprint
 from lsqueeze.runtime.integrity import checkpoint_key, model_record, stale_reason
 from lsqueeze.runtime.progress import DEFAULT_EVERY_S, Ticker
@@ -142,8 +141,9 @@ class _Stop:
 
 def _resumable(state_path: Path, key: str, device, precision: str | None = None):
     """The checkpoint to resume from, or None: none there, unreadable, or saved for another spec,
-    code, kind of device or precision. A stale one is left in place (the next checkpoint replaces it) and the log says why
-    it was not used: resuming it would bring back the old optimizer state and weights."""
+    code, kind of device or precision. A stale one is left in place (the next checkpoint replaces
+    it) and the log says why it was not used: resuming it would bring back the old optimizer
+    state and weights."""
     if not state_path.exists():
         return None
     try:

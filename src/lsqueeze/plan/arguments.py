@@ -1,4 +1,6 @@
-"""A job's `--attack` (evaluate, craft, transfer), checked like a preset's attack before any work.
+"""A job's arguments, checked against the preset schema before any work: `--attack` (evaluate,
+craft, transfer) like a preset's attack, `--spec` and `--options` (train) like a preset's cell,
+recipe and `train:`.
 
 The workflow writes the record from a validated preset (lsqueeze.plan.build.attack_record); a
 record written by hand is checked here the same way, and against itself: a NaN ε would give an
@@ -13,15 +15,15 @@ import math
 import jsonschema
 
 from lsqueeze.plan.build import attack_id
-from lsqueeze.plan.schema import SCHEMA_PATH, _dotted, _load_schema, _non_finite, _schema_problem
+from lsqueeze.plan.problems import non_finite, refuse_first, schema_problem
+from lsqueeze.plan.schema import SCHEMA_PATH, adversary_problem, load_schema
 from lsqueeze.registries import attack_kinds
-from lsqueeze.runtime.yamlfile import ConfigError
 
 UNITS = ("paper", "pixel")
 
 
 def _problems(record: dict, spec: dict | None, schema_path) -> list[tuple[tuple, str]]:
-    problems = list(_non_finite(record))
+    problems = list(non_finite(record))
     if problems:
         return problems
     if not isinstance(record["id"], str):
@@ -30,12 +32,12 @@ def _problems(record: dict, spec: dict | None, schema_path) -> list[tuple[tuple,
         if not isinstance(record[units], dict):
             return [((units,), "expected a JSON object of attack settings")]
     # Settings a kind does not have are null in a resolved record; the schema describes the rest.
-    fragment = {"$defs": _load_schema(schema_path)["$defs"], "$ref": "#/$defs/attack"}
+    fragment = {"$defs": load_schema(schema_path)["$defs"], "$ref": "#/$defs/attack"}
     validator = jsonschema.Draft202012Validator(fragment)
     for units in UNITS:
         given = {k: v for k, v in record[units].items() if v is not None}
         problems += [((units, *keys), msg) for keys, msg in
-                     (_schema_problem(e) for e in validator.iter_errors(given))]
+                     (schema_problem(e) for e in validator.iter_errors(given))]
     if problems:
         return problems
     paper, pixel = record["paper"], record["pixel"]
@@ -77,8 +79,33 @@ def validate_attack(record: dict, spec: dict | None = None, schema_path=SCHEMA_P
     have passed: {id, paper, pixel}, its settings valid for the preset schema (those left out take
     their defaults), the id theirs, and `pixel` the paper's settings in the pixel units of
     `spec`'s recipe."""
-    problems = _problems(record, spec, schema_path)
-    if problems:
-        keys, msg = problems[0]
-        raise ConfigError(f"--attack: {_dotted(keys) + ': ' if keys else ''}{msg}")
+    refuse_first("--attack", _problems(record, spec, schema_path))
     return record
+
+
+def validate_options(options, schema_path=SCHEMA_PATH) -> dict:
+    """Run options (`--options` of `lsqueeze train`) against the schema of a preset's `train:`."""
+    fragment = load_schema(schema_path)["properties"]["train"]
+    problems = list(non_finite(options))
+    problems += [schema_problem(e) for e in jsonschema.Draft202012Validator(fragment).iter_errors(options)]
+    refuse_first("--options", problems)
+    return options
+
+
+def validate_spec(spec: dict, schema_path=SCHEMA_PATH) -> dict:
+    """A training spec (`--spec` of `lsqueeze train`): its cell and recipe against the preset
+    schema's, so that a hand-written spec with steps -5 or a NaN sigma is refused before any
+    work instead of training nothing, or nonsense."""
+    schema = load_schema(schema_path)
+    problems = list(non_finite(spec))
+    for key, ref in (("cell", "cell"), ("recipe", "recipe")):
+        fragment = {"$defs": schema["$defs"], "$ref": f"#/$defs/{ref}"}
+        problems += [((key, *keys), msg) for keys, msg in
+                     (schema_problem(e) for e in
+                      jsonschema.Draft202012Validator(fragment).iter_errors(spec[key]))]
+    if not problems:
+        adv = adversary_problem(spec["cell"])
+        if adv:
+            problems.append((("cell", "adv"), adv))
+    refuse_first("--spec", problems)
+    return spec

@@ -8,14 +8,11 @@ the key (`params/x.yaml:12: config error at cells.smooth.sigma: nan is not a fin
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 from pathlib import Path
 
 import jsonschema
-import yaml
-from jsonschema.exceptions import best_match
 
 from lsqueeze.plan.build import (
     LAYOUT_COLUMNS,
@@ -28,6 +25,7 @@ from lsqueeze.plan.build import (
     resolve_cell,
     table_files,
 )
+from lsqueeze.plan.problems import Where, dotted, non_finite, schema_problem, short
 from lsqueeze.registries import attack_kinds
 from lsqueeze.registries.figure_kinds import FIGURE_KINDS
 from lsqueeze.runtime.files import CHECKOUT, package_data
@@ -39,96 +37,6 @@ MAX_ERRORS = 10
 # (lsqueeze.runtime.files.atomic_path) adds `.` + `.XXXXXXXX.tmp` to the name.
 TEMP_NAME = 14
 MAX_FILE_NAME = 255 - TEMP_NAME
-
-
-def _locate(node, keys) -> tuple[int, int | None]:
-    """(how many leading keys of `keys` a YAML node tree has, 1-based line of the deepest one)."""
-    depth, line = 0, None
-    for key in keys:
-        if isinstance(node, yaml.MappingNode):
-            match = [(k, v) for k, v in node.value
-                     if isinstance(k, yaml.ScalarNode) and k.value == str(key)]
-            if not match:
-                break
-            line, node = match[-1][0].start_mark.line + 1, match[-1][1]
-        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(node.value):
-            node = node.value[key]
-            line = node.start_mark.line + 1
-        else:
-            break
-        depth += 1
-    return depth, line
-
-
-class _Where:
-    """`file:line: ` of a key: the file holding most of its path, the later one on a tie (as
-    Snakemake merges several --configfile, later files overriding earlier ones)."""
-
-    def __init__(self, sources):
-        self.sources = list(sources)  # [(path, YAML node tree)]
-
-    def __call__(self, keys) -> str:
-        best = (0, "")
-        for path, node in self.sources:
-            depth, line = _locate(node, keys)
-            if depth and depth >= best[0]:
-                best = (depth, f"{path}:{line}: ")
-        if not best[1] and len(self.sources) == 1:
-            return f"{self.sources[0][0]}: "
-        return best[1]
-
-
-def _dotted(keys) -> str:
-    return ".".join(map(str, keys))
-
-
-def _non_finite(obj, keys=()):
-    """Paths of NaN/inf numbers: JSON-schema bounds compare false with NaN, so `sigma: .nan`
-    would pass `minimum: 0` and train a model that diverges at once."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        yield keys, f"{obj!r} is not a finite number"
-    elif isinstance(obj, dict):
-        for k, v in obj.items():
-            yield from _non_finite(v, (*keys, k))
-    elif isinstance(obj, list):
-        for i, v in enumerate(obj):
-            yield from _non_finite(v, (*keys, i))
-
-
-def _schema_problem(error):
-    """(path, message) of a jsonschema error, pointing at the bad key itself where it can."""
-    if error.validator in ("oneOf", "anyOf") and error.context:
-        deepest = best_match(error.context)
-        if len(deepest.absolute_path) > len(error.absolute_path):
-            error = deepest
-    keys = tuple(error.absolute_path)
-    msg = error.message
-    if isinstance(error.schema, dict) and "errorMessage" in error.schema:  # the schema's own words
-        msg = f"{error.instance!r} {error.schema['errorMessage']}"
-    elif error.validator == "enum":
-        allowed = ", ".join(map(str, error.validator_value))
-        msg = f"{error.instance!r} is not allowed (allowed: {allowed})"
-    elif error.validator == "additionalProperties" and isinstance(error.instance, dict):
-        known = set(error.schema.get("properties", {}))
-        extra = sorted(str(k) for k in error.instance if k not in known)
-        if extra:
-            keys = (*keys, extra[0])
-            msg = f"unknown key {extra[0]!r} (known: {', '.join(sorted(known))})"
-    elif error.validator == "type" and isinstance(error.instance, str):
-        try:
-            float(error.instance)
-            # YAML 1.1 reads 1e+09 (no dot) as text; 1.0e+09 is the number.
-            msg += " (YAML reads an exponent without a dot as text: write 1.0e+09, not 1e+09)"
-        except ValueError:
-            pass
-    elif error.validator == "type":  # jsonschema quotes the whole value: a table, a list of claims
-        msg = f"{_short(error.instance)} is not of type {error.validator_value!r}"
-    return keys, msg
-
-
-def _short(value, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit - 5] + " …" + text[-1:]
 
 
 def _at_or_above(path: Path, place: Path) -> bool:
@@ -182,7 +90,7 @@ def _table_problems(config):
                                         "each table is written to its own file")
         elif max(len(name.encode()) for name in table_files(tid)) > MAX_FILE_NAME:
             yield ("tables", i, "id"), (
-                f"table id {_short(tid)} is {len(tid.encode())} bytes long: its files "
+                f"table id {short(tid)} is {len(tid.encode())} bytes long: its files "
                 f"({table_files(tid)[1]}) would pass the {MAX_FILE_NAME + TEMP_NAME}-byte limit of "
                 "a file name only when the tables are written; shorten it")
         else:
@@ -305,7 +213,7 @@ def adversary_problem(cell: dict) -> str | None:
     return None
 
 
-def _load_schema(schema_path=SCHEMA_PATH) -> dict:
+def load_schema(schema_path=SCHEMA_PATH) -> dict:
     """The schema, with the registries it names filled in, so that each has one place: the
     datasets are the recipes' keys, the attack kinds and their own settings are
     lsqueeze.registries.attack_kinds', the figure kinds lsqueeze.registries.figure_kinds', and a
@@ -336,25 +244,25 @@ def validate(config: dict, schema_path=SCHEMA_PATH, sources=(), checkout=CHECKOU
     problem names the file and line that holds the bad key. `checkout`: the workflow's directory,
     which `results` and `data_dir` may not be (nor a directory above it).
     """
-    where = _Where(sources)
+    where = Where(sources)
     if not isinstance(config, dict):
         raise ConfigError(f"{where(())}a preset is a mapping of keys (preset, results, tables, ...), "
                           f"not {type(config).__name__}")
     if not config:
         raise ConfigError(f"{where(())}the preset is empty: it needs preset, results and tables "
                           "(e.g. params/demo.yaml)")
-    schema = _load_schema(schema_path)
-    problems = list(_non_finite(config))
+    schema = load_schema(schema_path)
+    problems = list(non_finite(config))
     validator = jsonschema.Draft202012Validator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: [str(p) for p in e.absolute_path])
-    problems += [_schema_problem(e) for e in errors]
+    problems += [schema_problem(e) for e in errors]
     if not problems:  # the checks below rely on the schema's shapes
         checkout = Path(checkout).resolve() if checkout else None
         problems += list(_path_problems(config, checkout)) + list(_table_problems(config))
     if not problems:
         problems += list(_plan_problems(config, schema))
     if problems:
-        lines = [f"{where(keys)}config error{' at ' + _dotted(keys) if keys else ''}: {msg}"
+        lines = [f"{where(keys)}config error{' at ' + dotted(keys) if keys else ''}: {msg}"
                  for keys, msg in problems[:MAX_ERRORS]]
         if len(problems) > MAX_ERRORS:
             lines.append(f"... and {len(problems) - MAX_ERRORS} more")
@@ -376,35 +284,3 @@ def validate_sources(config: dict, paths, schema_path=SCHEMA_PATH, checkout=CHEC
         _, node = read_yaml(path)
         sources.append((str(path), node))
     return validate(config, schema_path, sources, checkout)
-
-
-def validate_options(options, schema_path=SCHEMA_PATH) -> dict:
-    """Run options (`--options` of `lsqueeze train`) against the schema of a preset's `train:`."""
-    fragment = _load_schema(schema_path)["properties"]["train"]
-    problems = list(_non_finite(options))
-    problems += [_schema_problem(e) for e in jsonschema.Draft202012Validator(fragment).iter_errors(options)]
-    if problems:
-        keys, msg = problems[0]
-        raise ConfigError(f"--options: {_dotted(keys) + ': ' if keys else ''}{msg}")
-    return options
-
-
-def validate_spec(spec: dict, schema_path=SCHEMA_PATH) -> dict:
-    """A training spec (`--spec` of `lsqueeze train`): its cell and recipe against the preset
-    schema's, so that a hand-written spec with steps -5 or a NaN sigma is refused before any
-    work instead of training nothing, or nonsense."""
-    schema = _load_schema(schema_path)
-    problems = list(_non_finite(spec))
-    for key, ref in (("cell", "cell"), ("recipe", "recipe")):
-        fragment = {"$defs": schema["$defs"], "$ref": f"#/$defs/{ref}"}
-        problems += [((key, *keys), msg) for keys, msg in
-                     (_schema_problem(e) for e in
-                      jsonschema.Draft202012Validator(fragment).iter_errors(spec[key]))]
-    if not problems:
-        adv = adversary_problem(spec["cell"])
-        if adv:
-            problems.append((("cell", "adv"), adv))
-    if problems:
-        keys, msg = problems[0]
-        raise ConfigError(f"--spec: {_dotted(keys) + ': ' if keys else ''}{msg}")
-    return spec
