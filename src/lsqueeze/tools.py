@@ -103,6 +103,13 @@ def rehearse(args):
 
 # --- presets: validate, cost, migrate, export, make the paper's
 
+def _one_preset(args) -> str | None:
+    """The preset given as `preset` or `--configfile` (None: neither, or two different ones)."""
+    if args.preset and args.configfile and args.preset != args.configfile:
+        return None
+    return args.preset or args.configfile
+
+
 def _cost_flags(s):
     s.add_argument("preset", nargs="?", help="the preset (params/<preset>.yaml), as for validate")
     s.add_argument("--configfile", help="the same, as Snakemake spells it")
@@ -123,8 +130,8 @@ def cost(args):
         except (OSError, ValueError) as exc:
             return refuse("cost", exc)
         return 0
-    preset = args.preset or args.configfile
-    if not preset or (args.preset and args.configfile and args.preset != args.configfile):
+    preset = _one_preset(args)
+    if preset is None:
         return refuse("cost", "give one preset: `lsqueeze cost params/<preset>.yaml`")
     try:
         est = estimate(load_config(preset), args.gpu)
@@ -151,8 +158,8 @@ def status(args):
     from lsqueeze.plan.build import load_config
     from lsqueeze.plan.layout import STORE
 
-    preset = args.preset or args.configfile
-    if not preset or (args.preset and args.configfile and args.preset != args.configfile):
+    preset = _one_preset(args)
+    if preset is None:
         return refuse("status", "give one preset: `lsqueeze status params/<preset>.yaml`")
     try:
         config = load_config(preset)

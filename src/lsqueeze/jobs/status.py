@@ -27,7 +27,7 @@ def _checkpoint(state_path: Path, key: str, device_type: str | None, precision: 
         return {"state": "checkpoint", "step": None, "resumes": False, "why": str(exc)}
     why = stale_reason(st, key, device_type, precision)
     return {"state": "checkpoint", "step": int(st.get("step", 0)), "resumes": why is None,
-            "why": why, "device_type": st.get("device_type"), "precision": st.get("precision")}
+            "why": why}
 
 
 def run_status(config: dict, device_type: str | None = None, precision: str | None = None) -> list[dict]:
@@ -45,7 +45,7 @@ def run_status(config: dict, device_type: str | None = None, precision: str | No
     out = []
     for cid in sorted(plan.cells):
         cell_dir = Path(layout.cell_dir(cid))
-        entry = {"id": cid, "steps": plan.cells[cid]["steps"], "dir": str(cell_dir),
+        entry = {"id": cid, "steps": plan.cells[cid]["steps"],
                  "evals_done": sum(Path(p).is_file() for p in evals[cid]),
                  "evals": len(evals[cid])}
         if (cell_dir / "model.pt").is_file() and (cell_dir / "metrics.json").is_file():
